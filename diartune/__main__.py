@@ -1,0 +1,3 @@
+from diartune.cli import main
+
+raise SystemExit(main())

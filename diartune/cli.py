@@ -1,0 +1,108 @@
+"""The ``diartune`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from diartune.spec import SpecError, load_tuning
+from diartune.storage import StorageError
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from diartune.tune import LocalTuning
+
+    tuning = load_tuning(args.spec)
+    output = Path(args.output or Path("runs") / tuning.metadata.name)
+    try:
+        summary = LocalTuning(tuning, output).run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: rerun the same command to resume from {output}", file=sys.stderr)
+        return 130
+    return 0 if summary["phase"] == "Succeeded" else 1
+
+
+def _trial(args: argparse.Namespace) -> int:
+    from diartune.records import TrialRequest
+    from diartune.trial.run import main as run_trial
+
+    text = Path(args.request).read_text("utf-8") if args.request else args.request_json
+    request = TrialRequest.model_validate_json(text)
+    log = Path(args.termination_log) if args.termination_log else None
+    return run_trial(request, log)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from diartune.spec import Data
+    from diartune.trial.bootstrap import make_models
+
+    data = Data(database=args.database, protocol=args.protocol)
+    paths = make_models(data, Path(args.output), args.epochs, args.batches_per_epoch)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from diartune.demo import run_demo
+
+    return run_demo(Path(args.output), quick=args.quick)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    tuning = load_tuning(args.spec)
+    print(f"{args.spec}: valid DiarizationTuning {tuning.metadata.name!r}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    root = argparse.ArgumentParser(prog="diartune", description=__doc__)
+    root.add_argument("--version", action="version", version=version("diartune"))
+    commands = root.add_subparsers(dest="command", required=True)
+
+    tune = commands.add_parser("tune", help="run a tuning on this machine (resumable)")
+    tune.add_argument("spec", help="DiarizationTuning YAML")
+    tune.add_argument("--output", help="output folder (default: runs/<name>)")
+    tune.set_defaults(run=_tune)
+
+    trial = commands.add_parser("trial", help="run one trial (what a trial pod runs)")
+    source = trial.add_mutually_exclusive_group(required=True)
+    source.add_argument("--request", help="TrialRequest JSON file")
+    source.add_argument("--request-json", help="TrialRequest JSON text")
+    trial.add_argument(
+        "--termination-log", help="also write the result JSON here (Kubernetes termination message)"
+    )
+    trial.set_defaults(run=_trial)
+
+    models = commands.add_parser(
+        "models", help="make offline models: train a segmentation model, wrap Resemblyzer"
+    )
+    models.add_argument("--database", required=True, help="pyannote.database YAML")
+    models.add_argument("--protocol", required=True, help="protocol with a train subset")
+    models.add_argument("--output", required=True, help="folder for the two checkpoints")
+    models.add_argument("--epochs", type=int, default=20)
+    models.add_argument("--batches-per-epoch", type=int, default=40)
+    models.set_defaults(run=_models)
+
+    demo = commands.add_parser("demo", help="make the demo corpus and models, then tune")
+    demo.add_argument("--output", default="demo-output")
+    demo.add_argument("--quick", action="store_true", help="a smaller budget, for smoke tests")
+    demo.set_defaults(run=_demo)
+
+    validate = commands.add_parser("validate", help="check a DiarizationTuning YAML")
+    validate.add_argument("spec")
+    validate.set_defaults(run=_validate)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``diartune`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (SpecError, StorageError) as error:
+        print(f"diartune: {error}", file=sys.stderr)
+        return 2

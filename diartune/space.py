@@ -1,0 +1,76 @@
+"""The search space of a stage, as a ConfigSpace ConfigurationSpace.
+
+Each hyperparameter's default is pyannote's default (clipped into the user's range),
+so the default configuration of the space is the warm start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ConfigSpace import (
+    CategoricalHyperparameter,
+    Configuration,
+    ConfigurationSpace,
+    UniformFloatHyperparameter,
+    UniformIntegerHyperparameter,
+)
+
+from diartune.params import KNOWN, Value
+from diartune.spec import CategoricalParameter, FloatParameter, IntParameter, Spec, Stage
+
+
+def default_value(name: str, parameter: FloatParameter | IntParameter | CategoricalParameter) -> Value:
+    """pyannote's default for ``name``, moved into the range the user allows."""
+    default = KNOWN[name].default
+    if isinstance(parameter, CategoricalParameter):
+        return default if default in parameter.choices else parameter.choices[0]
+    assert isinstance(default, int | float)
+    clipped = min(max(default, parameter.low), parameter.high)
+    if parameter.log and clipped <= 0:
+        clipped = math.sqrt(parameter.low * parameter.high)
+    return int(round(clipped)) if isinstance(parameter, IntParameter) else float(clipped)
+
+
+def stage_space(stage: Stage, seed: int) -> ConfigurationSpace:
+    """The ConfigurationSpace of one stage."""
+    space = ConfigurationSpace(seed=seed)
+    for name, parameter in sorted(stage.search_space.items()):
+        default = default_value(name, parameter)
+        if isinstance(parameter, CategoricalParameter):
+            hyperparameter: Any = CategoricalHyperparameter(
+                name, list(parameter.choices), default_value=default
+            )
+        elif isinstance(parameter, IntParameter):
+            hyperparameter = UniformIntegerHyperparameter(
+                name, parameter.low, parameter.high, log=parameter.log, default_value=default
+            )
+        else:
+            hyperparameter = UniformFloatHyperparameter(
+                name, parameter.low, parameter.high, log=parameter.log, default_value=default
+            )
+        space.add(hyperparameter)
+    return space
+
+
+def plain(config: Configuration | dict[str, Any]) -> dict[str, Value]:
+    """Configuration values as plain JSON types (no numpy scalars), sorted by name."""
+    return json.loads(json.dumps({k: config[k] for k in sorted(dict(config))}, default=_scalar))
+
+
+def _scalar(value: Any) -> Any:
+    return value.item()
+
+
+def fixed_defaults(spec: Spec) -> dict[str, Value]:
+    """pyannote's defaults for every parameter the pipeline of ``spec`` takes."""
+    values: dict[str, Value] = {}
+    for name, known in KNOWN.items():
+        if name.startswith("training."):
+            continue
+        if known.clustering and known.clustering != spec.pipeline.clustering:
+            continue
+        values[name] = known.default
+    return values

@@ -1,0 +1,373 @@
+"""The one typed model of a DiarizationTuning resource.
+
+It loads exactly the YAML that ``kubectl apply`` takes. The CRD schema is generated
+from these classes (``diartune crd``), so field names and descriptions live here only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from diartune.params import check_parameter
+
+API_VERSION = "diartune.io/v1alpha1"
+KIND = "DiarizationTuning"
+
+
+# What may change while a tuning runs (plus each stage's maxTrialCount), as in Katib.
+MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
+
+
+class SpecError(ValueError):
+    """A DiarizationTuning that does not validate; its message names each bad field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=True
+    )
+
+
+class S3(_Model):
+    """Where S3 URIs are served from."""
+
+    endpoint: str | None = Field(
+        None, description="S3 endpoint URL, e.g. https://minio.example:9000. Default: AWS."
+    )
+    region: str | None = Field(None, description="S3 region name.")
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, given to trial "
+        "pods on Kubernetes. Locally the AWS_* environment variables are used.",
+    )
+
+
+class Data(_Model):
+    """The corpus: a pyannote.database configuration and protocol."""
+
+    database: str = Field(
+        description="pyannote.database configuration (database.yml): a local path or s3:// "
+        "URI. With S3, the files it references are fetched from the same prefix.",
+        min_length=1,
+    )
+    protocol: str = Field(
+        description="Protocol name, e.g. EMS.SpeakerDiarization.Dispatch. Trials tune on its "
+        "development subset, fine-tune on its train subset, and the winner is scored once on "
+        "its test subset.",
+        pattern=r"^[^.\s]+\.SpeakerDiarization\.[^.\s]+$",
+    )
+    s3: S3 | None = Field(None, description="S3 settings, needed for s3:// URIs.")
+
+
+class Pipeline(_Model):
+    """The pyannote SpeakerDiarization pipeline to tune."""
+
+    segmentation: str = Field(
+        description="Segmentation model: local checkpoint, s3:// URI or Hugging Face id.",
+        min_length=1,
+    )
+    embedding: str = Field(
+        description="Speaker embedding model: local checkpoint, s3:// URI or Hugging Face id.",
+        min_length=1,
+    )
+    clustering: Literal["AgglomerativeClustering", "VBxClustering"] = Field(
+        "AgglomerativeClustering", description="Clustering method of the pipeline."
+    )
+    plda: str | None = Field(
+        None, description="PLDA (local folder, s3:// URI or hub id); VBxClustering needs it."
+    )
+    token_secret: str | None = Field(
+        None,
+        description="Secret holding a Hugging Face token (key HF_TOKEN), only for hub ids.",
+    )
+    segmentation_batch_size: int = Field(32, ge=1, description="Segmentation batch size.")
+    embedding_batch_size: int = Field(32, ge=1, description="Embedding batch size.")
+
+    @model_validator(mode="after")
+    def _vbx_needs_plda(self) -> Pipeline:
+        if self.clustering == "VBxClustering" and not self.plda:
+            raise ValueError("@plda: VBxClustering needs a PLDA (local path, s3:// URI or hub id)")
+        return self
+
+
+class Objective(_Model):
+    """What is minimized."""
+
+    metric: Literal["DiarizationErrorRate"] = Field(
+        "DiarizationErrorRate", description="pyannote.metrics metric to minimize."
+    )
+    collar: float = Field(0.0, ge=0.0, description="Forgiveness collar, in seconds.")
+    skip_overlap: bool = Field(False, description="Do not score overlapped speech.")
+
+
+class FineTune(_Model):
+    """Fine-tune the segmentation model in each trial of a stage."""
+
+    max_epochs: int = Field(10, ge=1, description="Epochs of fine-tuning per trial.")
+    batches_per_epoch: int | None = Field(
+        None, ge=1, description="Cap on training batches per epoch (default: the whole set)."
+    )
+
+
+class FloatParameter(_Model):
+    """A float parameter, uniform or log-uniform in [low, high]."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> FloatParameter:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0, got low = {self.low}")
+        return self
+
+
+class IntParameter(_Model):
+    """An integer parameter in [low, high]."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> IntParameter:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0, got low = {self.low}")
+        return self
+
+
+class CategoricalParameter(_Model):
+    """A choice among values."""
+
+    type: Literal["categorical"]
+    choices: list[Annotated[str | int | float | bool, Field(union_mode="left_to_right")]] = Field(
+        min_length=1, description="The values to choose from."
+    )
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> CategoricalParameter:
+        if len(set(map(str, self.choices))) != len(self.choices):
+            raise ValueError(f"choices must be unique, got {self.choices}")
+        return self
+
+
+Parameter = Annotated[
+    FloatParameter | IntParameter | CategoricalParameter, Field(discriminator="type")
+]
+
+
+class Stage(_Model):
+    """One stage of the tuning; each starts from the best configuration of those before it."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=30)
+    fine_tune: FineTune | None = Field(
+        None, description="Fine-tune the segmentation model in each trial (training.* params)."
+    )
+    search_space: dict[str, Parameter] = Field(
+        min_length=1,
+        description="Parameters to tune, by name: training.*, segmentation.*, clustering.*",
+    )
+    max_trial_count: int = Field(ge=1, description="Trials in this stage, failed ones included.")
+
+
+class Optimizer(_Model):
+    """The SMAC3 optimizer."""
+
+    facade: Literal["hpo"] = Field(
+        "hpo", description="SMAC facade: hpo = Sobol initial design, random forest, log EI."
+    )
+    seed: int = Field(0, ge=0, description="Random seed: the same seed gives the same trials.")
+    initial_design_size: int = Field(
+        8, ge=0, description="Sobol configurations per stage, after pyannote's defaults."
+    )
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(_Model):
+    """A Kubernetes container environment variable (value or valueFrom)."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+class Resources(_Model):
+    """Kubernetes resource requests and limits of the trial container."""
+
+    requests: dict[str, str | int] = Field(default_factory=dict)
+    limits: dict[str, str | int] = Field(default_factory=dict)
+
+
+class TrialTemplate(_Model):
+    """The Kubernetes parts of a trial pod; used by the operator, ignored locally."""
+
+    image: str = Field("ghcr.io/diartune/trial:0.1.0", description="Trial container image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: Resources = Field(
+        default_factory=lambda: Resources(limits={"nvidia.com/gpu": 1}),
+        description="Resources of the trial container, GPUs included.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    service_account_name: str | None = None
+    active_deadline_seconds: int = Field(
+        6 * 3600, ge=1, description="A trial running longer than this fails."
+    )
+    backoff_limit: int = Field(
+        2, ge=0, description="Retries of a trial pod lost to node disruption."
+    )
+
+
+class Spec(_Model):
+    """The desired tuning."""
+
+    data: Data
+    pipeline: Pipeline
+    objective: Objective = Field(default_factory=Objective)
+    stages: list[Stage] = Field(min_length=1)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    parallel_trial_count: int = Field(1, ge=1, description="Trials running at once.")
+    max_failed_trial_count: int = Field(
+        3, ge=0, description="The tuning fails when more trials than this have failed."
+    )
+    artifacts: str | None = Field(
+        None,
+        description="Where trials write results, RTTMs, checkpoints and the shared cache "
+        "(s3:// URI or local path). Artifacts go under <artifacts>/<namespace>/<tuning>/.",
+    )
+    suspend: bool = Field(False, description="Launch no new trials while true.")
+    trial_template: TrialTemplate = Field(default_factory=TrialTemplate)
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> Spec:
+        problems: list[str] = []
+        seen_stage: set[str] = set()
+        seen_param: dict[str, str] = {}
+        for index, stage in enumerate(self.stages):
+            where = f"stages[{index}]"
+            if stage.name in seen_stage:
+                problems.append(f"@{where}.name: stage names must be unique, {stage.name!r} repeats")
+            seen_stage.add(stage.name)
+            for name, parameter in stage.search_space.items():
+                field = f"@{where}.searchSpace.{name}"
+                problem = check_parameter(
+                    name, parameter, self.pipeline.clustering, stage.fine_tune is not None
+                )
+                if problem:
+                    problems.append(f"{field}: {problem}")
+                if name in seen_param:
+                    problems.append(f"{field}: already tuned in stage {seen_param[name]!r}")
+                seen_param[name] = stage.name
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def fixed_part(self) -> dict[str, Any]:
+        """The spec without the fields that may change during a tuning (as JSON)."""
+        document = self.model_dump(mode="json", by_alias=True, exclude=set(MUTABLE_FIELDS))
+        for stage in document["stages"]:
+            del stage["maxTrialCount"]
+        return document
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+
+class Metadata(BaseModel):
+    """The part of Kubernetes' ObjectMeta that diartune reads; the rest is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)
+    namespace: str = "default"
+
+
+class DiarizationTuning(_Model):
+    """A DiarizationTuning resource, as applied with kubectl."""
+
+    api_version: Literal["diartune.io/v1alpha1"]
+    kind: Literal["DiarizationTuning"]
+    metadata: Metadata
+    spec: Spec
+    status: dict[str, Any] | None = Field(None, description="Written by the operator only.")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in {"float", "int", "categorical"}:
+            continue  # the discriminated-union tag pydantic inserts
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def format_errors(error: ValidationError, source: str) -> str:
+    """One line per problem: ``source: field.path: what was expected``.
+
+    Cross-field validators report several problems as ``@sub.path: message; ...``,
+    relative to the model that raised them.
+    """
+    lines = []
+    for item in error.errors():
+        path = _field_path(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        for piece in message.split("; ") if message.startswith("@") else [message]:
+            where = path
+            if piece.startswith("@"):
+                sub, piece = piece[1:].split(": ", 1)
+                where = f"{path}.{sub}" if path else sub
+            lines.append(f"{source}: {where}: {piece}" if where else f"{source}: {piece}")
+    return "\n".join(lines)
+
+
+def parse_tuning(document: Any, source: str = "<spec>") -> DiarizationTuning:
+    """Validate a parsed YAML/JSON document; raise SpecError naming each bad field."""
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a DiarizationTuning mapping, got {document!r:.60}")
+    try:
+        return DiarizationTuning.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(format_errors(error, source)) from None
+
+
+def load_tuning(path: str | Path) -> DiarizationTuning:
+    """Load and validate a DiarizationTuning YAML file."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    return parse_tuning(document, str(path))

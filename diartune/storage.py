@@ -1,0 +1,146 @@
+"""Artifacts and data in S3 or on local paths, behind one small interface.
+
+A location is a URI: ``s3://bucket/prefix`` (served by the spec's S3 endpoint,
+credentials from the usual AWS_* environment variables) or a local path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from diartune.spec import S3
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class StorageError(RuntimeError):
+    """A location that cannot be read or written."""
+
+
+class MissingObject(StorageError):
+    """A location that does not exist."""
+
+
+def is_s3(uri: str) -> bool:
+    """Whether ``uri`` names an S3 object or prefix."""
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as (bucket, key)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: expected s3://bucket/key")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a URI or a path."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return str(Path(base, *parts))
+
+
+@cache
+def _client(endpoint: str | None, region: str | None) -> S3Client:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+class Storage:
+    """Reads and writes locations, with the S3 settings of a spec."""
+
+    def __init__(self, s3: S3 | None = None) -> None:
+        self.s3 = s3 or S3()
+
+    @property
+    def client(self) -> S3Client:
+        """The boto3 S3 client for the configured endpoint."""
+        return _client(self.s3.endpoint, self.s3.region)
+
+    def exists(self, uri: str) -> bool:
+        """Whether the object or file at ``uri`` exists."""
+        if not is_s3(uri):
+            return Path(uri).exists()
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise StorageError(f"{uri}: {error}") from error
+        return True
+
+    def download(self, uri: str, destination: Path) -> Path:
+        """Copy the object at ``uri`` to the file ``destination``."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if not is_s3(uri):
+            shutil.copyfile(uri, destination)
+            return destination
+        bucket, key = split_s3(uri)
+        partial = destination.with_name(destination.name + ".part")
+        self._call(uri, lambda: self.client.download_file(bucket, key, str(partial)))
+        partial.replace(destination)
+        return destination
+
+    def download_prefix(self, uri: str, destination: Path) -> Path:
+        """Mirror every object under the prefix ``uri`` into ``destination``.
+
+        Objects already there with the same size are not fetched again.
+        """
+        bucket, prefix = split_s3(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call(uri, lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))
+        for page in pages:
+            for item in page.get("Contents", []):
+                target = destination / item["Key"][len(prefix) :]
+                if target.is_file() and target.stat().st_size == item["Size"]:
+                    continue
+                self.download(f"s3://{bucket}/{item['Key']}", target)
+        return destination
+
+    def upload(self, source: Path, uri: str) -> str:
+        """Copy the file ``source`` to ``uri``."""
+        if not is_s3(uri):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            if Path(uri).resolve() != source.resolve():
+                shutil.copyfile(source, uri)
+            return uri
+        bucket, key = split_s3(uri)
+        self._call(uri, lambda: self.client.upload_file(str(source), bucket, key))
+        return uri
+
+    def upload_tree(self, source: Path, uri: str) -> str:
+        """Copy every file under the folder ``source`` to the prefix ``uri``."""
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                self.upload(path, join(uri, path.relative_to(source).as_posix()))
+        return uri
+
+    @staticmethod
+    def _call(uri: str, action):  # type: ignore[no-untyped-def]
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return action()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise MissingObject(f"{uri}: no such object") from error
+            raise StorageError(f"{uri}: {error}") from error
+        except BotoCoreError as error:
+            raise StorageError(f"{uri}: {error}") from error

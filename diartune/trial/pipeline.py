@@ -1,0 +1,126 @@
+"""Build pyannote's SpeakerDiarization pipeline with a trial's parameters, and run it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyannote.audio import Model
+from pyannote.audio import __version__ as pyannote_version
+from pyannote.audio.core.plda import PLDA
+from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.core import Annotation
+
+from diartune.params import Value
+from diartune.trial.cache import FeatureCache
+from diartune.trial.data import BadInput
+
+
+class _NoPLDA(PLDA):
+    """Stands in for the PLDA that pyannote always loads, where clustering needs none."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, embeddings):  # type: ignore[no-untyped-def]
+        raise RuntimeError("VBxClustering needs a PLDA: set spec.pipeline.plda")
+
+
+class OfflineSpeakerDiarization(SpeakerDiarization):
+    """pyannote's SpeakerDiarization that loads no PLDA unless one is given.
+
+    Exported pipelines name this class, so ``Pipeline.from_pretrained`` loads them
+    offline with agglomerative clustering.
+    """
+
+    def __init__(self, plda: Any = None, **kwargs: Any) -> None:
+        super().__init__(plda=plda if plda is not None else _NoPLDA(), **kwargs)
+
+
+def nested(params: dict[str, Value]) -> dict[str, dict[str, Value]]:
+    """``{"clustering.threshold": 0.7}`` as ``{"clustering": {"threshold": 0.7}}``."""
+    result: dict[str, dict[str, Value]] = {}
+    for name, value in params.items():
+        group, _, key = name.partition(".")
+        result.setdefault(group, {})[key] = value
+    return result
+
+
+def pipeline_params(pipeline: SpeakerDiarization, params: dict[str, Value]) -> dict[str, Value]:
+    """The pipeline's own parameters among ``params`` (training.* and extras dropped)."""
+    accepted = {
+        f"{group}.{name}"
+        for group, values in pipeline.parameters(instantiated=False).items()
+        for name in values
+    }
+    return {name: value for name, value in params.items() if name in accepted}
+
+
+def build_pipeline(
+    segmentation: Model,
+    embedding: Model,
+    clustering: str,
+    params: dict[str, Value],
+    tuned: set[str],
+    plda: Any = None,
+    batch_sizes: tuple[int, int] = (32, 32),
+) -> OfflineSpeakerDiarization:
+    """An instantiated pipeline; BadInput when a tuned parameter does not apply."""
+    pipeline = OfflineSpeakerDiarization(
+        segmentation=segmentation,
+        embedding=embedding,
+        clustering=clustering,
+        plda=plda,
+        segmentation_batch_size=batch_sizes[0],
+        embedding_batch_size=batch_sizes[1],
+    )
+    accepted = pipeline_params(pipeline, params)
+    unused = sorted(name for name in tuned - set(accepted) if not name.startswith("training."))
+    if unused:
+        raise BadInput(f"spec.stages[].searchSpace: this pipeline has no parameter {unused}")
+    pipeline.instantiate(nested(accepted))
+    return pipeline
+
+
+def diarize(
+    pipeline: SpeakerDiarization, files: list[dict[str, Any]], cache: FeatureCache | None
+) -> dict[str, Annotation]:
+    """Run the pipeline on each file, reusing and filling the feature cache."""
+    pipeline.training = cache is not None  # makes pyannote use the cached features
+    hypotheses = {}
+    for file in files:
+        hit = cache.load(file) if cache else False
+        output = pipeline(file)
+        if cache and not hit:
+            cache.save(file)
+        hypotheses[file["uri"]] = getattr(output, "speaker_diarization", output)
+    return hypotheses
+
+
+def export_pipeline(
+    folder: Path,
+    segmentation: Path,
+    embedding: Path,
+    clustering: str,
+    params: dict[str, dict[str, Value]],
+) -> Path:
+    """Write a pipeline that ``pyannote.audio.Pipeline.from_pretrained(folder)`` loads."""
+    for name, checkpoint in (("segmentation", segmentation), ("embedding", embedding)):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, folder / name / "pytorch_model.bin")
+    config = {
+        "dependencies": {"pyannote.audio": pyannote_version},
+        "pipeline": {
+            "name": f"{__name__}.OfflineSpeakerDiarization",
+            "params": {
+                "segmentation": "$model/segmentation",
+                "embedding": "$model/embedding",
+                "clustering": clustering,
+            },
+        },
+        "params": params,
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder

@@ -1,0 +1,201 @@
+"""One trial, end to end: data -> fine-tune -> pipeline -> DER -> artifacts.
+
+This is what ``diartune trial`` runs, locally as a process and on Kubernetes as the
+container command of a trial pod. It prints one ``DIARTUNE_RESULT {...}`` line, writes
+the same small JSON to the termination-message file when there is one, and exits
+with 0, EXIT_BAD_INPUT (65: no retry helps) or EXIT_INFRASTRUCTURE (75).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from pyannote.audio import Model
+from pyannote.core import Annotation
+
+from diartune.records import (
+    ERROR_PREFIX,
+    EXIT_BAD_INPUT,
+    EXIT_INFRASTRUCTURE,
+    RESULT_PREFIX,
+    TrialRequest,
+    TrialResult,
+)
+from diartune.storage import MissingObject, Storage, is_s3, join
+from diartune.trial.cache import FeatureCache
+from diartune.trial.data import BadInput, fetch_database, load_protocol, subset_files
+from diartune.trial.evaluate import score
+from diartune.trial.finetune import fine_tune
+from diartune.trial.models import load_model, save_checkpoint
+from diartune.trial.pipeline import (
+    build_pipeline,
+    diarize,
+    export_pipeline,
+    nested,
+    pipeline_params,
+)
+
+
+def cache_root() -> Path:
+    """Local scratch for downloads: $DIARTUNE_CACHE, else ~/.cache/diartune."""
+    return Path(os.environ.get("DIARTUNE_CACHE") or Path.home() / ".cache" / "diartune")
+
+
+def model_digest(model: Model) -> str:
+    """Identity of a model's weights, whatever file or hub id they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Timings(dict[str, float]):
+    """Seconds spent per phase of a trial."""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block into ``name``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - start
+
+
+def _write_rttm(hypotheses: dict[str, Annotation], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as stream:
+        for annotation in hypotheses.values():
+            annotation.write_rttm(stream)
+
+
+def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
+    """Run one trial; artifacts go to ``request.output``."""
+    timings = Timings()
+    storage = Storage(request.data.s3)
+    scratch = cache_root()
+    token = os.environ.get("HF_TOKEN")
+    with timings.phase("data"):
+        database = fetch_database(request.data, storage, scratch)
+        protocol = load_protocol(database, request.data.protocol)
+        files = subset_files(protocol, database, request.subset)
+    with timings.phase("models"):
+        segmentation = load_model(request.pipeline.segmentation, storage, scratch, token)
+        embedding = load_model(request.pipeline.embedding, storage, scratch, token)
+    checkpoint = None
+    if request.fine_tune is not None:
+        subset_files(protocol, database, "train", load=False)
+        with timings.phase("fine_tune"):
+            checkpoint = fine_tune(
+                segmentation, protocol, request.params, request.fine_tune, workdir / "model.ckpt"
+            )
+            segmentation = Model.from_pretrained(checkpoint)
+    segmentation.eval()
+    embedding.eval()
+    if torch.cuda.is_available():
+        segmentation.to(torch.device("cuda"))
+        embedding.to(torch.device("cuda"))
+    pipeline = build_pipeline(
+        segmentation,
+        embedding,
+        request.pipeline.clustering,
+        request.params,
+        tuned=set(request.params),
+        batch_sizes=(
+            request.pipeline.segmentation_batch_size,
+            request.pipeline.embedding_batch_size,
+        ),
+    )
+    cache = None
+    if request.cache:
+        identity: dict[str, Any] = {
+            "segmentation": model_digest(segmentation),
+            "embedding": model_digest(embedding),
+        }
+        if not segmentation.specifications.powerset:
+            identity["threshold"] = request.params.get("segmentation.threshold")
+        cache = FeatureCache(request.cache, storage, workdir, identity)
+    with timings.phase("pipeline"):
+        hypotheses = diarize(pipeline, files, cache)
+    with timings.phase("scoring"):
+        total, per_file = score(files, hypotheses, request.objective)
+    if total.der is None:
+        raise BadInput(f"{request.data.protocol}: the {request.subset} subset has no speech")
+    artifacts = workdir / "artifacts"
+    artifacts.mkdir()
+    _write_rttm(hypotheses, artifacts / "hypothesis.rttm")
+    checkpoint_uri = None
+    if checkpoint is not None:
+        (artifacts / "segmentation.ckpt").write_bytes(checkpoint.read_bytes())
+        checkpoint_uri = join(request.output, "segmentation.ckpt")
+    if request.export:
+        _export(artifacts / "pipeline", segmentation, embedding, pipeline, request)
+    if cache is not None:
+        timings["cache_hits"] = cache.hits
+    result = TrialResult(
+        name=request.name,
+        der=total.der,
+        components=total,
+        per_file=per_file,
+        checkpoint=checkpoint_uri,
+        artifacts=request.output,
+        timings=dict(timings),
+    )
+    (artifacts / "result.json").write_text(result.model_dump_json(by_alias=True, indent=2))
+    if is_s3(request.output):
+        storage.upload_tree(artifacts, request.output)
+    else:
+        Path(request.output).mkdir(parents=True, exist_ok=True)
+        storage.upload_tree(artifacts, str(Path(request.output).resolve()))
+    return result
+
+
+def _export(
+    folder: Path, segmentation: Model, embedding: Model, pipeline: Any, request: TrialRequest
+) -> None:
+    models = folder.parent / "models"
+    export_pipeline(
+        folder,
+        save_checkpoint(segmentation, models / "segmentation.ckpt"),
+        save_checkpoint(embedding, models / "embedding.ckpt"),
+        request.pipeline.clustering,
+        nested(pipeline_params(pipeline, request.params)),
+    )
+    shutil.rmtree(models)
+
+
+def _report(line: str, summary: dict[str, Any], termination_log: Path | None) -> None:
+    text = json.dumps(summary, ensure_ascii=False)
+    print(line + text, flush=True)
+    if termination_log is not None:
+        try:
+            termination_log.write_text(text[:4000], encoding="utf-8")
+        except OSError:
+            pass  # not in a pod, or no permission: the printed line is enough
+
+
+def main(request: TrialRequest, termination_log: Path | None) -> int:
+    """Run a trial as a command: print its result line and return its exit code."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="diartune-trial-") as workdir:
+            result = run_trial(request, Path(workdir))
+    except (BadInput, MissingObject) as error:
+        _report(ERROR_PREFIX, {"error": str(error), "badInput": True}, termination_log)
+        return EXIT_BAD_INPUT
+    except Exception as error:
+        print(f"diartune trial: {type(error).__name__}: {error}", file=sys.stderr)
+        _report(ERROR_PREFIX, {"error": f"{type(error).__name__}: {error}"}, termination_log)
+        return EXIT_INFRASTRUCTURE
+    _report(RESULT_PREFIX, result.summary(), termination_log)
+    return 0

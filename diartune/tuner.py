@@ -1,0 +1,112 @@
+"""SMAC3 ask/tell for one stage, with no Kubernetes and no processes in it.
+
+The HPO facade (Sobol initial design, random-forest surrogate, log expected
+improvement) runs with pure ask/tell. Its design is built here so that:
+
+- pyannote's defaults come first (the warm start), then the Sobol points;
+- a tuner rebuilt from finished trials skips the design points already run
+  (SMAC's tells do not consume its initial design);
+- no configuration that is pending or finished is handed out twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+
+from ConfigSpace import Configuration
+from smac import HyperparameterOptimizationFacade, Scenario
+from smac.runhistory.dataclasses import TrialInfo, TrialValue
+from smac.runhistory.enumerations import StatusType
+
+from diartune.params import Value
+from diartune.space import plain, stage_space
+from diartune.spec import Optimizer, Stage
+
+# SMAC cannot model an infinite cost (its random forest sees NaN), so a failed trial
+# costs as much as the worst DER seen, and at least this.
+MIN_CRASH_COST = 1.0
+_MAX_DUPLICATE_ASKS = 20
+
+
+def _key(params: dict[str, Value]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((name, repr(value)) for name, value in params.items()))
+
+
+class StageTuner:
+    """Asks SMAC for configurations of one stage and tells it their DER."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        optimizer: Optimizer,
+        finished: Iterable[tuple[dict[str, Value], float | None]] = (),
+        pending: Iterable[dict[str, Value]] = (),
+    ) -> None:
+        self.space = stage_space(stage, optimizer.seed)
+        finished = list(finished)
+        self._seen = {_key(params) for params, _ in finished} | {_key(p) for p in pending}
+        self._asked: dict[tuple[tuple[str, str], ...], TrialInfo] = {}
+        self._workdir = tempfile.TemporaryDirectory(prefix="diartune-smac-")
+        scenario = Scenario(
+            self.space,
+            name=stage.name,
+            output_directory=self._workdir.name,
+            deterministic=True,
+            n_trials=max(stage.max_trial_count, optimizer.initial_design_size + 1),
+            seed=optimizer.seed,
+        )
+        facade = HyperparameterOptimizationFacade
+        sobol = facade.get_initial_design(
+            scenario, n_configs=optimizer.initial_design_size, max_ratio=1.0
+        ).select_configurations()[: optimizer.initial_design_size]
+        design = [self.space.get_default_configuration(), *sobol]
+        remaining = [c for c in design if _key(plain(c)) not in self._seen]
+        self._smac = facade(
+            scenario,
+            target_function=_never_called,
+            initial_design=facade.get_initial_design(
+                scenario, n_configs=0, additional_configs=remaining
+            ),
+            intensifier=facade.get_intensifier(scenario, max_config_calls=1),
+            overwrite=True,
+            logging_level=logging.WARNING,
+        )
+        self._worst = MIN_CRASH_COST
+        for params, der in finished:
+            self.tell(params, der)
+
+    def ask(self) -> dict[str, Value]:
+        """A configuration that is neither pending nor finished."""
+        for _ in range(_MAX_DUPLICATE_ASKS):
+            info = self._smac.ask()
+            params = plain(info.config)
+            if _key(params) not in self._seen:
+                self._seen.add(_key(params))
+                self._asked[_key(params)] = info
+                return params
+        # The surrogate keeps proposing known points: fall back to a random one.
+        for config in self.space.sample_configuration(_MAX_DUPLICATE_ASKS):
+            params = plain(config)
+            if _key(params) not in self._seen:
+                self._seen.add(_key(params))
+                return params
+        raise RuntimeError("the search space has no configuration left to try")
+
+    def tell(self, params: dict[str, Value], der: float | None) -> None:
+        """Record a finished trial; ``der=None`` means it failed (told as crashed)."""
+        self._seen.add(_key(params))
+        info = self._asked.pop(_key(params), None)
+        if info is None:  # a trial of an earlier tuner, restored
+            info = TrialInfo(Configuration(self.space, values=params), seed=0)
+        if der is None:
+            value = TrialValue(cost=self._worst, status=StatusType.CRASHED)
+        else:
+            self._worst = max(self._worst, der)
+            value = TrialValue(cost=der, status=StatusType.SUCCESS)
+        self._smac.tell(info, value, save=False)
+
+
+def _never_called(config: Configuration, seed: int = 0) -> float:
+    raise AssertionError("diartune drives SMAC by ask/tell only")
