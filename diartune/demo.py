@@ -185,7 +185,7 @@ def run_demo(output: Path, quick: bool = False) -> int:
     models = output / "models"
     make_models(
         Data(database=str(database), protocol=PROTOCOL), models,
-        epochs=4 if quick else 12, batches_per_epoch=40,
+        epochs=10 if quick else 40, batches_per_epoch=40,
     )
     print(f"corpus and models ready in {time.monotonic() - start:.0f} s", flush=True)
     document = demo_spec(database.resolve(), models.resolve(), quick)

@@ -38,6 +38,7 @@ class TrialRequest(_Document):
     objective: Objective = Field(default_factory=Objective)
     fine_tune: FineTune | None = None
     params: dict[str, Value] = Field(description="Pipeline and training parameters, full set.")
+    tuned: list[str] = Field(default_factory=list, description="The params this stage tunes.")
     subset: Literal["development", "test"] = "development"
     output: str = Field(description="Where the trial writes its artifacts (path or s3:// URI).")
     cache: str | None = Field(None, description="Segmentation/embedding cache (path or s3://).")

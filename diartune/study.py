@@ -98,14 +98,19 @@ class Study:
 
     # -- planning ---------------------------------------------------------------
 
-    def plan(self, free_slots: int) -> list[PlannedTrial]:
-        """Up to ``free_slots`` new trials of the current stage (none while it cannot go on)."""
+    def plan(self) -> list[PlannedTrial]:
+        """New trials of the current stage for the free slots of parallelTrialCount.
+
+        None while the tuning cannot go on, is suspended, or waits for an earlier
+        stage's last trials.
+        """
         stage = self.current_stage
         if stage is None or self.failure or self.spec.suspend:
             return []
         if any(trial.stage != stage.name for trial in self.running.values()):
             return []  # an earlier stage is still finishing: its best is not known yet
         started = len(self.finished(stage.name)) + len(self.running)
+        free_slots = self.spec.parallel_trial_count - len(self.running)
         count = min(free_slots, stage.max_trial_count - started)
         base, segmentation = self._starting_point(stage)
         tuner = self._tuner(stage)
@@ -178,6 +183,7 @@ def trial_request(spec: Spec, trial: PlannedTrial, root: str) -> TrialRequest:
         objective=spec.objective,
         fine_tune=trial.fine_tune,
         params=trial.full_params,
+        tuned=sorted(trial.params),
         output=join(root, "trials", trial.name),
         cache=join(root, "cache"),
     )

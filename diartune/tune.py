@@ -89,8 +89,7 @@ class LocalTuning:
     def _loop(self, progress: Progress, task: Any) -> None:
         planned: dict[str, PlannedTrial] = {}
         while True:
-            free = self.spec.parallel_trial_count - self.executor.running
-            for trial in self.study.plan(free):
+            for trial in self.study.plan():
                 planned[trial.name] = trial
                 self.executor.start(trial_request(self.spec, trial, self.root))
             if not self.executor.running:

@@ -79,7 +79,11 @@ def build_pipeline(
     accepted = pipeline_params(pipeline, params)
     unused = sorted(name for name in tuned - set(accepted) if not name.startswith("training."))
     if unused:
-        raise BadInput(f"spec.stages[].searchSpace: this pipeline has no parameter {unused}")
+        raise BadInput(
+            f"spec.stages[].searchSpace: {unused}: the pipeline has no such parameter "
+            f"(its segmentation model is {'' if segmentation.specifications.powerset else 'not '}"
+            "powerset; only models that are not have segmentation.threshold)"
+        )
     pipeline.instantiate(nested(accepted))
     return pipeline
 

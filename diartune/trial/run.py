@@ -111,7 +111,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         embedding,
         request.pipeline.clustering,
         request.params,
-        tuned=set(request.params),
+        tuned=set(request.tuned),
         batch_sizes=(
             request.pipeline.segmentation_batch_size,
             request.pipeline.embedding_batch_size,

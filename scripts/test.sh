@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets everything up, then runs the whole test suite: ruff (lint and format), mypy, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff"
+ruff check diartune tests bench
+ruff format --check diartune tests bench
+echo "== mypy"
+mypy
+echo "== pytest"
+pytest -q -rs "$@"
+echo "test.sh: done in $(( $(date +%s) - start )) s"
