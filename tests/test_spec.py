@@ -68,8 +68,16 @@ def test_examples_are_valid(example: Path) -> None:
     ("path", "value", "expected"),
     [
         ("spec/data/databse", "x", "t.yaml: spec.data.databse: unknown field"),
-        ("spec/parallelTrialCount", "four", "spec.parallelTrialCount: Input should be a valid integer"),
-        ("spec/parallelTrialCount", 0, "spec.parallelTrialCount: Input should be greater than or equal to 1"),
+        (
+            "spec/parallelTrialCount",
+            "four",
+            "spec.parallelTrialCount: Input should be a valid integer",
+        ),
+        (
+            "spec/parallelTrialCount",
+            0,
+            "spec.parallelTrialCount: Input should be greater than or equal to 1",
+        ),
         ("spec/data/protocol", "EMS", "spec.data.protocol: String should match pattern"),
         (
             "spec/stages/0/searchSpace/clustering.threshold",
@@ -111,7 +119,11 @@ def test_examples_are_valid(example: Path) -> None:
             {"type": "normal", "low": 0.1, "high": 1.0},
             "spec.stages[0].searchSpace.clustering.threshold: Input tag 'normal'",
         ),
-        ("spec/pipeline/clustering", "VBxClustering", "spec.pipeline.plda: VBxClustering needs a PLDA"),
+        (
+            "spec/pipeline/clustering",
+            "VBxClustering",
+            "spec.pipeline.plda: VBxClustering needs a PLDA",
+        ),
         ("apiVersion", "diartune.io/v1", "apiVersion: Input should be 'diartune.io/v1alpha1'"),
         ("metadata/name", "Bad_Name", "metadata.name: String should match pattern"),
     ],

@@ -134,9 +134,9 @@ def finish(study: Study, name: str, der: float | None) -> TrialRecord:
         segmentation=trial.segmentation,
         state="Failed" if der is None else "Succeeded",
         der=der,
-        components=None if der is None else Components(
-            der=der, missed=0, false_alarm=0, confusion=der, total=1
-        ),
+        components=None
+        if der is None
+        else Components(der=der, missed=0, false_alarm=0, confusion=der, total=1),
         checkpoint=None if der is None else f"s3://a/{name}/segmentation.ckpt",
     )
     study.record(record)
@@ -160,8 +160,9 @@ def test_stages_run_in_order_and_later_stages_start_from_the_best() -> None:
     assert best is not None and best.name == "segmentation-001"
     for trial in clustering:
         assert trial.segmentation == "s3://a/segmentation-001/segmentation.ckpt"
-        assert trial.full_params["segmentation.min_duration_off"] == (
-            best.full_params["segmentation.min_duration_off"]
+        assert (
+            trial.full_params["segmentation.min_duration_off"]
+            == (best.full_params["segmentation.min_duration_off"])
         )
         assert trial.fine_tune is None
 

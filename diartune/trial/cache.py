@@ -55,7 +55,8 @@ class FeatureCache:
         with np.load(local) as stored:
             window = SlidingWindow(*stored["window"].tolist())
             file[SEGMENTATION] = SlidingWindowFeature(stored["segmentation"], window)
-            file[EMBEDDINGS] = {"embeddings": stored["embeddings"]}
+            if "embeddings" in stored:
+                file[EMBEDDINGS] = {"embeddings": stored["embeddings"]}
             if "threshold" in stored:
                 file[EMBEDDINGS]["segmentation.threshold"] = float(stored["threshold"])
         self.hits += 1
@@ -63,17 +64,17 @@ class FeatureCache:
 
     def save(self, file: dict[str, Any]) -> None:
         """Store what the pipeline computed for the file."""
-        if SEGMENTATION not in file or EMBEDDINGS not in file:
-            return  # no speech: the pipeline stopped before embeddings
         segmentation: SlidingWindowFeature = file[SEGMENTATION]
         window = segmentation.sliding_window
         arrays = {
             "segmentation": segmentation.data,
             "window": np.array([window.duration, window.step, window.start]),
-            "embeddings": file[EMBEDDINGS]["embeddings"],
         }
-        if "segmentation.threshold" in file[EMBEDDINGS]:
-            arrays["threshold"] = np.array(file[EMBEDDINGS]["segmentation.threshold"])
+        # Without speech the pipeline stops before computing embeddings.
+        if EMBEDDINGS in file:
+            arrays["embeddings"] = file[EMBEDDINGS]["embeddings"]
+            if "segmentation.threshold" in file[EMBEDDINGS]:
+                arrays["threshold"] = np.array(file[EMBEDDINGS]["segmentation.threshold"])
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         local = self.scratch / "upload.npz"

@@ -1,0 +1,549 @@
+"""A stand-in kubelet for one fake node: runs its pods' commands as local processes.
+
+KWOK keeps the node (named ``runner-<n>``, see ``cluster.Cluster.add_runner_node``)
+Ready but leaves its pods alone. ``NodeRunner`` watches the pods bound to that node and,
+for each new one, marks it Running, runs its first container's command and args as a
+subprocess (with the container's env, ``$(VAR)`` expansion and a per-pod working dir),
+then reports Succeeded or Failed with the exit code and the termination message, the way
+the kubelet does, so that the Job controller (and podFailurePolicy) see real results.
+Deleting the pod kills the process.
+
+The container image is not available, so ``executables`` maps a command name to what
+runs instead, e.g. ``{"diartune": [sys.executable, "-m", "diartune"]}``; ``path_map``
+maps container paths (volume mounts) to host paths. The container's
+``terminationMessagePath`` (default ``/dev/termination-log``) is replaced in
+command, args and env values by a per-pod file, read after the process exits.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, watch
+
+DEFAULT_NODE = "runner-0"
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+MAX_MESSAGE_BYTES = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
+MAX_KILL_GRACE_S = 10.0
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: defined vars are replaced, ``$$`` escapes ``$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return _VAR_REF.sub(replace, text)
+
+
+def remap(text: str, path_map: Mapping[str, str]) -> str:
+    """Replace every container path in ``path_map`` by its host path."""
+    for container_path, host_path in path_map.items():
+        text = text.replace(container_path, host_path)
+    return text
+
+
+@dataclass
+class RunningPod:
+    """What the runner knows about one pod it is running."""
+
+    namespace: str
+    name: str
+    uid: str
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+    deleted: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def log(self) -> Path:
+        """Combined stdout/stderr of the pod's process."""
+        return self.workdir / "container.log"
+
+    @property
+    def termination_log(self) -> Path:
+        """The host file standing in for the container's terminationMessagePath."""
+        return self.workdir / "termination-log"
+
+
+class NodeRunner:
+    """Run the pods bound to ``node`` as local processes, in a background thread.
+
+    Use as a context manager: ``with NodeRunner(cluster.api_client(), executables=...)``.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        node: str = DEFAULT_NODE,
+        executables: Mapping[str, Sequence[str]] | None = None,
+        path_map: Mapping[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        """``base_env`` (default ``os.environ``) is the environment the container env extends."""
+        self.core = client.CoreV1Api(api)
+        self.node = node
+        self.executables = dict(executables or {})
+        self.path_map = dict(path_map or {})
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"diartune-{node}-"))
+        self.pods: dict[str, RunningPod] = {}
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._response: urllib3.HTTPResponse | None = None
+        self._thread: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._terminating: set[str] = set()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> NodeRunner:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """List the node's pods, then watch them in a daemon thread."""
+        listing = self._list()
+        for pod in listing.items:
+            self._handle("ADDED", pod)
+        self._thread = threading.Thread(
+            target=self._watch_loop,
+            args=(listing.metadata.resource_version,),
+            name=f"node-runner-{self.node}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching, kill running processes, wait for the workers, remove the workdir."""
+        self._stopping.set()
+        response = self._response
+        if response is not None:
+            response.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            pods = list(self.pods.values())
+        for pod in pods:
+            self._kill(pod, grace=0)
+        for worker in self._workers:
+            worker.join(timeout=10)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log(self, namespace: str, name: str) -> str:
+        """The output of the last process run for pod ``namespace/name`` ('' if none)."""
+        with self._lock:
+            matches = [p for p in self.pods.values() if (p.namespace, p.name) == (namespace, name)]
+        if not matches or not matches[-1].log.exists():
+            return ""
+        return matches[-1].log.read_text("utf-8", errors="replace")
+
+    # ---------------------------------------------------------------- watching
+
+    def _list(self, **kwargs: Any) -> Any:
+        return self.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={self.node}", **kwargs
+        )
+
+    def _watched_list(self, **kwargs: Any) -> Any:
+        """``_list`` for ``watch.stream`` that remembers the response so stop() can cut it."""
+        response = self._list(**kwargs)
+        self._response = response
+        if self._stopping.is_set():
+            response.shutdown()
+        return response
+
+    def _watch_loop(self, resource_version: str) -> None:
+        while not self._stopping.is_set():
+            try:
+                stream = watch.Watch().stream(
+                    self._watched_list, resource_version=resource_version, timeout_seconds=300
+                )
+                for event in stream:
+                    pod = event["object"]
+                    resource_version = pod.metadata.resource_version
+                    self._handle(event["type"], pod)
+            except client.ApiException as error:
+                if error.status != 410:
+                    self._record(f"watch failed: {error}")
+                resource_version = self._relist()
+            except Exception as error:  # connection cut by stop(), or a transient failure
+                if self._stopping.is_set():
+                    return
+                self._record(f"watch failed: {error!r}")
+                resource_version = self._relist()
+
+    def _relist(self) -> str:
+        """Resynchronise after a watch expired or broke; returns the new resourceVersion."""
+        if self._stopping.wait(0.2):
+            return ""
+        try:
+            listing = self._list()
+        except Exception as error:
+            self._record(f"list failed: {error!r}")
+            return ""
+        seen = {pod.metadata.uid for pod in listing.items}
+        for pod in listing.items:
+            self._handle("MODIFIED", pod)
+        with self._lock:
+            gone = [p for uid, p in self.pods.items() if uid not in seen]
+        for pod in gone:
+            self._start_worker(self._kill, pod, 0)
+        return str(listing.metadata.resource_version)
+
+    def _handle(self, event_type: str, pod: client.V1Pod) -> None:
+        """Start new Pending pods; kill and finalize deleted ones (work runs in threads)."""
+        meta = pod.metadata
+        with self._lock:
+            known = self.pods.get(meta.uid)
+            if event_type == "DELETED" or meta.deletion_timestamp is not None:
+                if meta.uid in self._terminating:
+                    return
+                self._terminating.add(meta.uid)
+            elif known is None and pod.status.phase == "Pending":
+                known = RunningPod(meta.namespace, meta.name, meta.uid, self._pod_dir(pod))
+                self.pods[meta.uid] = known
+                self._start_worker(self._run, known, pod)
+                return
+            else:
+                return
+        if event_type == "DELETED":
+            if known is not None:
+                self._start_worker(self._kill, known, 0)
+        else:
+            self._start_worker(self._terminate, known, pod)
+
+    def _pod_dir(self, pod: client.V1Pod) -> Path:
+        meta = pod.metadata
+        return self.workdir / f"{meta.namespace}_{meta.name}_{meta.uid[:8]}"
+
+    def _start_worker(self, target: Any, *args: Any) -> None:
+        worker = threading.Thread(target=self._guard, args=(target, *args), daemon=True)
+        self._workers = [w for w in self._workers if w.is_alive()]
+        self._workers.append(worker)
+        worker.start()
+
+    def _guard(self, target: Any, *args: Any) -> None:
+        try:
+            target(*args)
+        except Exception as error:
+            if not self._stopping.is_set():
+                self._record(f"{target.__name__} failed: {error!r}")
+
+    def _record(self, message: str) -> None:
+        with self._lock:
+            self.errors.append(message)
+
+    # ---------------------------------------------------------------- running a pod
+
+    def _run(self, running: RunningPod, pod: client.V1Pod) -> None:
+        """Mark the pod Running, run its command, report how it exited."""
+        running.workdir.mkdir(parents=True, exist_ok=True)
+        container = pod.spec.containers[0]
+        try:
+            argv, env = self._command(pod, container, running)
+        except Exception as error:
+            self._record(f"{running.namespace}/{running.name}: {error!r}")
+            self._report_exit(pod, container, running, 128, f"CreateContainerConfigError: {error}")
+            return
+        if running.deleted:
+            return
+        self._patch_status(pod, self._running_status(pod))
+        try:
+            process = self._spawn(running, argv, env)
+        except OSError as error:
+            self._report_exit(pod, container, running, 127, f"StartError: {error}")
+            return
+        if process is None:
+            return
+        code = process.wait()
+        with running.lock:
+            if running.deleted:
+                return
+        self._report_exit(pod, container, running, code)
+
+    @staticmethod
+    def _spawn(
+        running: RunningPod, argv: list[str], env: dict[str, str]
+    ) -> subprocess.Popen[bytes] | None:
+        """Start the process in its own session (None if the pod was deleted meanwhile)."""
+        with running.lock:
+            if running.deleted:
+                return None
+            with running.log.open("wb") as out:
+                running.process = subprocess.Popen(
+                    argv,
+                    cwd=running.workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            return running.process
+
+    def _command(
+        self, pod: client.V1Pod, container: client.V1Container, running: RunningPod
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment to run ``container`` with on this machine."""
+        termination_path = container.termination_message_path or DEFAULT_TERMINATION_PATH
+        path_map = {**self.path_map, termination_path: str(running.termination_log)}
+        container_env = self._container_env(pod, container)
+        container_env = {key: remap(value, path_map) for key, value in container_env.items()}
+        argv = [
+            expand(arg, container_env)
+            for arg in [*(container.command or []), *(container.args or [])]
+        ]
+        argv = [remap(arg, path_map) for arg in argv]
+        if not argv:
+            raise ValueError(
+                f"container {container.name} has no command (image entrypoints are unknown)"
+            )
+        argv = [*self.executables.get(argv[0], [argv[0]]), *argv[1:]]
+        return argv, {**self.base_env, **container_env}
+
+    def _container_env(self, pod: client.V1Pod, container: client.V1Container) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.env_from or []:
+            env.update(self._env_from(pod.metadata.namespace, source))
+        for var in container.env or []:
+            if var.value_from is None:
+                env[var.name] = expand(var.value or "", env)
+            else:
+                value = self._value_from(pod, var.value_from)
+                if value is not None:
+                    env[var.name] = value
+        return env
+
+    def _env_from(self, namespace: str, source: client.V1EnvFromSource) -> dict[str, str]:
+        prefix = source.prefix or ""
+        if source.secret_ref is not None:
+            data = self._secret_data(namespace, source.secret_ref.name, source.secret_ref.optional)
+        elif source.config_map_ref is not None:
+            ref = source.config_map_ref
+            data = self._config_map_data(namespace, ref.name, ref.optional)
+        else:
+            data = {}
+        return {prefix + key: value for key, value in data.items()}
+
+    def _value_from(self, pod: client.V1Pod, source: client.V1EnvVarSource) -> str | None:
+        namespace = pod.metadata.namespace
+        if source.secret_key_ref is not None:
+            ref = source.secret_key_ref
+            return self._key(self._secret_data(namespace, ref.name, ref.optional), ref)
+        if source.config_map_key_ref is not None:
+            ref = source.config_map_key_ref
+            return self._key(self._config_map_data(namespace, ref.name, ref.optional), ref)
+        if source.field_ref is not None:
+            return self._field(pod, source.field_ref.field_path)
+        raise ValueError(f"unsupported valueFrom: {source}")
+
+    @staticmethod
+    def _key(data: Mapping[str, str], ref: Any) -> str | None:
+        if ref.key in data:
+            return data[ref.key]
+        if ref.optional:
+            return None
+        raise KeyError(f"key {ref.key!r} not found in {ref.name!r}")
+
+    def _secret_data(self, namespace: str, name: str, optional: bool | None) -> dict[str, str]:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except client.ApiException as error:
+            if error.status == 404 and optional:
+                return {}
+            raise
+        return {
+            key: base64.b64decode(value).decode("utf-8")
+            for key, value in (secret.data or {}).items()
+        }
+
+    def _config_map_data(self, namespace: str, name: str, optional: bool | None) -> dict[str, str]:
+        try:
+            return dict(self.core.read_namespaced_config_map(name, namespace).data or {})
+        except client.ApiException as error:
+            if error.status == 404 and optional:
+                return {}
+            raise
+
+    @staticmethod
+    def _field(pod: client.V1Pod, path: str) -> str:
+        meta = pod.metadata
+        fields = {
+            "metadata.name": meta.name,
+            "metadata.namespace": meta.namespace,
+            "metadata.uid": meta.uid,
+            "spec.nodeName": pod.spec.node_name,
+            "spec.serviceAccountName": pod.spec.service_account_name,
+            "status.podIP": "127.0.0.1",
+            "status.hostIP": "127.0.0.1",
+        }
+        match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+        if match:
+            return (getattr(meta, match.group(1)) or {}).get(match.group(2), "")
+        if path not in fields:
+            raise ValueError(f"unsupported fieldRef {path}")
+        return str(fields[path] or "")
+
+    # ---------------------------------------------------------------- status
+
+    def _running_status(self, pod: client.V1Pod) -> dict[str, Any]:
+        now = _now()
+        return {
+            "phase": "Running",
+            "startTime": now,
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "conditions": [
+                {"type": kind, "status": "True", "lastTransitionTime": now}
+                for kind in ("Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "imageID": "",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in pod.spec.containers
+            ],
+        }
+
+    def _report_exit(
+        self,
+        pod: client.V1Pod,
+        container: client.V1Container,
+        running: RunningPod,
+        code: int,
+        message: str | None = None,
+    ) -> None:
+        """Patch the pod Succeeded/Failed with the container's terminated state."""
+        if code < 0:  # killed by a signal, as a container runtime reports it
+            code = 128 - code
+        if message is None:
+            message = self._termination_message(container, running, code)
+        now = _now()
+        terminated = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "message": message,
+            "startedAt": now,
+            "finishedAt": now,
+        }
+        statuses = [
+            {
+                "name": c.name,
+                "image": c.image,
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+            for c in pod.spec.containers
+        ]
+        phase = "Succeeded" if code == 0 else "Failed"
+        conditions = [
+            {"type": kind, "status": "False", "reason": f"Pod{phase}", "lastTransitionTime": now}
+            for kind in ("ContainersReady", "Ready")
+        ]
+        self._patch_status(
+            pod, {"phase": phase, "conditions": conditions, "containerStatuses": statuses}
+        )
+
+    @staticmethod
+    def _termination_message(container: client.V1Container, running: RunningPod, code: int) -> str:
+        message = ""
+        if running.termination_log.exists():
+            message = running.termination_log.read_bytes()[:MAX_MESSAGE_BYTES].decode(
+                "utf-8", "replace"
+            )
+        fallback = container.termination_message_policy == "FallbackToLogsOnError"
+        if not message and fallback and code != 0 and running.log.exists():
+            lines = running.log.read_bytes().splitlines()[-FALLBACK_LOG_LINES:]
+            message = b"\n".join(lines)[-FALLBACK_LOG_BYTES:].decode("utf-8", "replace")
+        return message
+
+    def _patch_status(self, pod: client.V1Pod, status: dict[str, Any]) -> None:
+        try:
+            self.core.patch_namespaced_pod_status(
+                pod.metadata.name, pod.metadata.namespace, {"status": status}
+            )
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+
+    # ---------------------------------------------------------------- deletion
+
+    def _kill(self, running: RunningPod, grace: float = MAX_KILL_GRACE_S) -> None:
+        """Mark the pod deleted and stop its process group (SIGTERM, SIGKILL after grace)."""
+        with running.lock:
+            running.deleted = True
+            process = running.process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            process.wait(timeout=grace if grace > 0 else None)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
+
+    def _terminate(self, known: RunningPod | None, pod: client.V1Pod) -> None:
+        """The pod is being deleted: kill it, report it Failed if it ran, delete it for good."""
+        grace = min(float(pod.metadata.deletion_grace_period_seconds or 0), MAX_KILL_GRACE_S)
+        if known is not None:
+            with known.lock:
+                was_running = known.process is not None and known.process.poll() is None
+            self._kill(known, grace)
+            if was_running and pod.status.phase not in ("Succeeded", "Failed"):
+                code = known.process.returncode if known.process else 137
+                self._report_exit(pod, pod.spec.containers[0], known, code)
+        try:
+            self.core.delete_namespaced_pod(
+                pod.metadata.name,
+                pod.metadata.namespace,
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0,
+                    preconditions=client.V1Preconditions(uid=pod.metadata.uid),
+                ),
+            )
+        except client.ApiException as error:
+            if error.status not in (404, 409):
+                raise

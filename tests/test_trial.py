@@ -1,0 +1,196 @@
+"""``diartune trial`` on real speech with real pyannote: scores, cache, fine-tuning, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PROTOCOL, copy_ami, result_line, run_trial
+
+from diartune.records import EXIT_BAD_INPUT
+
+pytestmark = pytest.mark.integration
+
+PARAMS = {
+    "segmentation.min_duration_off": 0.1,
+    "clustering.threshold": 0.3,
+    "clustering.method": "average",
+    "clustering.min_cluster_size": 2,
+}
+
+
+def request(
+    database: Path, models: tuple[Path, Path], output: Path, **changes: Any
+) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "stage": "clustering",
+        "data": {"database": str(database), "protocol": PROTOCOL},
+        "pipeline": {"segmentation": str(models[0]), "embedding": str(models[1])},
+        "params": PARAMS,
+        "tuned": sorted(PARAMS),
+        "output": str(output / "artifacts"),
+        **changes,
+    }
+
+
+def test_trial_scores_the_development_subset_and_reuses_its_cache(
+    ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache")
+    code, output = run_trial(request(ami, models, tmp_path, cache=cache), tmp_path)
+    assert code == 0, output[-3000:]
+    line = result_line(output)
+    parts = line["components"]
+    assert (
+        0
+        < line["der"]
+        == pytest.approx(
+            (parts["missed"] + parts["falseAlarm"] + parts["confusion"]) / parts["total"]
+        )
+    )
+    assert parts["total"] == pytest.approx(45.38, abs=0.01)  # reference speech of dev00+dev01
+    assert line["timings"]["cache_hits"] == 0
+    saved = json.loads((tmp_path / "artifacts/result.json").read_text())
+    assert set(saved["perFile"]) == {"dev00", "dev01"}
+    rttm = (tmp_path / "artifacts/hypothesis.rttm").read_text()
+    assert {line.split()[1] for line in rttm.splitlines()} == {"dev00", "dev01"}
+
+    code, output = run_trial(request(ami, models, tmp_path, cache=cache), tmp_path)
+    again = result_line(output)
+    assert code == 0 and again["timings"]["cache_hits"] == 2
+    assert again["der"] == pytest.approx(line["der"])
+    assert again["timings"]["pipeline"] < line["timings"]["pipeline"]
+
+
+def test_fine_tuning_trial_writes_a_loadable_checkpoint(
+    ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    params = {**PARAMS, "training.learning_rate": 1e-4, "training.batch_size": 8}
+    job = request(
+        ami,
+        models,
+        tmp_path,
+        stage="segmentation",
+        params=params,
+        tuned=sorted(params),
+        fineTune={"maxEpochs": 1, "batchesPerEpoch": 2},
+    )
+    code, output = run_trial(job, tmp_path)
+    assert code == 0, output[-3000:]
+    line = result_line(output)
+    checkpoint = Path(line["checkpoint"])
+    assert checkpoint == tmp_path / "artifacts/segmentation.ckpt" and checkpoint.stat().st_size
+    assert line["timings"]["fine_tune"] > 0
+
+    from pyannote.audio import Model
+
+    assert Model.from_pretrained(checkpoint).specifications.powerset
+
+
+def corrupt(database: Path, how: str) -> None:
+    audio = database.parent / "dev01.wav"
+    if how == "missing":
+        audio.unlink()
+    elif how == "unreadable":
+        audio.write_bytes(b"RIFF\x00\x00 not really a wave file" * 10)
+    elif how == "empty":
+        audio.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("missing", "dev01: audio file not found"),
+        ("unreadable", "dev01.wav: unreadable audio"),
+        ("empty", "dev01.wav: unreadable audio"),
+    ],
+)
+def test_bad_audio_is_bad_input_naming_the_file(
+    how: str, message: str, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    database = copy_ami(tmp_path / "ami")
+    corrupt(database, how)
+    code, output = run_trial(request(database, models, tmp_path), tmp_path)
+    assert code == EXIT_BAD_INPUT, output[-3000:]
+    assert message in result_line(output, "DIARTUNE_ERROR ")["error"]
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_rttm_uris_without_audio_are_bad_input(
+    ami_raw: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The shared corpus itself: its train RTTM says trn00 where the audio is trñ00."""
+    job = request(
+        ami_raw / "database.yml",
+        models,
+        tmp_path,
+        params={**PARAMS, "training.learning_rate": 1e-4},
+        fineTune={"maxEpochs": 1, "batchesPerEpoch": 1},
+    )
+    code, output = run_trial(job, tmp_path)
+    assert code == EXIT_BAD_INPUT, output[-3000:]
+    error = result_line(output, "DIARTUNE_ERROR ")["error"]
+    assert "debug.train.rttm: URIs that match no audio of the train subset: ['trn00']" in error
+
+
+def test_missing_database_is_bad_input(models: tuple[Path, Path], tmp_path: Path) -> None:
+    code, output = run_trial(request(tmp_path / "nope.yml", models, tmp_path), tmp_path)
+    assert code == EXIT_BAD_INPUT
+    assert "spec.data.database" in result_line(output, "DIARTUNE_ERROR ")["error"]
+
+
+def test_file_without_speech_is_scored_with_the_others(
+    ami: Path, ami_raw: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """empty.wav (1 s of silence) has no DER of its own but takes part in the total."""
+    database = copy_ami(tmp_path / "ami")
+    shutil.copyfile(ami_raw / "empty.wav", database.parent / "empty.wav")
+    with (database.parent / "debug.development.lst").open("a") as stream:
+        stream.write("empty\n")
+    with (database.parent / "debug.development.uem").open("a") as stream:
+        stream.write("empty NA 0.000 1.000\n")
+    code, output = run_trial(request(database, models, tmp_path), tmp_path)
+    assert code == 0, output[-3000:]
+    per_file = json.loads((tmp_path / "artifacts/result.json").read_text())["perFile"]
+    assert per_file["empty"]["der"] is None and per_file["empty"]["total"] == 0
+
+
+AUDIT = """
+import socket, sys
+attempts = []
+def hook(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo"):
+        attempts.append(repr(args[1] if event == "socket.connect" else args[0]))
+sys.addaudithook(hook)
+from diartune.cli import main
+code = main(["trial", "--request", sys.argv[1]])
+open(sys.argv[2], "w").write("\\n".join(attempts))
+raise SystemExit(code)
+"""
+
+
+def test_no_outbound_connection_is_attempted(
+    ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """pyannote 4 sends telemetry by default; a trial must not even try to connect."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request(ami, models, tmp_path)))
+    attempts = tmp_path / "attempts.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYANNOTE_METRICS_ENABLED"}
+    done = subprocess.run(
+        [sys.executable, "-c", AUDIT, str(path), str(attempts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert attempts.read_text() == ""
