@@ -8,10 +8,12 @@ live there only. Kubernetes wants *structural* schemas, so the conversion
 - inlines every ``$ref``;
 - turns ``X | None`` into ``nullable: true``, ``const`` into a one-value ``enum``,
   ``dict[str, Any]`` into ``x-kubernetes-preserve-unknown-fields``, ``str | int`` into
-  ``x-kubernetes-int-or-string``, and other unions of scalars into an untyped node
-  whose CEL rule only takes scalars;
+  ``x-kubernetes-int-or-string``, and other unions of scalars (``str | int | float | bool``)
+  into an untyped node that preserves unknown fields: the API server takes any value
+  there, the models check it, and CEL cannot see it;
 - merges the discriminated union of parameter types into one object with a ``type``
-  enum, and turns what told the variants apart into CEL rules (``x-kubernetes-validations``);
+  enum, and turns what told the variants apart into CEL rules (``x-kubernetes-validations``),
+  or, for fields CEL cannot see (``choices``), into ``allOf`` implications of ``required``;
 - adds the CEL rules of the cross-field checks pydantic runs in model validators
   (``VALIDATIONS``), which a JSON schema cannot carry;
 - drops ``title`` and ``default``: defaults are applied by the models, not by the API
@@ -27,7 +29,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -75,7 +77,7 @@ _KEPT = frozenset(
 # Keywords with no effect on what the API server accepts.
 _DROPPED = frozenset({"title", "default", "examples", "$schema"})
 _SCALARS = frozenset({"string", "integer", "number", "boolean"})
-_CEL_SCALAR = "type(self) in [string, int, uint, double, bool]"
+T = TypeVar("T")
 
 
 def _rule(rule: str, message: str) -> Rule:
@@ -96,7 +98,8 @@ VALIDATIONS: dict[type[BaseModel], tuple[Rule, ...]] = {
     CategoricalParameter: (),  # unique choices: checked by the operator (quadratic in CEL)
     Pipeline: (
         _rule(
-            "self.clustering != 'VBxClustering' || (has(self.plda) && self.plda != '')",
+            "!has(self.clustering) || self.clustering != 'VBxClustering' || "
+            "(has(self.plda) && self.plda != '')",
             "VBxClustering needs a PLDA (local path, s3:// URI or hub id)",
         ),
     ),
@@ -115,7 +118,7 @@ def structural_schema(model: type[BaseModel]) -> Schema:
     schema = model.model_json_schema(by_alias=True, mode="validation")
     definitions = schema.pop("$defs", {})
     rules = {cls.__name__: list(found) for cls, found in VALIDATIONS.items()}
-    return _Converter(definitions, rules).convert(schema, model.__name__, model.__name__)
+    return _tidy(_Converter(definitions, rules).convert(schema, model.__name__, model.__name__))
 
 
 class _Converter:
@@ -210,24 +213,78 @@ class _Converter:
 def _scalar_union(types: set[str]) -> Schema:
     if types == {"integer", "string"}:
         return {"x-kubernetes-int-or-string": True}
-    # Any scalar: an untyped node (structural when it preserves unknown fields) whose rule
-    # refuses objects and lists.
-    names = " or ".join(sorted(types))
-    return {
-        "x-kubernetes-preserve-unknown-fields": True,
-        "x-kubernetes-validations": [_rule(_CEL_SCALAR, f"must be a {names}")],
-    }
+    # Any scalar: structural schemas have no such type, so the node is left untyped, which
+    # they allow when it preserves unknown fields. The API server then takes any value
+    # there (the models check it) and CEL rules cannot see it.
+    return {"x-kubernetes-preserve-unknown-fields": True}
+
+
+_ORDER = (
+    "type",
+    "description",
+    "nullable",
+    "format",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "properties",
+    "additionalProperties",
+    "items",
+    "required",
+    "allOf",
+    "x-kubernetes-validations",
+)
+
+
+def _tidy(node: Schema) -> Schema:
+    """``node`` with its keywords in a fixed order, for a readable and stable YAML."""
+    ordered = {key: node[key] for key in sorted(node, key=_ORDER.index)}
+    if "properties" in ordered:
+        ordered["properties"] = {k: _tidy(v) for k, v in ordered["properties"].items()}
+    for key in ("additionalProperties", "items"):
+        if isinstance(ordered.get(key), dict):
+            ordered[key] = _tidy(ordered[key])
+    return ordered
+
+
+def _cel_visible(node: Schema) -> bool:
+    """Whether CEL rules can refer to a value of this schema (untyped nodes are hidden)."""
+    if node.get("x-kubernetes-int-or-string"):
+        return True
+    if "type" not in node:
+        return False
+    if "items" in node:
+        return _cel_visible(node["items"])
+    if isinstance(node.get("additionalProperties"), dict):
+        return _cel_visible(node["additionalProperties"])
+    return True
 
 
 class _MergedUnion:
-    """A discriminated union of object schemas, as one object plus CEL rules."""
+    """A discriminated union of object schemas, as one object with a ``type`` enum.
+
+    What told the variants apart becomes constraints that hold for some values of the tag
+    only: CEL rules where CEL can see the properties involved, otherwise ``allOf``
+    implications made of ``required``, the only structural way to test a field's presence.
+    """
 
     def __init__(self, tag: str, variants: dict[str, Schema], where: str) -> None:
         self.tag = tag
         self.variants = variants
         self.where = where
         self.properties: Schema = {}
-        self.integers: dict[str, set[str]] = {}  # variant -> properties widened to number
+        self.integers: dict[str, list[str]] = {}  # variant -> its properties widened to number
         for value, variant in variants.items():
             for prop, sub in variant["properties"].items():
                 if prop != tag:
@@ -237,57 +294,86 @@ class _MergedUnion:
         known = self.properties.setdefault(prop, sub)
         if known == sub:
             return
+        # An integer in one variant and a number in another (low, high): a number, plus a
+        # CEL rule that it is integral in the integer variants.
+        types = {known.get("type"), sub.get("type")}
         widened = {**sub, "type": "number"}
-        if {known.get("type"), sub.get("type")} == {"integer", "number"} and widened == {
-            **known,
-            "type": "number",
-        }:
+        if types == {"integer", "number"} and {**known, "type": "number"} == widened:
             self.properties[prop] = widened
             for other, variant in self.variants.items():
                 if variant["properties"].get(prop, {}).get("type") == "integer":
-                    self.integers.setdefault(other, set()).add(prop)
+                    self.integers.setdefault(other, []).append(prop)
             return
         raise CrdError(f"{self.where}.{prop}: the variants of {self.tag!r} disagree on it")
 
     def schema(self) -> Schema:
         """The merged object schema."""
-        values = list(self.variants)
-        kinds = "; ".join(
-            f"{value}: {variant.get('description', '')}".strip()
-            for value, variant in self.variants.items()
+        kinds = " ".join(
+            f"{value}: {variant.get('description', '')}" for value, variant in self.variants.items()
         )
-        required = set.intersection(*(set(v.get("required", [])) for v in self.variants.values()))
-        return {
+        common = set.intersection(*(set(v.get("required", [])) for v in self.variants.values()))
+        node: Schema = {
             "type": "object",
             "properties": {
-                self.tag: {"type": "string", "enum": values, "description": kinds},
+                self.tag: {"type": "string", "enum": list(self.variants), "description": kinds},
                 **self.properties,
             },
-            "required": [self.tag, *sorted(required - {self.tag})],
-            "x-kubernetes-validations": self._rules(required),
+            "required": [self.tag, *(p for p in self.properties if p in common)],
         }
-
-    def _rules(self, common: set[str]) -> list[Rule]:
-        found: list[tuple[Rule, str]] = []
+        rules: list[tuple[Rule, str]] = []
+        implications: list[tuple[Schema, str]] = []
         for value, variant in self.variants.items():
-            needed = sorted(set(variant.get("required", [])) - common)
-            if needed:
-                rule = " && ".join(f"has(self.{prop})" for prop in needed)
-                found.append((_rule(rule, f"{_and(needed)} required"), value))
-            foreign = sorted(set(self.properties) - set(variant["properties"]))
-            if foreign:
-                rule = " && ".join(f"!has(self.{prop})" for prop in foreign)
-                found.append((_rule(rule, f"{_and(foreign)} not allowed"), value))
-            for prop in sorted(self.integers.get(value, ())):
-                rule = f"!has(self.{prop}) || double(int(self.{prop})) == self.{prop}"
-                found.append((_rule(rule, f"{prop} must be an integer"), value))
-            present = " && ".join(f"has(self.{prop})" for prop in needed)
-            for own in variant.get("x-kubernetes-validations", []):
-                rule = f"!({present}) || ({own['rule']})" if present else own["rule"]
-                found.append((_rule(rule, own["message"]), value))
-        return [self._guard(rule, values) for rule, values in _grouped(found)]
+            self._variant(value, variant, common, rules, implications)
+        if implications:
+            node["allOf"] = [self._implication(*item) for item in _grouped(implications)]
+        if rules:
+            node["x-kubernetes-validations"] = [self._guard(*item) for item in _grouped(rules)]
+        return node
+
+    def _variant(
+        self,
+        value: str,
+        variant: Schema,
+        common: set[str],
+        rules: list[tuple[Rule, str]],
+        implications: list[tuple[Schema, str]],
+    ) -> None:
+        needed = [p for p in variant["properties"] if p in variant.get("required", [])]
+        needed = [p for p in needed if p not in common]
+        foreign = [p for p in self.properties if p not in variant["properties"]]
+        visible = [p for p in needed if _cel_visible(self.properties[p])]
+        if visible:
+            has = " && ".join(f"has(self.{p})" for p in visible)
+            rules.append((_rule(has, f"{_and(visible)} required"), value))
+        if hidden := [p for p in needed if p not in visible]:
+            implications.append(({"required": hidden}, value))
+        visible_foreign = [p for p in foreign if _cel_visible(self.properties[p])]
+        if visible_foreign:
+            rule = " && ".join(f"!has(self.{p})" for p in visible_foreign)
+            rules.append((_rule(rule, f"{_and(visible_foreign)} not allowed"), value))
+        if hidden := [p for p in foreign if p not in visible_foreign]:
+            absent = [{"required": [p]} for p in hidden]
+            implications.append(
+                ({"not": absent[0] if len(absent) == 1 else {"anyOf": absent}}, value)
+            )
+        if integers := self.integers.get(value, []):
+            rule = " && ".join(
+                f"(!has(self.{p}) || double(int(self.{p})) == self.{p})" for p in integers
+            )
+            plural = "must be integers" if len(integers) > 1 else "must be an integer"
+            rules.append((_rule(rule, f"{' and '.join(integers)} {plural}"), value))
+        present = " && ".join(f"has(self.{p})" for p in visible)
+        for own in variant.get("x-kubernetes-validations", []):
+            rule = f"!({present}) || ({own['rule']})" if present else own["rule"]
+            rules.append((_rule(rule, own["message"]), value))
+
+    def _implication(self, then: Schema, values: list[str]) -> Schema:
+        """``then`` holds when the tag is one of ``values``."""
+        # ``then`` first: when both fail, the API server reports the first one's error.
+        return {"anyOf": [then, {"not": {"properties": {self.tag: {"enum": values}}}}]}
 
     def _guard(self, rule: Rule, values: list[str]) -> Rule:
+        """``rule`` holds when the tag is one of ``values``."""
         if len(values) == len(self.variants):
             return rule
         if len(values) == 1:
@@ -301,16 +387,22 @@ class _MergedUnion:
 
 
 def _and(names: list[str]) -> str:
-    return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + (
-        " are" if len(names) > 1 else " is"
-    )
+    if len(names) == 1:
+        return f"{names[0]} is"
+    return f"{', '.join(names[:-1])} and {names[-1]} are"
 
 
-def _grouped(found: Iterable[tuple[Rule, str]]) -> list[tuple[Rule, list[str]]]:
-    groups: dict[tuple[str, str], list[str]] = {}
-    for rule, value in found:
-        groups.setdefault((rule["rule"], rule["message"]), []).append(value)
-    return [(_rule(rule, message), values) for (rule, message), values in groups.items()]
+def _grouped(found: Iterable[tuple[T, str]]) -> list[tuple[T, list[str]]]:
+    """Items equal but for the tag value they hold for, as one item with the values."""
+    groups: list[tuple[T, list[str]]] = []
+    for item, value in found:
+        for known, values in groups:
+            if known == item:
+                values.append(value)
+                break
+        else:
+            groups.append((item, [value]))
+    return groups
 
 
 def _unique(rules: list[Rule]) -> list[Rule]:
@@ -332,6 +424,9 @@ def _fields(model: type[BaseModel], names: Iterable[str]) -> dict[str, Any]:
     return {name: (model.model_fields[name].annotation, model.model_fields[name]) for name in names}
 
 
+# A trial's resource exists while it runs, so its state has more values than a record's.
+_TRIAL_STATE: Any = Literal["Pending", "Running", "Succeeded", "Failed"] | None
+
 TrialSpec: type[BaseModel] = create_model(
     "DiarizationTrialSpec",
     __base__=_Document,
@@ -344,7 +439,7 @@ TrialStatus: type[BaseModel] = create_model(
     __base__=_Document,
     __doc__="What the trial measured; written by the operator only.",
     state=(
-        Literal["Pending", "Running", "Succeeded", "Failed"] | None,
+        _TRIAL_STATE,
         Field(None, description="Pending, Running, then Succeeded or Failed."),
     ),
     job=(str | None, Field(None, description="The Job that runs the trial.")),
@@ -355,56 +450,52 @@ TrialStatus: type[BaseModel] = create_model(
 )
 
 
-def _object_meta(root: Schema) -> Schema:
-    """The root of a custom resource: apiVersion, kind and metadata belong to Kubernetes."""
-    properties = root["properties"]
-    properties["apiVersion"] = {
-        "type": "string",
-        "description": "The versioned schema of this object: " + API_VERSION + ".",
+def _resource(description: str, spec: Schema, status: Schema, name_limit: int | None) -> Schema:
+    """The root schema of a custom resource; apiVersion, kind and metadata are Kubernetes'."""
+    root: Schema = {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "apiVersion": {
+                "type": "string",
+                "description": f"The versioned schema of this object: {API_VERSION}.",
+            },
+            "kind": {"type": "string", "description": "The REST resource of this object."},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "required": ["spec"],
     }
-    properties["kind"] = {"type": "string", "description": "The REST resource of this object."}
-    properties["metadata"] = {"type": "object"}
-    root["required"] = [name for name in root.get("required", []) if name == "spec"]
-    return {"type": "object", **root, "properties": {**properties}}
-
-
-def _name_rules(model: type[BaseModel]) -> list[Rule]:
-    """CEL rules for the limits the model puts on metadata.name beyond Kubernetes' own."""
-    schema = model.model_fields["metadata"].annotation
-    limit = None
-    if isinstance(schema, type) and issubclass(schema, BaseModel):
-        limit = schema.model_json_schema()["properties"]["name"].get("maxLength")
-    if limit is None:
-        return []
-    return [_rule(f"size(self.metadata.name) <= {limit}", f"metadata.name: at most {limit} chars")]
+    if name_limit is not None:  # a tighter limit than Kubernetes' 253 characters
+        rule = f"size(self.metadata.name) <= {name_limit}"
+        root["x-kubernetes-validations"] = [
+            _rule(rule, f"metadata.name must be at most {name_limit} characters")
+        ]
+    return root
 
 
 def tuning_schema() -> Schema:
-    """The OpenAPI v3 schema of a DiarizationTuning."""
-    root = _object_meta(structural_schema(DiarizationTuning))
-    root["properties"]["status"] = {
+    """The OpenAPI v3 schema of a DiarizationTuning (its status is the operator's)."""
+    converted = structural_schema(DiarizationTuning)
+    properties = converted["properties"]
+    status = {
         "type": "object",
-        "description": root["properties"]["status"].get("description", ""),
+        "description": properties["status"].get("description", ""),
         "x-kubernetes-preserve-unknown-fields": True,
     }
-    rules = _name_rules(DiarizationTuning)
-    if rules:
-        root["x-kubernetes-validations"] = rules
-    return root
+    name_limit = properties["metadata"]["properties"]["name"].get("maxLength")
+    return _resource(converted["description"], properties["spec"], status, name_limit)
 
 
 def trial_schema() -> Schema:
     """The OpenAPI v3 schema of a DiarizationTrial."""
-    root: Schema = {
-        "type": "object",
-        "description": "One trial of a DiarizationTuning: its parameters and what it measured.",
-        "properties": {
-            "spec": structural_schema(TrialSpec),
-            "status": structural_schema(TrialStatus),
-        },
-        "required": ["spec"],
-    }
-    return _object_meta(root)
+    return _resource(
+        "One trial of a DiarizationTuning: its parameters and what it measured.",
+        structural_schema(TrialSpec),
+        structural_schema(TrialStatus),
+        None,
+    )
 
 
 def _column(name: str, path: str, kind: str = "string", **extra: Any) -> Schema:

@@ -81,7 +81,9 @@ def _conversation(
         length = end - start
         if cursor + length > CONVERSATION_SECONDS - 0.2:
             break
-        clip = audio[int(start * SAMPLE_RATE) : int(start * SAMPLE_RATE) + int(length * SAMPLE_RATE)]
+        clip = audio[
+            int(start * SAMPLE_RATE) : int(start * SAMPLE_RATE) + int(length * SAMPLE_RATE)
+        ]
         offset = int(cursor * SAMPLE_RATE)
         mix[offset : offset + len(clip)] += clip * float(rng.uniform(0.6, 1.2))
         reference.append((cursor, cursor + len(clip) / SAMPLE_RATE, speaker))
@@ -149,7 +151,10 @@ def demo_spec(database: Path, models: Path, quick: bool) -> dict[str, Any]:
                     "fineTune": {"maxEpochs": 1, "batchesPerEpoch": 10 if quick else 20},
                     "searchSpace": {
                         "training.learning_rate": {
-                            "type": "float", "low": 1e-5, "high": 1e-3, "log": True,
+                            "type": "float",
+                            "low": 1e-5,
+                            "high": 1e-3,
+                            "log": True,
                         },
                         "segmentation.min_duration_off": {"type": "float", "low": 0.0, "high": 1.0},
                     },
@@ -160,7 +165,8 @@ def demo_spec(database: Path, models: Path, quick: bool) -> dict[str, Any]:
                     "searchSpace": {
                         "clustering.threshold": {"type": "float", "low": 0.05, "high": 1.0},
                         "clustering.method": {
-                            "type": "categorical", "choices": ["average", "centroid", "weighted"],
+                            "type": "categorical",
+                            "choices": ["average", "centroid", "weighted"],
                         },
                         "clustering.min_cluster_size": {"type": "int", "low": 1, "high": 20},
                     },
@@ -184,8 +190,10 @@ def run_demo(output: Path, quick: bool = False) -> int:
     database = make_corpus(output / "corpus")
     models = output / "models"
     make_models(
-        Data(database=str(database), protocol=PROTOCOL), models,
-        epochs=10 if quick else 40, batches_per_epoch=40,
+        Data(database=str(database), protocol=PROTOCOL),
+        models,
+        epochs=10 if quick else 40,
+        batches_per_epoch=40,
     )
     print(f"corpus and models ready in {time.monotonic() - start:.0f} s", flush=True)
     document = demo_spec(database.resolve(), models.resolve(), quick)

@@ -48,16 +48,15 @@ KNOWN: dict[str, Known] = {
         choices=AGGLOMERATIVE_METHODS,
         clustering="AgglomerativeClustering",
     ),
-    "clustering.min_cluster_size": Known(
-        _INT, 12, clustering="AgglomerativeClustering", minimum=1
-    ),
+    "clustering.min_cluster_size": Known(_INT, 12, clustering="AgglomerativeClustering", minimum=1),
     "clustering.Fa": Known(_FLOAT, 0.07, clustering="VBxClustering", minimum=0.0),
     "clustering.Fb": Known(_FLOAT, 0.8, clustering="VBxClustering", minimum=0.0),
 }
 
 
 class _ParameterLike(Protocol):
-    type: str
+    @property
+    def type(self) -> str: ...
 
 
 def check_parameter(
@@ -84,3 +83,12 @@ def check_parameter(
     elif known.minimum is not None and any(value < known.minimum for value in values):
         return f"values must be at least {known.minimum}, got {values}"
     return None
+
+
+def pipeline_defaults(clustering: str) -> dict[str, Value]:
+    """pyannote's defaults for every pipeline parameter, with ``clustering``."""
+    return {
+        name: known.default
+        for name, known in KNOWN.items()
+        if not name.startswith("training.") and known.clustering in (None, clustering)
+    }

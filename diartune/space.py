@@ -19,19 +19,21 @@ from ConfigSpace import (
 )
 
 from diartune.params import KNOWN, Value
-from diartune.spec import CategoricalParameter, FloatParameter, IntParameter, Spec, Stage
+from diartune.spec import CategoricalParameter, FloatParameter, IntParameter, Stage
 
 
-def default_value(name: str, parameter: FloatParameter | IntParameter | CategoricalParameter) -> Value:
+def default_value(
+    name: str, parameter: FloatParameter | IntParameter | CategoricalParameter
+) -> Value:
     """pyannote's default for ``name``, moved into the range the user allows."""
     default = KNOWN[name].default
     if isinstance(parameter, CategoricalParameter):
         return default if default in parameter.choices else parameter.choices[0]
-    assert isinstance(default, int | float)
+    assert isinstance(default, int | float), name
     clipped = min(max(default, parameter.low), parameter.high)
     if parameter.log and clipped <= 0:
         clipped = math.sqrt(parameter.low * parameter.high)
-    return int(round(clipped)) if isinstance(parameter, IntParameter) else float(clipped)
+    return round(clipped) if isinstance(parameter, IntParameter) else float(clipped)
 
 
 def stage_space(stage: Stage, seed: int) -> ConfigurationSpace:
@@ -45,11 +47,11 @@ def stage_space(stage: Stage, seed: int) -> ConfigurationSpace:
             )
         elif isinstance(parameter, IntParameter):
             hyperparameter = UniformIntegerHyperparameter(
-                name, parameter.low, parameter.high, log=parameter.log, default_value=default
+                name, parameter.low, parameter.high, log=parameter.log, default_value=int(default)
             )
         else:
             hyperparameter = UniformFloatHyperparameter(
-                name, parameter.low, parameter.high, log=parameter.log, default_value=default
+                name, parameter.low, parameter.high, log=parameter.log, default_value=float(default)
             )
         space.add(hyperparameter)
     return space
@@ -62,15 +64,3 @@ def plain(config: Configuration | dict[str, Any]) -> dict[str, Value]:
 
 def _scalar(value: Any) -> Any:
     return value.item()
-
-
-def fixed_defaults(spec: Spec) -> dict[str, Value]:
-    """pyannote's defaults for every parameter the pipeline of ``spec`` takes."""
-    values: dict[str, Value] = {}
-    for name, known in KNOWN.items():
-        if name.startswith("training."):
-            continue
-        if known.clustering and known.clustering != spec.pipeline.clustering:
-            continue
-        values[name] = known.default
-    return values

@@ -268,7 +268,7 @@ class Spec(_Model):
         for index, stage in enumerate(self.stages):
             where = f"stages[{index}]"
             if stage.name in seen_stage:
-                problems.append(f"@{where}.name: stage names must be unique, {stage.name!r} repeats")
+                problems.append(f"@{where}.name: stage names must be unique: {stage.name!r}")
             seen_stage.add(stage.name)
             for name, parameter in stage.search_space.items():
                 field = f"@{where}.searchSpace.{name}"

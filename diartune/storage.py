@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from diartune.spec import S3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+T = TypeVar("T")
 
 
 class StorageError(RuntimeError):
@@ -133,7 +137,7 @@ class Storage:
         return uri
 
     @staticmethod
-    def _call(uri: str, action):  # type: ignore[no-untyped-def]
+    def _call(uri: str, action: Callable[[], T]) -> T:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:

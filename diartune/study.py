@@ -9,12 +9,10 @@ Kubernetes Jobs) run what it plans and hand back records.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any
 
-from diartune.params import Value
+from diartune.params import Value, pipeline_defaults
 from diartune.records import Components, TrialRecord, TrialRequest
-from diartune.space import fixed_defaults
 from diartune.spec import FineTune, Spec, Stage
 from diartune.storage import join
 from diartune.tuner import StageTuner
@@ -161,7 +159,7 @@ class Study:
 
     def _starting_point(self, stage: Stage) -> tuple[dict[str, Value], str]:
         """Parameters and segmentation model a stage starts from: the earlier stages' best."""
-        params: dict[str, Value] = fixed_defaults(self.spec)
+        params: dict[str, Value] = pipeline_defaults(self.spec.pipeline.clustering)
         segmentation = self.spec.pipeline.segmentation
         for earlier in self.spec.stages:
             if earlier.name == stage.name:
@@ -197,24 +195,28 @@ def trial_record(
     seconds: float | None,
 ) -> TrialRecord:
     """The record of ``trial`` from its result line (or its error)."""
-    common = {
-        "name": trial.name,
-        "stage": trial.stage,
-        "number": trial.number,
-        "params": trial.params,
-        "full_params": trial.full_params,
-        "segmentation": trial.segmentation,
-        "seconds": seconds,
-    }
+    record = TrialRecord(
+        name=trial.name,
+        stage=trial.stage,
+        number=trial.number,
+        params=trial.params,
+        full_params=trial.full_params,
+        segmentation=trial.segmentation,
+        seconds=seconds,
+        state="Failed",
+        message=error or "no result",
+        bad_input=bad_input,
+    )
     if result is None:
-        return TrialRecord(
-            **common, state="Failed", message=error or "no result", bad_input=bad_input
-        )
-    return TrialRecord(
-        **common,
-        state="Succeeded",
-        der=result["der"],
-        components=Components.model_validate(result["components"]),
-        checkpoint=result.get("checkpoint"),
-        artifacts=result.get("artifacts"),
+        return record
+    return record.model_copy(
+        update={
+            "state": "Succeeded",
+            "message": None,
+            "bad_input": False,
+            "der": result["der"],
+            "components": Components.model_validate(result["components"]),
+            "checkpoint": result.get("checkpoint"),
+            "artifacts": result.get("artifacts"),
+        }
     )

@@ -29,6 +29,7 @@ from diartune.spec import DiarizationTuning, SpecError
 from diartune.storage import is_s3, join
 from diartune.study import PlannedTrial, Study, trial_record, trial_request
 
+
 def _check_same_tuning(folder: Path, tuning: DiarizationTuning) -> None:
     saved = folder / "spec.json"
     fixed = tuning.spec.fixed_part()
@@ -72,7 +73,9 @@ class LocalTuning:
         )
         with Progress(*columns, console=self.console) as progress:
             task = progress.add_task(
-                self.tuning.metadata.name, total=total, completed=len(self.study.records),
+                self.tuning.metadata.name,
+                total=total,
+                completed=len(self.study.records),
                 best=self._best_text(),
             )
             try:
@@ -131,7 +134,8 @@ class LocalTuning:
         plot(self.folder, records, stages)
         best = self.study.best()
         first = min(
-            (r for r in records if r.stage == stages[0] and r.number == 0), default=None,
+            (r for r in records if r.stage == stages[0] and r.number == 0),
+            default=None,
             key=lambda r: r.number,
         )
         summary: dict[str, Any] = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
 from ConfigSpace import Configuration
 from smac import HyperparameterOptimizationFacade, Scenario
@@ -52,7 +53,7 @@ class StageTuner:
         scenario = Scenario(
             self.space,
             name=stage.name,
-            output_directory=self._workdir.name,
+            output_directory=Path(self._workdir.name),
             deterministic=True,
             n_trials=max(stage.max_trial_count, optimizer.initial_design_size + 1),
             seed=optimizer.seed,

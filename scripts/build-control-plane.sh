@@ -20,7 +20,7 @@ export CGO_ENABLED="${CGO_ENABLED:-0}"
 
 # Keep this 2-core machine usable for others while building.
 NICE=(nice -n 19)
-GO_BUILD_FLAGS=(-p 1 -trimpath)
+GO_BUILD_FLAGS=(-p "${GO_BUILD_PARALLELISM:-$(nproc)}" -trimpath)
 
 log() { printf '[build-control-plane %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { log "ERROR: $*"; exit 1; }

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 scripts/setup.sh
+scripts/build-control-plane.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
 ruff check diartune tests bench

@@ -1,14 +1,16 @@
 """A real Kubernetes control plane for tests: etcd, kube-apiserver, controller-manager,
 scheduler and KWOK fake nodes, started from local binaries the way envtest does.
 
-Use the session fixture ``cluster`` (``from cluster import cluster`` in a test module) or
-the ``Cluster`` context manager. The binaries come from ``scripts/build-control-plane.sh``
-(``${DIARTUNE_CACHE:-~/.cache/diartune}/control-plane/bin``), which is run when one of
-them is missing. KWOK's behaviour is described in ``tests/kwok-stages.yaml``.
+Use the session fixture ``cluster`` (``from cluster import cluster_fixture`` in a test
+module) or the ``Cluster`` context manager. The binaries come from
+``scripts/build-control-plane.sh`` (``${DIARTUNE_CACHE:-~/.cache/diartune}/control-plane/bin``),
+which is run when one of them is missing. KWOK's behaviour is described in
+``tests/kwok-stages.yaml``. Set DIARTUNE_KEEP_CLUSTER=1 to keep the temp dir and its logs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import ipaddress
 import math
@@ -24,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,7 @@ FAKE_MESSAGE = "fake.diartune.test/message"
 
 STOP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 120.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def bin_dir() -> Path:
@@ -286,9 +290,13 @@ class Cluster:
     ServiceAccount, and on exit stops the processes in reverse order and removes the dir.
     """
 
-    def __init__(self, binaries: Path | None = None, stages: Path = STAGES) -> None:
+    def __init__(
+        self, binaries: Path | None = None, stages: Path = STAGES, keep: bool | None = None
+    ) -> None:
+        """``keep`` (default: env DIARTUNE_KEEP_CLUSTER set) keeps the temp dir and logs."""
         self.binaries = binaries
         self.stages = stages
+        self.keep = bool(os.environ.get("DIARTUNE_KEEP_CLUSTER")) if keep is None else keep
         self.workdir = Path()
         self.server = ""
         self.components: list[Component] = []
@@ -343,7 +351,9 @@ class Cluster:
             self._api_client = None
         while self.components:
             self.components.pop().stop()
-        if self.workdir != Path() and self.workdir.exists():
+        if self.keep:
+            print(f"kept the cluster's files in {self.workdir}", file=sys.stderr)
+        elif self.workdir != Path() and self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _spawn(self, name: str, argv: list[str]) -> Component:
@@ -351,6 +361,7 @@ class Cluster:
         with log.open("wb") as out:
             process = subprocess.Popen(
                 argv,
+                preexec_fn=_die_with_parent,
                 cwd=self.workdir,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -514,6 +525,18 @@ class Cluster:
             **kwargs,
         )
 
+    def create_namespace(self, name: str, timeout: float = 30) -> str:
+        """Create namespace ``name`` and wait for its default ServiceAccount (pods need it)."""
+        core = client.CoreV1Api(self.api_client())
+        core.create_namespace({"metadata": {"name": name}})
+        watch_until(
+            core.list_namespaced_service_account,
+            lambda accounts: "default" in accounts,
+            timeout,
+            namespace=name,
+        )
+        return name
+
     def serviceaccount_kubeconfig(
         self,
         namespace: str,
@@ -571,19 +594,36 @@ class Cluster:
         return names
 
     def add_runner_node(
-        self, name: str = f"{RUNNER_NODE_PREFIX}0", gpus: int = 8, **kw: Any
+        self,
+        name: str = f"{RUNNER_NODE_PREFIX}0",
+        gpus: int = 8,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
-        """Create the fake node whose pods ``node_runner.NodeRunner`` runs (KWOK skips them)."""
+        """Create (if missing) the fake node whose pods ``node_runner.NodeRunner`` runs.
+
+        Its name must start with ``runner-``: KWOK's pod stages skip such nodes' pods.
+        Returns once the node is Ready.
+        """
         if not name.startswith(RUNNER_NODE_PREFIX):
             raise ValueError(f"runner node names start with {RUNNER_NODE_PREFIX!r}: {name}")
         core = client.CoreV1Api(self.api_client())
         try:
-            core.create_node(self._node_manifest(name, gpus, kw.pop("labels", None), **kw))
+            core.create_node(self._node_manifest(name, gpus, labels))
         except client.ApiException as error:
-            if error.status != 409:  # already there: one runner node per session is enough
+            if error.status != 409:  # already there (another module made it): reuse it
                 raise
         self.wait_nodes_ready([name])
         return name
+
+    def delete_nodes(self, names: list[str]) -> None:
+        """Delete fake nodes (their pods are then garbage-collected by the pod GC)."""
+        core = client.CoreV1Api(self.api_client())
+        for name in names:
+            try:
+                core.delete_node(name)
+            except client.ApiException as error:
+                if error.status != 404:
+                    raise
 
     @staticmethod
     def _node_manifest(
@@ -686,6 +726,15 @@ def summarize(objects: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "nothing"
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the thread that started it dies (pytest was killed).
+
+    Keeps a killed test run from leaving etcd and the apiserver behind on a shared machine.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _node_ready(node: client.V1Node) -> bool:
     conditions = node.status.conditions or []
     ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
@@ -701,15 +750,39 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
         return False
 
 
+class _Shared:
+    """The one Cluster of this pytest process, shared by every module that imports the fixture.
+
+    Each test module that imports ``cluster_fixture`` gets its own session-scoped
+    FixtureDef; counting users keeps that to one control plane, stopped by the last.
+    """
+
+    cluster: Cluster | None = None
+    users = 0
+
+    @classmethod
+    @contextmanager
+    def use(cls) -> Iterator[Cluster]:
+        if cls.cluster is None:
+            started = Cluster()
+            started.start()
+            print(f"control plane up in {started.startup_seconds:.1f}s", file=sys.stderr)
+            cls.cluster = started
+        cls.users += 1
+        try:
+            yield cls.cluster
+        finally:
+            cls.users -= 1
+            if cls.users == 0:
+                cls.cluster.stop()
+                cls.cluster = None
+
+
 @pytest.fixture(scope="session", name="cluster")
 def cluster_fixture() -> Iterator[Cluster]:
     """Fixture ``cluster``: a real control plane shared by the whole test session.
 
     Import it into a test module (``from cluster import cluster_fixture``) to use it.
     """
-    with Cluster() as running:
-        print(
-            f"control plane up in {running.startup_seconds:.1f}s at {running.server}",
-            file=sys.stderr,
-        )
+    with _Shared.use() as running:
         yield running

@@ -26,12 +26,12 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import urllib3
 from kubernetes import client, watch
 
 DEFAULT_NODE = "runner-0"
@@ -78,6 +78,10 @@ class RunningPod:
     deleted: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def is_running(self) -> bool:
+        """Whether its process has started and not exited yet."""
+        return self.process is not None and self.process.poll() is None
+
     @property
     def log(self) -> Path:
         """Combined stdout/stderr of the pod's process."""
@@ -116,7 +120,7 @@ class NodeRunner:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._response: urllib3.HTTPResponse | None = None
+        self._watch = watch.Watch()
         self._thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._terminating: set[str] = set()
@@ -146,19 +150,20 @@ class NodeRunner:
     def stop(self) -> None:
         """Stop watching, kill running processes, wait for the workers, remove the workdir."""
         self._stopping.set()
-        response = self._response
-        if response is not None:
-            response.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        with self._lock:
-            pods = list(self.pods.values())
-        for pod in pods:
-            self._kill(pod, grace=0)
-        for worker in self._workers:
-            worker.join(timeout=10)
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            deadline = time.monotonic() + 10
+            while self._thread and self._thread.is_alive() and time.monotonic() < deadline:
+                self._watch.stop()  # shuts the socket down; repeated in case a new stream began
+                self._thread.join(timeout=0.1)
+            with self._lock:
+                pods = list(self.pods.values())
+            for pod in pods:
+                self._kill(pod, grace=0)
+            for worker in self._workers:
+                worker.join(timeout=10)
+        finally:
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log(self, namespace: str, name: str) -> str:
         """The output of the last process run for pod ``namespace/name`` ('' if none)."""
@@ -170,24 +175,17 @@ class NodeRunner:
 
     # ---------------------------------------------------------------- watching
 
-    def _list(self, **kwargs: Any) -> Any:
-        return self.core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={self.node}", **kwargs
-        )
-
-    def _watched_list(self, **kwargs: Any) -> Any:
-        """``_list`` for ``watch.stream`` that remembers the response so stop() can cut it."""
-        response = self._list(**kwargs)
-        self._response = response
-        if self._stopping.is_set():
-            response.shutdown()
-        return response
+    def _list(self) -> Any:
+        return self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.node}")
 
     def _watch_loop(self, resource_version: str) -> None:
         while not self._stopping.is_set():
             try:
-                stream = watch.Watch().stream(
-                    self._watched_list, resource_version=resource_version, timeout_seconds=300
+                stream = self._watch.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=f"spec.nodeName={self.node}",
+                    resource_version=resource_version,
+                    timeout_seconds=300,
                 )
                 for event in stream:
                     pod = event["object"]
@@ -197,7 +195,7 @@ class NodeRunner:
                 if error.status != 410:
                     self._record(f"watch failed: {error}")
                 resource_version = self._relist()
-            except Exception as error:  # connection cut by stop(), or a transient failure
+            except Exception as error:  # the connection was cut by stop(), or broke
                 if self._stopping.is_set():
                     return
                 self._record(f"watch failed: {error!r}")
@@ -216,7 +214,7 @@ class NodeRunner:
         for pod in listing.items:
             self._handle("MODIFIED", pod)
         with self._lock:
-            gone = [p for uid, p in self.pods.items() if uid not in seen]
+            gone = [p for uid, p in self.pods.items() if uid not in seen and p.is_running()]
         for pod in gone:
             self._start_worker(self._kill, pod, 0)
         return str(listing.metadata.resource_version)
@@ -272,8 +270,7 @@ class NodeRunner:
         container = pod.spec.containers[0]
         try:
             argv, env = self._command(pod, container, running)
-        except Exception as error:
-            self._record(f"{running.namespace}/{running.name}: {error!r}")
+        except Exception as error:  # e.g. a missing Secret: fail the pod, don't hang the test
             self._report_exit(pod, container, running, 128, f"CreateContainerConfigError: {error}")
             return
         if running.deleted:
@@ -329,8 +326,9 @@ class NodeRunner:
             raise ValueError(
                 f"container {container.name} has no command (image entrypoints are unknown)"
             )
-        argv = [*self.executables.get(argv[0], [argv[0]]), *argv[1:]]
-        return argv, {**self.base_env, **container_env}
+        executable = self.executables.get(argv[0]) or self.executables.get(Path(argv[0]).name)
+        argv = [*(executable or argv[:1]), *argv[1:]]
+        return argv, {**self.base_env, "HOSTNAME": pod.metadata.name, **container_env}
 
     def _container_env(self, pod: client.V1Pod, container: client.V1Container) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -529,7 +527,7 @@ class NodeRunner:
         grace = min(float(pod.metadata.deletion_grace_period_seconds or 0), MAX_KILL_GRACE_S)
         if known is not None:
             with known.lock:
-                was_running = known.process is not None and known.process.poll() is None
+                was_running = known.is_running()
             self._kill(known, grace)
             if was_running and pod.status.phase not in ("Succeeded", "Failed"):
                 code = known.process.returncode if known.process else 137
@@ -538,7 +536,6 @@ class NodeRunner:
             self.core.delete_namespaced_pod(
                 pod.metadata.name,
                 pod.metadata.namespace,
-                grace_period_seconds=0,
                 body=client.V1DeleteOptions(
                     grace_period_seconds=0,
                     preconditions=client.V1Preconditions(uid=pod.metadata.uid),

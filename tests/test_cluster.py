@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster import (
+    FAKE_DELAY,
     FAKE_EXIT_CODE,
     FAKE_MESSAGE,
     FAKE_NODE_TOLERATION,
     Cluster,
-    cluster_fixture,
+    cluster_fixture,  # noqa: F401  (provides the session fixture "cluster")
     watch_until,
 )
 from kubernetes import client
@@ -26,24 +28,27 @@ from node_runner import NodeRunner
 pytestmark = pytest.mark.cluster
 
 RUNNER_NODE = "runner-0"
-__all__ = ["cluster_fixture"]  # the session fixture "cluster"
+#: Stands in for the ``diartune`` command: ``diartune fail CODE MESSAGE PATH``.
+FAKE_DIARTUNE = (
+    "import sys; _, code, message, path = sys.argv[1:]; "
+    "open(path, 'w').write(message); sys.exit(int(code))"
+)
 
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace, deleted (without waiting) afterwards."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(cluster.api_client())
-    core.create_namespace({"metadata": {"name": name}})
+    name = cluster.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
     yield name
-    core.delete_namespace(name)
+    client.CoreV1Api(cluster.api_client()).delete_namespace(name)
 
 
 @pytest.fixture(scope="module")
 def runner(cluster: Cluster) -> Iterator[NodeRunner]:
     """A node runner for ``runner-0``."""
-    cluster.add_runner_node(RUNNER_NODE, gpus=1)
-    with NodeRunner(cluster.api_client(), RUNNER_NODE) as running:
+    cluster.add_runner_node(RUNNER_NODE)
+    executables = {"diartune": [sys.executable, "-c", FAKE_DIARTUNE]}
+    with NodeRunner(cluster.api_client(), RUNNER_NODE, executables=executables) as running:
         yield running
     assert running.errors == []
 
@@ -88,7 +93,12 @@ def create_job(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> No
     client.BatchV1Api(cluster.api_client()).create_namespaced_job(namespace, manifest)
 
 
-def job_pods(cluster: Cluster, namespace: str, predicate: Any, timeout: float = 30) -> dict:
+def job_pods(
+    cluster: Cluster,
+    namespace: str,
+    predicate: Callable[[list[Any]], Any],
+    timeout: float = 30,
+) -> dict[str, Any]:
     """Watch the namespace's pods until ``predicate(list of pods)`` holds."""
     core = client.CoreV1Api(cluster.api_client())
     return watch_until(
@@ -103,7 +113,7 @@ def job_condition(cluster: Cluster, namespace: str, name: str, timeout: float = 
     """Wait for Job ``name`` to be Complete or Failed; return that condition."""
 
     def finished(job: Any) -> Any:
-        conditions = job.status.conditions or [] if job.status else []
+        conditions = (job.status and job.status.conditions) or []
         return next(
             (c for c in conditions if c.type in ("Complete", "Failed") and c.status == "True"),
             None,
@@ -155,22 +165,30 @@ def test_gpu_capacity_is_respected(cluster: Cluster, namespace: str) -> None:
     assert sorted(p.spec.node_name for p in pods if p.spec.node_name) == sorted(nodes)
     pending = [p for p in pods if p.status.phase == "Pending"]
     assert len(pending) == 2
-    assert all("nvidia.com/gpu" in p.status.conditions[0].message for p in pending)
+    messages = [c.message for p in pending for c in p.status.conditions if c.type == "PodScheduled"]
+    assert len(messages) == 2
+    assert all("Insufficient nvidia.com/gpu" in message for message in messages)
 
 
 def test_fake_node_pods_can_be_told_to_exit(cluster: Cluster, namespace: str) -> None:
-    """KWOK ends pods on fake nodes with the exit code and message of their annotations."""
+    """KWOK ends pods on fake nodes with the exit code, message and delay of their annotations."""
     cluster.add_gpu_nodes(1, prefix="e-gpu-", labels={"pool": "e"})
-    for name, code in (("ok", "0"), ("bad", "3")):
-        annotations = {FAKE_EXIT_CODE: code, FAKE_MESSAGE: f'{{"job": "{name}"}}'}
+    for name, code, delay in (("ok", "0", "0s"), ("bad", "3", "1s")):
+        annotations = {
+            FAKE_EXIT_CODE: code,
+            FAKE_MESSAGE: f'{{"job": "{name}"}}',
+            FAKE_DELAY: delay,
+        }
         manifest = job_manifest(name, node_selector={"pool": "e"}, annotations=annotations)
         create_job(cluster, namespace, manifest)
     assert job_condition(cluster, namespace, "ok").type == "Complete"
     assert job_condition(cluster, namespace, "bad").type == "Failed"
     pods = job_pods(cluster, namespace, lambda ps: len(ps) == 2 and all(map(terminated, ps)))
-    states = {p.metadata.labels["job-name"]: terminated(p) for p in pods.values()}
-    assert (states["ok"].exit_code, states["ok"].message) == (0, '{"job": "ok"}')
-    assert (states["bad"].exit_code, states["bad"].reason) == (3, "Error")
+    by_job = {p.metadata.labels["job-name"]: p for p in pods.values()}
+    ok, bad = terminated(by_job["ok"]), terminated(by_job["bad"])
+    assert (ok.exit_code, ok.reason, ok.message) == (0, "Completed", '{"job": "ok"}')
+    assert (bad.exit_code, bad.reason, bad.message) == (3, "Error", '{"job": "bad"}')
+    assert (bad.finished_at - by_job["bad"].status.start_time).total_seconds() >= 0.9
 
 
 def test_runner_runs_a_job(cluster: Cluster, namespace: str, runner: NodeRunner) -> None:
@@ -199,7 +217,7 @@ def test_runner_runs_a_job(cluster: Cluster, namespace: str, runner: NodeRunner)
 def test_exit_code_fails_job_fast(cluster: Cluster, namespace: str, runner: NodeRunner) -> None:
     """(c) Exit code 65 with a FailJob podFailurePolicy fails the Job without retries."""
     policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [65]}}]}
-    command = ["sh", "-c", "echo bad spec > /dev/termination-log; exit 65"]
+    command = ["diartune", "fail", "65", "bad spec", "/dev/termination-log"]
     manifest = job_manifest(
         "bad",
         command,
@@ -213,7 +231,7 @@ def test_exit_code_fails_job_fast(cluster: Cluster, namespace: str, runner: Node
     pods = job_pods(cluster, namespace, lambda ps: len(ps) >= 1)
     assert len(pods) == 1
     state = terminated(next(iter(pods.values())))
-    assert (state.exit_code, state.reason, state.message) == (65, "Error", "bad spec\n")
+    assert (state.exit_code, state.reason, state.message) == (65, "Error", "bad spec")
 
 
 def test_runner_kills_deleted_pods(cluster: Cluster, namespace: str, runner: NodeRunner) -> None:
@@ -225,7 +243,11 @@ def test_runner_kills_deleted_pods(cluster: Cluster, namespace: str, runner: Nod
             "nodeName": RUNNER_NODE,
             "tolerations": [FAKE_NODE_TOLERATION],
             "containers": [
-                {"name": "c", "image": "x", "command": ["sh", "-c", "echo $$ > pid; exec sleep 60"]}
+                {
+                    "name": "c",
+                    "image": "x",
+                    "command": ["sh", "-c", "echo $$$$ > pid; exec sleep 60"],
+                }
             ],
         },
     }
@@ -259,3 +281,31 @@ def test_background_deletion_removes_pods(cluster: Cluster, namespace: str) -> N
         "gc", namespace, propagation_policy="Background"
     )
     job_pods(cluster, namespace, lambda ps: not ps)
+
+
+def test_serviceaccount_kubeconfig_has_only_its_rbac(cluster: Cluster, namespace: str) -> None:
+    """A ServiceAccount kubeconfig (TokenRequest) is subject to RBAC, unlike the admin one."""
+    core = client.CoreV1Api(cluster.api_client())
+    rbac = client.RbacAuthorizationV1Api(cluster.api_client())
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "op"}})
+    kubeconfig = cluster.serviceaccount_kubeconfig(namespace, "op")
+
+    def can(verb: str, resource: str) -> bool:
+        args = ["--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource]
+        result = cluster.kubectl(*args, check=False)
+        assert result.stdout.strip() in ("yes", "no"), result.stderr
+        return result.stdout.strip() == "yes"
+
+    assert not can("list", "pods")
+    rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "r"}, "rules": [rule]})
+    binding = {
+        "metadata": {"name": "r"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+        "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": namespace}],
+    }
+    rbac.create_namespaced_role_binding(namespace, binding)
+    assert can("list", "pods")
+    assert not can("delete", "pods")
+    pods = cluster.kubectl("--kubeconfig", str(kubeconfig), "get", "pods", "-o", "name")
+    assert pods.stdout == ""

@@ -56,12 +56,8 @@ def fine_tune(
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
     specifications = getattr(model, "_specifications", None)
-    speakers: dict[str, int] = {}
-    if specifications is not None:
-        speakers = {
-            "max_speakers_per_chunk": len(specifications.classes),
-            "max_speakers_per_frame": specifications.powerset_max_classes or 2,
-        }
+    per_chunk = len(specifications.classes) if specifications is not None else None
+    per_frame = (specifications.powerset_max_classes if specifications is not None else None) or 2
     cpus = os.cpu_count() or 1
     task = SpeakerDiarization(
         protocol,
@@ -69,7 +65,8 @@ def fine_tune(
         batch_size=int(_training(params, "batch_size")),
         num_workers=0 if cpus <= 2 else min(8, cpus // 2),
         augmentation=_augmentation(float(_training(params, "augmentation")), 16000),
-        **speakers,
+        max_speakers_per_chunk=per_chunk,
+        max_speakers_per_frame=per_frame,
     )
     model.task = task
     learning_rate = float(_training(params, "learning_rate"))

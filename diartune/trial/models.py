@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import lightning
 import torch
@@ -31,7 +32,7 @@ _TARGET_DBFS = -30.0  # Resemblyzer normalizes (quieter) speech to this level
 class ResemblyzerEmbedding(Model):
     """Resemblyzer's speaker encoder as a pyannote embedding model (256-d, cosine)."""
 
-    def __init__(self, sample_rate: int = _SAMPLE_RATE, num_channels: int = 1, task=None):  # type: ignore[no-untyped-def]
+    def __init__(self, sample_rate: int = _SAMPLE_RATE, num_channels: int = 1, task: Any = None):
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         self.mel = MelSpectrogram(
             sample_rate=_SAMPLE_RATE,
@@ -55,7 +56,9 @@ class ResemblyzerEmbedding(Model):
             mels = F.pad(mels, (0, 0, 0, _PARTIAL_FRAMES - mels.shape[0]))
         return mels.unfold(0, _PARTIAL_FRAMES, _PARTIAL_FRAMES).transpose(1, 2)
 
-    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(  # type: ignore[override]
+        self, waveforms: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(batch, 1, samples) waveforms, optional (batch, frames) weights -> (batch, 256).
 
         Only frames where the weight exceeds 0.5 are embedded; an empty mask gives NaN,
@@ -159,3 +162,15 @@ def load_model(uri: str, storage: Storage, cache_dir: Path, token: str | None = 
     if model is None:
         raise FileNotFoundError(f"{uri}: could not load this model from the hub")
     return model
+
+
+def load_plda(uri: str, storage: Storage, cache_dir: Path, token: str | None = None) -> Any:
+    """Load a PLDA (for VBx): a local folder, an s3:// prefix, or a hub repo's ``plda/``."""
+    from pyannote.audio.core.plda import PLDA
+
+    if is_s3(uri):
+        local = cache_dir / "plda" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        return PLDA.from_pretrained(str(storage.download_prefix(uri, local)))
+    if Path(uri).exists():
+        return PLDA.from_pretrained(uri)
+    return PLDA.from_pretrained(uri, subfolder="plda", token=token)

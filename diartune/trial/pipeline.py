@@ -24,7 +24,7 @@ class _NoPLDA(PLDA):
     def __init__(self) -> None:
         pass
 
-    def __call__(self, embeddings):  # type: ignore[no-untyped-def]
+    def __call__(self, embeddings: Any) -> Any:
         raise RuntimeError("VBxClustering needs a PLDA: set spec.pipeline.plda")
 
 
@@ -37,6 +37,11 @@ class OfflineSpeakerDiarization(SpeakerDiarization):
 
     def __init__(self, plda: Any = None, **kwargs: Any) -> None:
         super().__init__(plda=plda if plda is not None else _NoPLDA(), **kwargs)
+
+
+def is_powerset(model: Model) -> bool:
+    """Whether a segmentation model is powerset (then it has no threshold to tune)."""
+    return bool(getattr(model.specifications, "powerset", False))
 
 
 def nested(params: dict[str, Value]) -> dict[str, dict[str, Value]]:
@@ -81,7 +86,7 @@ def build_pipeline(
     if unused:
         raise BadInput(
             f"spec.stages[].searchSpace: {unused}: the pipeline has no such parameter "
-            f"(its segmentation model is {'' if segmentation.specifications.powerset else 'not '}"
+            f"(its segmentation model is {'' if is_powerset(segmentation) else 'not '}"
             "powerset; only models that are not have segmentation.threshold)"
         )
     pipeline.instantiate(nested(accepted))

@@ -8,10 +8,10 @@ with 0, EXIT_BAD_INPUT (65: no retry helps) or EXIT_INFRASTRUCTURE (75).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -24,6 +24,7 @@ import torch
 from pyannote.audio import Model
 from pyannote.core import Annotation
 
+from diartune.params import pipeline_defaults
 from diartune.records import (
     ERROR_PREFIX,
     EXIT_BAD_INPUT,
@@ -37,11 +38,12 @@ from diartune.trial.cache import FeatureCache
 from diartune.trial.data import BadInput, fetch_database, load_protocol, subset_files
 from diartune.trial.evaluate import score
 from diartune.trial.finetune import fine_tune
-from diartune.trial.models import load_model, save_checkpoint
+from diartune.trial.models import load_model, load_plda, save_checkpoint
 from diartune.trial.pipeline import (
     build_pipeline,
     diarize,
     export_pipeline,
+    is_powerset,
     nested,
     pipeline_params,
 )
@@ -100,18 +102,24 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
             checkpoint = fine_tune(
                 segmentation, protocol, request.params, request.fine_tune, workdir / "model.ckpt"
             )
-            segmentation = Model.from_pretrained(checkpoint)
+            segmentation = load_model(str(checkpoint), storage, scratch)
     segmentation.eval()
     embedding.eval()
     if torch.cuda.is_available():
         segmentation.to(torch.device("cuda"))
         embedding.to(torch.device("cuda"))
+    params = {**pipeline_defaults(request.pipeline.clustering), **request.params}
+    plda = None
+    if request.pipeline.plda:
+        with timings.phase("models"):
+            plda = load_plda(request.pipeline.plda, storage, scratch, token)
     pipeline = build_pipeline(
         segmentation,
         embedding,
         request.pipeline.clustering,
-        request.params,
+        params,
         tuned=set(request.tuned),
+        plda=plda,
         batch_sizes=(
             request.pipeline.segmentation_batch_size,
             request.pipeline.embedding_batch_size,
@@ -123,8 +131,8 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
             "segmentation": model_digest(segmentation),
             "embedding": model_digest(embedding),
         }
-        if not segmentation.specifications.powerset:
-            identity["threshold"] = request.params.get("segmentation.threshold")
+        if not is_powerset(segmentation):
+            identity["threshold"] = params["segmentation.threshold"]
         cache = FeatureCache(request.cache, storage, workdir, identity)
     with timings.phase("pipeline"):
         hypotheses = diarize(pipeline, files, cache)
@@ -140,7 +148,13 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         (artifacts / "segmentation.ckpt").write_bytes(checkpoint.read_bytes())
         checkpoint_uri = join(request.output, "segmentation.ckpt")
     if request.export:
-        _export(artifacts / "pipeline", segmentation, embedding, pipeline, request)
+        export_pipeline(
+            artifacts / "pipeline",
+            save_checkpoint(segmentation, workdir / "export" / "segmentation.ckpt"),
+            save_checkpoint(embedding, workdir / "export" / "embedding.ckpt"),
+            request.pipeline.clustering,
+            nested(pipeline_params(pipeline, params)),
+        )
     if cache is not None:
         timings["cache_hits"] = cache.hits
     result = TrialResult(
@@ -161,28 +175,13 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     return result
 
 
-def _export(
-    folder: Path, segmentation: Model, embedding: Model, pipeline: Any, request: TrialRequest
-) -> None:
-    models = folder.parent / "models"
-    export_pipeline(
-        folder,
-        save_checkpoint(segmentation, models / "segmentation.ckpt"),
-        save_checkpoint(embedding, models / "embedding.ckpt"),
-        request.pipeline.clustering,
-        nested(pipeline_params(pipeline, request.params)),
-    )
-    shutil.rmtree(models)
-
-
 def _report(line: str, summary: dict[str, Any], termination_log: Path | None) -> None:
     text = json.dumps(summary, ensure_ascii=False)
     print(line + text, flush=True)
     if termination_log is not None:
-        try:
+        # Not in a pod, or no permission: the printed line is enough.
+        with contextlib.suppress(OSError):
             termination_log.write_text(text[:4000], encoding="utf-8")
-        except OSError:
-            pass  # not in a pod, or no permission: the printed line is enough
 
 
 def main(request: TrialRequest, termination_log: Path | None) -> int:
