@@ -7,8 +7,8 @@ scripts/setup.sh
 scripts/build-control-plane.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
-ruff check diartune tests bench
-ruff format --check diartune tests bench
+ruff check
+ruff format --check
 echo "== mypy"
 mypy
 echo "== pytest"
