@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 SAMPLE_RATE = 16000
-SUBSETS = {"train": 8, "development": 3, "test": 3}
+SUBSETS = {"train": 8, "development": 4, "test": 4}
 CONVERSATION_SECONDS = 30.0
 PROTOCOL = "Demo.SpeakerDiarization.Ambulance"
 

@@ -107,11 +107,11 @@ def write_summary(folder: Path, summary: dict[str, Any]) -> str:
     lines = [
         f"# Tuning {summary['tuning']}: {summary['phase']}",
         "",
-        "| | DER |",
-        "|---|---|",
-        f"| pyannote defaults (development) | {percent(summary.get('defaultDer'))} |",
-        f"| tuned (development) | {percent(summary.get('bestDer'))} |",
-        f"| tuned (test, evaluated once) | {percent(summary.get('testDer'))} |",
+        "| DER | development | test (evaluated once) |",
+        "|---|---|---|",
+        f"| pyannote's default parameters | {percent(summary.get('defaultDer'))} "
+        f"| {percent(summary.get('defaultTestDer'))} |",
+        f"| tuned | {percent(summary.get('bestDer'))} | {percent(summary.get('testDer'))} |",
         "",
         f"Best trial: {summary.get('bestTrial')}; trials: {summary['trials']} "
         f"({summary['failed']} failed); wall time: {summary['seconds']:.0f} s.",

@@ -111,18 +111,18 @@ class LocalTuning:
             trial, outcome.result, outcome.error, outcome.bad_input, round(outcome.seconds, 2)
         )
 
-    def _evaluate_on_test(self, best: TrialRecord) -> Outcome:
+    def _evaluate_on_test(self, record: TrialRecord, name: str, export: bool) -> Outcome:
         trial = PlannedTrial(
-            name="test-evaluation",
-            stage=best.stage,
+            name=name,
+            stage=record.stage,
             number=-1,
-            params=best.params,
-            full_params=best.full_params,
-            segmentation=best.checkpoint or best.segmentation,
+            params=record.params,
+            full_params=record.full_params,
+            segmentation=record.checkpoint or record.segmentation,
             fine_tune=None,
         )
         request = trial_request(self.spec, trial, self.root).model_copy(
-            update={"subset": "test", "export": True, "cache": None}
+            update={"subset": "test", "export": export, "cache": None}
         )
         self.executor.start(request)
         return self.executor.wait()
@@ -133,11 +133,7 @@ class LocalTuning:
         stages = [stage.name for stage in self.spec.stages]
         plot(self.folder, records, stages)
         best = self.study.best()
-        first = min(
-            (r for r in records if r.stage == stages[0] and r.number == 0),
-            default=None,
-            key=lambda r: r.number,
-        )
+        first = next((r for r in records if r.stage == stages[0] and r.number == 0), None)
         summary: dict[str, Any] = {
             "tuning": self.tuning.metadata.name,
             "phase": "Failed" if self.study.failure else "Succeeded",
@@ -150,19 +146,21 @@ class LocalTuning:
             "bestParams": best.full_params if best else None,
             "seconds": seconds,
         }
-        if best is not None and not self.study.failure:
+        if best is not None and first is not None and not self.study.failure:
             save_best(self.folder, best)
-            summary |= self._test_summary(best)
+            summary |= self._test_summary(best, first)
         self.console.print(write_summary(self.folder, summary))
         return summary
 
-    def _test_summary(self, best: TrialRecord) -> dict[str, Any]:
+    def _test_summary(self, best: TrialRecord, default: TrialRecord) -> dict[str, Any]:
+        """Score the winner (and, for comparison, the defaults) once on the test subset."""
         saved = self.folder / "summary.json"
         if saved.exists():
             before = json.loads(saved.read_text("utf-8"))
-            if before.get("bestTrial") == best.name and "testDer" in before:
-                return {k: before[k] for k in ("testDer", "testComponents", "pipeline")}
-        outcome = self._evaluate_on_test(best)
+            if before.get("bestTrial") == best.name and before.get("testDer") is not None:
+                keys = ("testDer", "testComponents", "defaultTestDer", "pipeline")
+                return {key: before.get(key) for key in keys}
+        outcome = self._evaluate_on_test(best, "test-best", export=True)
         if outcome.result is None:
             return {"testDer": None, "message": f"test evaluation failed: {outcome.error}"}
         exported = join(outcome.result["artifacts"], "pipeline")
@@ -170,8 +168,10 @@ class LocalTuning:
             shutil.rmtree(self.folder / "pipeline", ignore_errors=True)
             shutil.copytree(exported, self.folder / "pipeline")
             exported = str(self.folder / "pipeline")
+        baseline = self._evaluate_on_test(default, "test-default", export=False)
         return {
             "testDer": outcome.result["der"],
             "testComponents": outcome.result["components"],
+            "defaultTestDer": baseline.result["der"] if baseline.result else None,
             "pipeline": exported,
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.core import Annotation
 
-from diartune.params import Value
+from diartune.params import Value, pipeline_defaults
 from diartune.trial.cache import FeatureCache
 from diartune.trial.data import BadInput
 
@@ -37,6 +38,14 @@ class OfflineSpeakerDiarization(SpeakerDiarization):
 
     def __init__(self, plda: Any = None, **kwargs: Any) -> None:
         super().__init__(plda=plda if plda is not None else _NoPLDA(), **kwargs)
+
+    def default_parameters(self) -> dict[str, Any]:
+        """pyannote's defaults for this pipeline's own parameters.
+
+        pyannote 4.0 returns VBx's whatever the clustering, which agglomerative
+        clustering cannot take (``pyannote-audio optimize`` warm-starts from them).
+        """
+        return nested(pipeline_params(self, pipeline_defaults(self.klustering)))
 
 
 def is_powerset(model: Model) -> bool:
@@ -93,15 +102,39 @@ def build_pipeline(
     return pipeline
 
 
+# pyannote's hook names a step when it ends; "discrete_diarization" closes clustering.
+_STEPS = {"discrete_diarization": "clustering", "speaker_counting": "segmentation"}
+
+
+class StepTimer:
+    """A pyannote pipeline hook that adds each step's seconds into ``timings``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def __call__(self, step: str, artifact: Any, file: Any = None, **progress: Any) -> None:
+        """Called by the pipeline after each step (and during long ones, with progress)."""
+        if progress.get("completed") != progress.get("total"):
+            return
+        now = time.perf_counter()
+        name = _STEPS.get(step, step)
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+        self.last = now
+
+
 def diarize(
-    pipeline: SpeakerDiarization, files: list[dict[str, Any]], cache: FeatureCache | None
+    pipeline: SpeakerDiarization,
+    files: list[dict[str, Any]],
+    cache: FeatureCache | None,
+    timings: dict[str, float],
 ) -> dict[str, Annotation]:
     """Run the pipeline on each file, reusing and filling the feature cache."""
     pipeline.training = cache is not None  # makes pyannote use the cached features
     hypotheses = {}
     for file in files:
         hit = cache.load(file) if cache else False
-        output = pipeline(file)
+        output = pipeline(file, hook=StepTimer(timings))
         if cache and not hit:
             cache.save(file)
         hypotheses[file["uri"]] = getattr(output, "speaker_diarization", output)

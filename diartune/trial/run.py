@@ -135,7 +135,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
             identity["threshold"] = params["segmentation.threshold"]
         cache = FeatureCache(request.cache, storage, workdir, identity)
     with timings.phase("pipeline"):
-        hypotheses = diarize(pipeline, files, cache)
+        hypotheses = diarize(pipeline, files, cache, timings)
     with timings.phase("scoring"):
         total, per_file = score(files, hypotheses, request.objective)
     if total.der is None:

@@ -1,0 +1,94 @@
+"""What every benchmark shares: its data, its models, and how it writes its table and plot."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AMI = ROOT.parent / "shared" / "data" / "ami-debug"
+PROTOCOL = "Debug.SpeakerDiarization.Debug"
+
+
+def arguments(description: str) -> argparse.Namespace:
+    """The options every benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--database", default=str(AMI / "database.yml"))
+    parser.add_argument("--protocol", default=PROTOCOL)
+    parser.add_argument("--output", default="bench-output")
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser.parse_args()
+
+
+def offline_models() -> tuple[Path, Path]:
+    """The demo's offline models (made once, cached in ~/.cache/diartune/bench-models)."""
+    from diartune.demo import PROTOCOL as DEMO
+    from diartune.demo import make_corpus
+    from diartune.spec import Data
+    from diartune.trial.bootstrap import make_models
+
+    cache = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
+    database = make_corpus(cache / "bench-corpus")
+    return make_models(Data(database=str(database), protocol=DEMO), cache / "bench-models", 40, 40)
+
+
+def machine() -> str:
+    """The machine the figures come from."""
+    return f"{platform.node()}: {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
+
+
+def write_table(folder: Path, name: str, rows: list[dict[str, Any]]) -> None:
+    """Write rows as CSV and as a Markdown table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with (folder / f"{name}.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [
+            f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    (folder / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def bar_plot(folder: Path, name: str, labels: list[str], values: list[float], ylabel: str) -> None:
+    """A bar chart as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.bar(labels, values, color="C0")
+    axis.set_ylabel(ylabel)
+    axis.grid(axis="y", alpha=0.3)
+    for index, value in enumerate(values):
+        axis.annotate(f"{value:.2f}", (index, value), ha="center", va="bottom", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(folder / f"{name}.png", dpi=110)
+    plt.close(figure)
+
+
+def run_trial(request: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """Run ``python -m diartune trial`` as a pod would; its wall time and result line."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "diartune", "trial", "--request-json", json.dumps(request)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.perf_counter() - start
+    line = next(x for x in done.stdout.splitlines() if x.startswith("DIARTUNE_RESULT "))
+    return wall, json.loads(line.removeprefix("DIARTUNE_RESULT "))

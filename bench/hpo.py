@@ -1,0 +1,255 @@
+"""Benchmark: the DER each tuner finds in 30 trials, side by side in one run.
+
+Same models (the offline ones), same data (ami-debug's development subset), same space
+(pyannote's own: segmentation.min_duration_off, clustering threshold, method and
+min_cluster_size), same budget, several seeds:
+
+- pyannote's default parameters;
+- random search (ConfigSpace sampling);
+- ``pyannote-audio optimize``, pyannote's own CLI (Optuna TPE, average case), as a process;
+- diartune's tuner (SMAC3 HPO facade, warm start, Sobol design);
+- the optimum of a dense grid, the bound (cheap: segmentations and embeddings are cached).
+
+In-process trials evaluate the same pyannote pipeline with its features computed once,
+as the cache makes clustering-stage trials on Kubernetes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import arguments, machine, offline_models, write_table
+
+SPACE = {
+    "segmentation.min_duration_off": {"type": "float", "low": 0.0, "high": 1.0},
+    "clustering.threshold": {"type": "float", "low": 0.0, "high": 2.0},
+    "clustering.method": {
+        "type": "categorical",
+        "choices": ["average", "centroid", "complete", "median", "single", "ward", "weighted"],
+    },
+    "clustering.min_cluster_size": {"type": "int", "low": 1, "high": 20},
+}
+BUDGET = 30
+
+
+class Objective:
+    """DER of a configuration on the development subset, features computed once."""
+
+    def __init__(self, database: str, protocol: str, models: tuple[Path, Path]) -> None:
+        from pyannote.audio import Model
+
+        from diartune.trial.data import load_protocol, subset_files
+        from diartune.trial.pipeline import build_pipeline
+
+        path = Path(database)
+        self.files = subset_files(load_protocol(path, protocol), path, "development")
+        segmentation, embedding = (Model.from_pretrained(m) for m in models)
+        self.pipeline = build_pipeline(
+            segmentation, embedding, "AgglomerativeClustering", {}, set()
+        )
+        self.pipeline.training = True  # pyannote then keeps features in each file's dict
+        self.calls = 0
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        from diartune.params import pipeline_defaults
+        from diartune.records import Components
+        from diartune.spec import Objective as Settings
+        from diartune.trial.evaluate import score
+        from diartune.trial.pipeline import nested, pipeline_params
+
+        full = {**pipeline_defaults("AgglomerativeClustering"), **params}
+        self.pipeline.instantiate(nested(pipeline_params(self.pipeline, full)))
+        hypotheses = {}
+        for file in self.files:
+            output = self.pipeline(file)
+            hypotheses[file["uri"]] = output.speaker_diarization
+        total: Components = score(self.files, hypotheses, Settings())[0]
+        self.calls += 1
+        return float(total.der or 1.0)
+
+
+def stage() -> Any:
+    from diartune.spec import Stage
+
+    return Stage.model_validate({"name": "pipeline", "searchSpace": SPACE, "maxTrialCount": BUDGET})
+
+
+def run_random(objective: Objective, seed: int) -> list[float]:
+    from diartune.space import plain, stage_space
+
+    space = stage_space(stage(), seed)
+    return [objective(plain(c)) for c in space.sample_configuration(BUDGET)]
+
+
+def run_smac(objective: Objective, seed: int) -> tuple[list[float], float]:
+    from diartune.spec import Optimizer
+    from diartune.tuner import StageTuner
+
+    tuner = StageTuner(stage(), Optimizer(seed=seed, initial_design_size=8))
+    ders, overhead = [], 0.0
+    for _ in range(BUDGET):
+        start = time.perf_counter()
+        params = tuner.ask()
+        overhead += time.perf_counter() - start
+        der = objective(params)
+        start = time.perf_counter()
+        tuner.tell(params, der)
+        overhead += time.perf_counter() - start
+        ders.append(der)
+    return ders, overhead / BUDGET
+
+
+def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> list[float]:
+    """``pyannote-audio optimize`` on the exported default pipeline; losses from its journal."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from pyannote.audio import Model
+
+    from diartune.params import pipeline_defaults
+    from diartune.trial.pipeline import export_pipeline, nested
+
+    del seed  # the CLI takes no seed: each run draws its own
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "pipeline"
+        defaults = nested(pipeline_defaults("AgglomerativeClustering"))
+        defaults["segmentation"].pop("threshold")
+        export_pipeline(folder, models[0], models[1], "AgglomerativeClustering", defaults)
+        Model.from_pretrained(models[0])  # fail here, not in the subprocess, if unloadable
+        config = folder / "config.yaml"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pyannote.audio",
+                "optimize",
+                str(config),
+                args.protocol,
+                "--registry",
+                args.database,
+                "--max-iterations",
+                str(BUDGET),
+                "--average-case",
+                "--device",
+                "cpu",
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYANNOTE_METRICS_ENABLED": "false"},
+        )
+        storage = JournalStorage(JournalFileBackend(str(config.with_suffix(".journal"))))
+        study = optuna.load_study(study_name=f"{args.protocol}.development", storage=storage)
+        values = [t.value for t in study.trials if t.value is not None]
+    return [float(v) for v in values[:BUDGET]]
+
+
+def grid_optimum(objective: Objective, points: int) -> float:
+    choices = SPACE["clustering.method"]["choices"]
+    grid = itertools.product(
+        np.linspace(0.0, 1.0, 5),
+        np.linspace(0.0, 2.0, points),
+        choices,
+        [1, 2, 3, 5, 8, 12, 16, 20],
+    )
+    return min(
+        objective(
+            {
+                "segmentation.min_duration_off": float(off),
+                "clustering.threshold": float(threshold),
+                "clustering.method": method,
+                "clustering.min_cluster_size": size,
+            }
+        )
+        for off, threshold, method, size in grid
+    )
+
+
+def best_so_far(values: list[float]) -> list[float]:
+    return list(np.minimum.accumulate(values))
+
+
+def plot(folder: Path, curves: dict[str, list[list[float]]], bound: float, default: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for index, (method, runs) in enumerate(curves.items()):
+        mean = np.mean([best_so_far(run) for run in runs], axis=0)
+        axis.plot(range(1, len(mean) + 1), 100 * mean, label=method, color=f"C{index}")
+    axis.axhline(100 * bound, color="k", ls="--", lw=1, label="grid optimum")
+    axis.axhline(100 * default, color="gray", ls=":", lw=1, label="pyannote defaults")
+    axis.set_xlabel("trials")
+    axis.set_ylabel("best DER so far (%), mean over seeds")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "hpo.png", dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    args = arguments(__doc__ or "")
+    models = offline_models()
+    objective = Objective(args.database, args.protocol, models)
+    from diartune.params import pipeline_defaults
+
+    default = objective({k: v for k, v in pipeline_defaults("AgglomerativeClustering").items()})
+    seeds = range(args.repeat)
+    curves: dict[str, list[list[float]]] = {"random": [], "pyannote optimize": [], "diartune": []}
+    overheads = []
+    for seed in seeds:
+        curves["random"].append(run_random(objective, seed))
+        curves["pyannote optimize"].append(run_pyannote_optimize(args, models, seed))
+        ders, overhead = run_smac(objective, seed)
+        curves["diartune"].append(ders)
+        overheads.append(overhead)
+        print({m: round(min(c[-1]), 4) for m, c in curves.items()}, flush=True)
+    bound = grid_optimum(objective, points=41)
+    rows = [
+        {
+            "method": "pyannote defaults",
+            "der_mean": default,
+            "der_sd": 0.0,
+            "regret": default - bound,
+        }
+    ]
+    finals = {m: [min(run) for run in runs] for m, runs in curves.items()}
+    for method, values in finals.items():
+        mean = statistics.mean(values)
+        rows.append(
+            {
+                "method": method,
+                "der_mean": mean,
+                "der_sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "regret": mean - bound,
+            }
+        )
+    rows.append({"method": "grid optimum", "der_mean": bound, "der_sd": 0.0, "regret": 0.0})
+    output = Path(args.output) / "hpo"
+    write_table(output, "hpo", rows)
+    plot(output, curves, bound, default)
+    ratio = statistics.mean(finals["diartune"]) / statistics.mean(finals["pyannote optimize"])
+    print(
+        f"hpo: after {BUDGET} trials, {args.repeat} seeds: diartune "
+        f"{100 * statistics.mean(finals['diartune']):.2f} % vs pyannote optimize "
+        f"{100 * statistics.mean(finals['pyannote optimize']):.2f} % (ratio {ratio:.3f}), "
+        f"random {100 * statistics.mean(finals['random']):.2f} %, defaults {100 * default:.2f} %, "
+        f"grid optimum {100 * bound:.2f} % (diartune regret "
+        f"{100 * (statistics.mean(finals['diartune']) - bound):.2f} points); "
+        f"SMAC ask+tell {statistics.mean(overheads):.2f} s/trial; {machine()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
