@@ -187,6 +187,25 @@ def trial_request(spec: Spec, trial: PlannedTrial, root: str) -> TrialRequest:
     )
 
 
+def evaluation_request(
+    spec: Spec, record: TrialRecord, name: str, root: str, export: bool
+) -> TrialRequest:
+    """One scoring of ``record``'s configuration on the test subset (no fine-tuning, no
+    cache); with ``export``, the trial also exports the pipeline."""
+    trial = PlannedTrial(
+        name=name,
+        stage=record.stage,
+        number=-1,
+        params=record.params,
+        full_params=record.full_params,
+        segmentation=record.checkpoint or record.segmentation,
+        fine_tune=None,
+    )
+    return trial_request(spec, trial, root).model_copy(
+        update={"subset": "test", "export": export, "cache": None}
+    )
+
+
 def trial_record(
     trial: PlannedTrial,
     result: dict[str, Any] | None,

@@ -27,7 +27,13 @@ from diartune.records import TrialRecord
 from diartune.report import load_records, plot, save_best, save_records, write_summary
 from diartune.spec import DiarizationTuning, SpecError
 from diartune.storage import is_s3, join
-from diartune.study import PlannedTrial, Study, trial_record, trial_request
+from diartune.study import (
+    PlannedTrial,
+    Study,
+    evaluation_request,
+    trial_record,
+    trial_request,
+)
 
 
 def _check_same_tuning(folder: Path, tuning: DiarizationTuning) -> None:
@@ -112,19 +118,7 @@ class LocalTuning:
         )
 
     def _evaluate_on_test(self, record: TrialRecord, name: str, export: bool) -> Outcome:
-        trial = PlannedTrial(
-            name=name,
-            stage=record.stage,
-            number=-1,
-            params=record.params,
-            full_params=record.full_params,
-            segmentation=record.checkpoint or record.segmentation,
-            fine_tune=None,
-        )
-        request = trial_request(self.spec, trial, self.root).model_copy(
-            update={"subset": "test", "export": export, "cache": None}
-        )
-        self.executor.start(request)
+        self.executor.start(evaluation_request(self.spec, record, name, self.root, export))
         return self.executor.wait()
 
     def finish(self, seconds: float) -> dict[str, Any]:
