@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from common import arguments, machine, offline_models, write_table
 
 SPACE = {
@@ -126,6 +127,11 @@ def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> li
         export_pipeline(folder, models[0], models[1], "AgglomerativeClustering", defaults)
         Model.from_pretrained(models[0])  # fail here, not in the subprocess, if unloadable
         config = folder / "config.yaml"
+        # pyannote 4.0.7's optimizer scores the pipeline's output as an Annotation, which
+        # only the legacy output is: without it, `optimize` fails on its first trial.
+        document = yaml.safe_load(config.read_text())
+        document["pipeline"]["params"]["legacy"] = True
+        config.write_text(yaml.safe_dump(document))
         subprocess.run(
             [
                 sys.executable,
