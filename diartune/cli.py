@@ -51,6 +51,13 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.output), quick=args.quick)
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from diartune.operator import run
+
+    run(args.namespaces or [], clusterwide=args.all_namespaces, liveness=args.liveness)
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     print(f"{args.spec}: valid DiarizationTuning {tuning.metadata.name!r}")
@@ -91,6 +98,15 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo-output")
     demo.add_argument("--quick", action="store_true", help="a smaller budget, for smoke tests")
     demo.set_defaults(run=_demo)
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    scope = operator.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--namespace", "-n", action="append", dest="namespaces", help="watch this namespace"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces")
+    operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.set_defaults(run=_operator)
 
     validate = commands.add_parser("validate", help="check a DiarizationTuning YAML")
     validate.add_argument("spec")

@@ -12,7 +12,6 @@ import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -174,9 +173,6 @@ def test_entrypoints_run_what_kubernetes_runs() -> None:
 
 
 def test_the_cli_takes_the_deployments_args() -> None:
-    commands: Any = next(a for a in parser()._actions if a.dest == "command")
-    if "operator" not in commands.choices:
-        pytest.skip("`diartune operator` is not in the CLI yet")
     for args in (
         ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"],
         ["--namespace", "a", "--namespace", "b", "--liveness=http://0.0.0.0:8080/healthz"],

@@ -1,0 +1,26 @@
+"""The Kubernetes operator: DiarizationTunings run as one Job per trial (kopf).
+
+``diartune operator`` runs it; ``handlers`` wires kopf to the per-tuning
+``controller``, which drives the same ``Study`` as ``diartune tune``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+
+def run(namespaces: Sequence[str], clusterwide: bool, liveness: str | None = None) -> None:
+    """Run the operator until it is stopped (standalone: one replica, no peering)."""
+    import kopf
+
+    from diartune.operator import handlers  # noqa: F401  (registers the handlers)
+
+    level = os.environ.get("DIARTUNE_LOG_LEVEL", "info").lower()
+    kopf.configure(debug=level == "debug", quiet=level in ("warning", "error"))
+    kopf.run(
+        standalone=True,
+        namespaces=list(namespaces),
+        clusterwide=clusterwide,
+        liveness_endpoint=liveness,
+    )

@@ -1,0 +1,68 @@
+"""The operator's settings: kopf's, set explicitly, and the trial defaults of the Helm chart.
+
+The chart passes its ``trialDefaults`` values as environment variables (DIARTUNE_TRIAL_IMAGE,
+DIARTUNE_GPU_RESOURCE, DIARTUNE_TRIAL_NODE_SELECTOR and _TOLERATIONS as JSON,
+DIARTUNE_S3_ENDPOINT, DIARTUNE_ARTIFACTS); a DiarizationTuning's ``trialTemplate``
+overrides them field by field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from diartune.crd import GROUP
+from diartune.executors.kubernetes import LABEL_TUNING, JobDefaults
+
+DEFAULT_JOB_TTL_SECONDS = 3600
+
+
+def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
+    """Trial Job defaults from the environment; empty variables mean 'no default'."""
+
+    def text(name: str) -> str | None:
+        return env.get(name) or None
+
+    def document(name: str, empty: Any) -> Any:
+        raw = text(name)
+        try:
+            return json.loads(raw) if raw else empty
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name}: not valid JSON: {error}") from None
+
+    return JobDefaults(
+        image=text("DIARTUNE_TRIAL_IMAGE"),
+        image_pull_policy=text("DIARTUNE_TRIAL_IMAGE_PULL_POLICY"),
+        gpu_resource=text("DIARTUNE_GPU_RESOURCE") or "nvidia.com/gpu",
+        node_selector=dict(document("DIARTUNE_TRIAL_NODE_SELECTOR", {})),
+        tolerations=list(document("DIARTUNE_TRIAL_TOLERATIONS", [])),
+        s3_endpoint=text("DIARTUNE_S3_ENDPOINT"),
+        artifacts=text("DIARTUNE_ARTIFACTS"),
+        ttl_seconds=int(text("DIARTUNE_JOB_TTL_SECONDS") or DEFAULT_JOB_TTL_SECONDS),
+    )
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Set kopf's settings explicitly rather than rely on its defaults."""
+    # Handler progress and the last handled spec live in annotations of our own
+    # prefix, never in the status (which the operator writes whole).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Only our trial Jobs are streamed, filtered by the API server.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_TUNING
+    # Reconnect watches before the API server's own timeout cuts them.
+    # An integer: the API server refuses "300.0" as timeoutSeconds.
+    settings.watching.server_timeout = int(os.environ.get("DIARTUNE_WATCH_TIMEOUT", 300))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.networking.request_timeout = 60
+    settings.posting.enabled = True
+    settings.posting.reporting_component = "diartune-operator"
+    settings.posting.event_name_prefix = "diartune-"
+    settings.execution.max_workers = 4

@@ -1,0 +1,82 @@
+"""Which spec a running tuning follows after an update.
+
+The spec accepted at creation is kept in an annotation. An update may change the
+mutable fields (``MUTABLE_FIELDS`` and each stage's maxTrialCount); those changes are
+applied, and any other change is refused, with the fields it touched named.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
+
+from diartune.spec import MUTABLE_FIELDS, Spec, SpecError, format_errors
+
+MUTABLE_KEYS = tuple(to_camel(name) for name in MUTABLE_FIELDS)
+ALLOWED = "parallelTrialCount, maxTrialCount, maxFailedTrialCount, suspend and trialTemplate"
+
+
+def parse_spec(document: Any) -> Spec:
+    """A validated spec; SpecError names each bad field."""
+    try:
+        return Spec.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(format_errors(error, "spec")) from None
+
+
+def _with_mutable_fields(accepted: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(accepted)
+    for key in MUTABLE_KEYS:
+        if key in current:
+            merged[key] = copy.deepcopy(current[key])
+        else:
+            merged.pop(key, None)
+    counts = {
+        stage.get("name"): stage.get("maxTrialCount")
+        for stage in current.get("stages") or []
+        if isinstance(stage, dict)
+    }
+    for stage in merged.get("stages") or []:
+        if counts.get(stage.get("name")) is not None:
+            stage["maxTrialCount"] = counts[stage["name"]]
+    return merged
+
+
+def differences(old: Any, new: Any, path: str = "spec") -> list[str]:
+    """The paths where two JSON documents differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += differences(old.get(key), new.get(key), f"{path}.{key}")
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            change
+            for index, (a, b) in enumerate(zip(old, new, strict=True))
+            for change in differences(a, b, f"{path}[{index}]")
+        ]
+    return [] if old == new else [path]
+
+
+def resolve(accepted: dict[str, Any], current: dict[str, Any]) -> tuple[Spec, str | None]:
+    """The spec to run (accepted, plus the current mutable fields) and why, if at all,
+    part of the current spec is refused."""
+    base = parse_spec(accepted)
+    try:
+        merged = parse_spec(_with_mutable_fields(accepted, current))
+    except SpecError as error:
+        return base, f"the update is not valid, the previous spec is kept: {error}"
+    try:
+        wanted = parse_spec(current)
+    except SpecError as error:
+        return merged, f"the update is not valid: {error}"
+    changed = differences(base.fixed_part(), wanted.fixed_part())
+    if changed:
+        return merged, (
+            f"only {ALLOWED} may change while a tuning runs; refused changes to "
+            f"{', '.join(changed)}"
+        )
+    return merged, None

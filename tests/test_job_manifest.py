@@ -1,0 +1,288 @@
+"""The trial Job and DiarizationTrial manifests, result parsing and the bounded status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from diartune.executors.kubernetes import (
+    EVALUATION,
+    JobDefaults,
+    Owner,
+    job_manifest,
+    job_outcome,
+    resource_name,
+    trial_manifest,
+    trial_record_of,
+    trial_status,
+)
+from diartune.operator.settings import job_defaults
+from diartune.operator.spec_changes import resolve
+from diartune.operator.status import Conditions, tuning_status
+from diartune.records import TrialRecord, TrialRequest
+from diartune.spec import Spec
+from diartune.study import PlannedTrial, Study, trial_record, trial_request
+
+OWNER = Owner("diartune.io/v1alpha1", "DiarizationTrial", "demo-clustering-003", "uid-1")
+TRIAL = PlannedTrial(
+    name="clustering-003",
+    stage="clustering",
+    number=3,
+    params={"clustering.threshold": 0.5},
+    full_params={"clustering.threshold": 0.5, "clustering.min_cluster_size": 12},
+    segmentation="s3://models/segmentation.ckpt",
+    fine_tune=None,
+)
+
+
+def spec_document(**overrides: Any) -> dict[str, Any]:
+    """A valid spec (as written in YAML), with top-level overrides."""
+    document: dict[str, Any] = {
+        "data": {
+            "database": "s3://corpus/ami/database.yml",
+            "protocol": "Debug.SpeakerDiarization.Debug",
+            "s3": {"credentialsSecret": "s3-creds"},
+        },
+        "pipeline": {
+            "segmentation": "s3://models/segmentation.ckpt",
+            "embedding": "s3://models/embedding.ckpt",
+            "tokenSecret": "hf",
+        },
+        "stages": [
+            {
+                "name": "clustering",
+                "searchSpace": {"clustering.threshold": {"type": "float", "low": 0.1, "high": 1}},
+                "maxTrialCount": 4,
+            }
+        ],
+        "artifacts": "s3://artifacts",
+    }
+    return document | overrides
+
+
+def manifest(spec: Spec, defaults: JobDefaults | None = None) -> dict[str, Any]:
+    """The Job of TRIAL in namespace ns of tuning demo."""
+    request = trial_request(spec, TRIAL, "s3://artifacts/ns/demo")
+    return job_manifest(OWNER, "ns", "demo", spec, request, defaults or JobDefaults())
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    """The trial container of a Job."""
+    (found,) = job["spec"]["template"]["spec"]["containers"]
+    return dict(found)
+
+
+def test_the_command_is_exactly_the_trial_command() -> None:
+    job = manifest(Spec.model_validate(spec_document()))
+    command = container(job)["command"]
+    assert command[:3] == ["diartune", "trial", "--request-json"]
+    assert command[4:] == ["--termination-log", "/dev/termination-log"]
+    request = TrialRequest.model_validate_json(command[3])
+    assert request.name == "clustering-003"
+    assert request.output == "s3://artifacts/ns/demo/trials/clustering-003"
+    assert request.cache == "s3://artifacts/ns/demo/cache"
+    assert request.params == TRIAL.full_params
+
+
+def test_pod_failure_policy_fails_fast_on_bad_input_and_retries_disruption() -> None:
+    spec = Spec.model_validate(spec_document(trialTemplate={"backoffLimit": 4}))
+    job = manifest(spec)["spec"]
+    fail, ignore = job["podFailurePolicy"]["rules"]
+    assert fail == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trial", "operator": "In", "values": [65]},
+    }
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["backoffLimit"] == 4
+    assert job["activeDeadlineSeconds"] == 6 * 3600
+    assert job["ttlSecondsAfterFinished"] == 3600
+    assert container(manifest(spec))["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_credentials_and_token_come_from_secrets() -> None:
+    env = container(manifest(Spec.model_validate(spec_document())))["env"]
+    refs = {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env}
+    assert refs == {
+        "AWS_ACCESS_KEY_ID": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"},
+        "HF_TOKEN": {"name": "hf", "key": "HF_TOKEN"},
+    }
+    assert all("value" not in var for var in env)
+
+
+def test_template_sets_resources_node_selector_tolerations_and_env() -> None:
+    template = {
+        "image": "registry.local/trial:1",
+        "resources": {"limits": {"nvidia.com/gpu": 2, "memory": "16Gi"}},
+        "nodeSelector": {"pool": "a100"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "serviceAccountName": "trials",
+    }
+    defaults = JobDefaults(image="default:1", node_selector={"zone": "a"}, tolerations=[{}])
+    job = manifest(Spec.model_validate(spec_document(trialTemplate=template)), defaults)
+    pod = job["spec"]["template"]["spec"]
+    trial = container(job)
+    assert trial["image"] == "registry.local/trial:1"
+    assert trial["resources"] == {"limits": {"nvidia.com/gpu": "2", "memory": "16Gi"}}
+    assert pod["nodeSelector"] == {"zone": "a", "pool": "a100"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["serviceAccountName"] == "trials"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in trial["env"]
+
+
+def test_chart_defaults_fill_what_the_template_leaves_out() -> None:
+    defaults = job_defaults(
+        {
+            "DIARTUNE_TRIAL_IMAGE": "ghcr.io/diartune/trial:9",
+            "DIARTUNE_GPU_RESOURCE": "amd.com/gpu",
+            "DIARTUNE_TRIAL_NODE_SELECTOR": '{"gpu": "yes"}',
+            "DIARTUNE_TRIAL_TOLERATIONS": '[{"key": "gpu", "operator": "Exists"}]',
+            "DIARTUNE_S3_ENDPOINT": "http://minio:9000",
+            "DIARTUNE_ARTIFACTS": "",
+        }
+    )
+    document = spec_document()
+    document["data"].pop("s3")
+    job = manifest(Spec.model_validate(document), defaults)
+    pod = job["spec"]["template"]["spec"]
+    trial = container(job)
+    assert trial["image"] == "ghcr.io/diartune/trial:9"
+    assert trial["resources"] == {"limits": {"amd.com/gpu": "1"}}
+    assert pod["nodeSelector"] == {"gpu": "yes"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    request = json.loads(trial["command"][3])
+    assert request["data"]["s3"]["endpoint"] == "http://minio:9000"
+    assert defaults.artifacts is None
+    with pytest.raises(ValueError, match="DIARTUNE_TRIAL_TOLERATIONS"):
+        job_defaults({"DIARTUNE_TRIAL_TOLERATIONS": "[oops"})
+
+
+def test_owner_references_labels_and_names() -> None:
+    job = manifest(Spec.model_validate(spec_document()))
+    labels = {
+        "diartune.io/tuning": "demo",
+        "diartune.io/trial": "clustering-003",
+        "diartune.io/stage": "clustering",
+    }
+    assert job["metadata"]["name"] == "demo-clustering-003"
+    assert job["metadata"]["labels"] == labels
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "diartune.io/v1alpha1",
+            "kind": "DiarizationTrial",
+            "name": "demo-clustering-003",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    tuning = Owner("diartune.io/v1alpha1", "DiarizationTuning", "demo", "uid-0")
+    trial = trial_manifest(tuning, "ns", TRIAL)
+    assert trial["metadata"]["name"] == "demo-clustering-003"
+    assert trial["metadata"]["labels"] == labels
+    assert trial["metadata"]["ownerReferences"][0]["uid"] == "uid-0"
+    assert trial["spec"] == {
+        "tuning": "demo",
+        "stage": "clustering",
+        "number": 3,
+        "params": TRIAL.params,
+        "fullParams": TRIAL.full_params,
+        "segmentation": TRIAL.segmentation,
+    }
+    long = resource_name("t" * 63, "clustering-003")
+    assert len(long) == 63 and long.endswith("-clustering-003")
+    assert resource_name("demo", EVALUATION) == "demo-test-evaluation"
+
+
+def _job(kind: str, reason: str = "") -> dict[str, Any]:
+    condition = {"type": kind, "status": "True", "reason": reason, "message": "why"}
+    condition["lastTransitionTime"] = "2025-01-01T00:01:40Z"
+    status = {"startTime": "2025-01-01T00:00:00Z", "conditions": [condition]}
+    return {"metadata": {"name": "j", "uid": "u"}, "status": status}
+
+
+def _pod(code: int, message: str, created: str = "2025-01-01T00:00:00Z") -> dict[str, Any]:
+    terminated = {"exitCode": code, "message": message}
+    return {
+        "metadata": {"creationTimestamp": created},
+        "status": {"containerStatuses": [{"name": "trial", "state": {"terminated": terminated}}]},
+    }
+
+
+def test_results_are_read_from_termination_messages() -> None:
+    summary = {"name": "clustering-003", "der": 0.25, "components": {}, "artifacts": "s3://a"}
+    success = job_outcome(_job("Complete"), [_pod(0, json.dumps(summary))])
+    assert (success.result, success.error, success.seconds) == (summary, None, 100.0)
+
+    bad = job_outcome(
+        _job("Failed", "PodFailurePolicy"), [_pod(65, '{"error": "no audio", "badInput": true}')]
+    )
+    assert (bad.result, bad.error, bad.bad_input) == (None, "no audio", True)
+
+    retried = [_pod(75, "Traceback: boom"), _pod(75, "OSError: disk", "2025-01-01T00:00:50Z")]
+    crash = job_outcome(_job("Failed", "BackoffLimitExceeded"), retried)
+    assert (crash.error, crash.bad_input) == ("exit code 75: OSError: disk", False)
+
+    deadline = job_outcome(_job("Failed", "DeadlineExceeded"), [])
+    assert deadline.error == "DeadlineExceeded: why"
+
+
+def test_trial_status_round_trips_to_a_record() -> None:
+    spec = Spec.model_validate(spec_document())
+    result = {
+        "der": 0.3,
+        "components": {"der": 0.3, "missed": 1, "falseAlarm": 2, "confusion": 3, "total": 20},
+        "artifacts": "s3://a/trials/clustering-003",
+    }
+    record = trial_record(TRIAL, result, None, False, 12.5)
+    resource = trial_manifest(
+        Owner("diartune.io/v1alpha1", "DiarizationTuning", "demo", "u"), "ns", TRIAL
+    )
+    assert trial_record_of(resource, spec) is None  # not finished yet
+    resource["status"] = trial_status(record)
+    assert trial_record_of(resource, spec) == record
+
+
+def test_status_stays_small_with_a_thousand_trials() -> None:
+    spec = Spec.model_validate(spec_document())
+    records = [
+        TrialRecord(
+            name=f"clustering-{number:03d}",
+            stage="clustering",
+            number=number,
+            params={"clustering.threshold": number / 1000},
+            full_params={"clustering.threshold": number / 1000, "x" * 40: "y" * 200},
+            segmentation="s3://models/segmentation.ckpt",
+            state="Failed" if number % 7 == 0 else "Succeeded",
+            der=None if number % 7 == 0 else 0.2 + number / 10_000,
+            message="crash " * 100 if number % 7 == 0 else None,
+        )
+        for number in range(1000)
+    ]
+    conditions = Conditions()
+    for kind in ("Created", "Running", "SpecRejected"):
+        conditions.set(kind, True, kind, "m" * 5000, 3)
+    status = tuning_status(Study(spec, records), "Running", "clustering", conditions, 3, "demo-x")
+    size = len(json.dumps(status))
+    assert size < 64 * 1024, size
+    assert status["trialsDone"] == 1000 and status["trialsFailed"] == 143
+    assert status["bestDer"] == pytest.approx(0.2001)
+
+
+def test_spec_updates_apply_mutable_fields_and_refuse_others() -> None:
+    accepted = spec_document(parallelTrialCount=1)
+    changed = spec_document(parallelTrialCount=3, optimizer={"seed": 4})
+    changed["stages"] = [dict(changed["stages"][0], maxTrialCount=9)]
+    spec, refused = resolve(accepted, changed)
+    assert spec.parallel_trial_count == 3
+    assert spec.stages[0].max_trial_count == 9
+    assert spec.optimizer.seed == 0
+    assert refused is not None and "spec.optimizer.seed" in refused
+    assert resolve(accepted, spec_document(suspend=True))[1] is None
+    spec, refused = resolve(accepted, spec_document(parallelTrialCount=0))
+    assert spec.parallel_trial_count == 1 and refused and "not valid" in refused

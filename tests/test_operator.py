@@ -1,0 +1,508 @@
+"""The operator end to end on the real control plane of tests/cluster.py.
+
+``diartune operator`` runs as a process with the admin kubeconfig; trials of the
+runner node (``runner-0``) really run (``diartune trial`` via tests/node_runner.py) on
+ami-debug served by an S3 server, and trials on KWOK's fake GPU nodes just stay Running.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from cluster import (
+    FAKE_NODE_TOLERATION,
+    Cluster,
+    cluster_fixture,  # noqa: F401  (provides the session fixture "cluster")
+)
+from conftest import PROTOCOL, ROOT, copy_ami
+from kubernetes import client
+from node_runner import NodeRunner
+
+pytestmark = pytest.mark.cluster
+
+RUNNER_NODE = "runner-0"
+CRDS = ROOT / "charts" / "diartune" / "crds"
+GROUP, VERSION = "diartune.io", "v1alpha1"
+TUNINGS, TRIALS = "diarizationtunings", "diarizationtrials"
+LABEL_TUNING = "diartune.io/tuning"
+CREDENTIALS = "s3-credentials"
+TRIAL_TIMEOUT_S = 900
+PR_SET_PDEATHSIG = 1
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    """The chart's CRDs, installed and established."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        f"crd/{TUNINGS}.{GROUP}",
+        f"crd/{TRIALS}.{GROUP}",
+        "--timeout=60s",
+    )
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, crds: None) -> Iterator[str]:
+    """A fresh namespace with the S3 credentials Secret, deleted afterwards."""
+    name = cluster.create_namespace(f"op-{uuid.uuid4().hex[:8]}")
+    secret = {
+        "metadata": {"name": CREDENTIALS},
+        "data": {
+            key: base64.b64encode(value.encode()).decode()
+            for key, value in {
+                "AWS_ACCESS_KEY_ID": "diartune-test",
+                "AWS_SECRET_ACCESS_KEY": "diartune-test-secret",
+            }.items()
+        },
+    }
+    client.CoreV1Api(cluster.api_client()).create_namespaced_secret(name, secret)
+    yield name
+    client.CoreV1Api(cluster.api_client()).delete_namespace(name)
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Operator:
+    """``diartune operator --namespace NS`` as a process, which can be killed and restarted."""
+
+    def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the operator (its output goes to ``log``)."""
+        # No AWS_* variables: the operator never needs the S3 credentials.
+        env = {k: v for k, v in self.cluster.env().items() if not k.startswith("AWS_")}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def errors(self) -> list[str]:
+        """Tracebacks and errors the operator logged."""
+        text = self.log.read_text("utf-8", errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if "Traceback" in line or "[ERROR" in line]
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    """The operator, watching ``namespace``; it must have logged no error."""
+    running = Operator(cluster, namespace, tmp_path / "operator.log")
+    running.start()
+    yield running
+    running.stop()
+    assert running.errors() == [], running.log.read_text("utf-8")[-5000:]
+
+
+@pytest.fixture(scope="module")
+def runner(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRunner]:
+    """Runs the pods of ``runner-0``: ``diartune`` is this interpreter's ``-m diartune``."""
+    cluster.add_runner_node(RUNNER_NODE)
+    # Trials get their S3 credentials from the Secret only, through secretKeyRef.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["DIARTUNE_CACHE"] = str(tmp_path_factory.mktemp("trial-scratch"))
+    executables = {"diartune": [sys.executable, "-m", "diartune"]}
+    with NodeRunner(
+        cluster.api_client(), RUNNER_NODE, executables=executables, base_env=env
+    ) as running:
+        yield running
+    assert running.errors == []
+
+
+@pytest.fixture(scope="module")
+def s3_data(
+    s3_endpoint: str, models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """ami-debug (with and without a test subset) and the models, on the S3 server."""
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    for bucket in ("corpus", "models", "artifacts"):
+        s3.create_bucket(Bucket=bucket)
+    folder = tmp_path_factory.mktemp("corpora")
+    for prefix, test_subset in (("ami", False), ("ami-test", True)):
+        database = copy_ami(folder / prefix, test_subset=test_subset)
+        for path in sorted(database.parent.iterdir()):
+            s3.upload_file(str(path), "corpus", f"{prefix}/{path.name}")
+    for path in models:
+        s3.upload_file(str(path), "models", path.name)
+    return {"endpoint": s3_endpoint}
+
+
+@pytest.fixture(scope="module")
+def gpu_pool(cluster: Cluster) -> dict[str, str]:
+    """Two fake (KWOK) nodes with one GPU each, labelled pool=op: their pods never end."""
+    cluster.add_gpu_nodes(2, gpus_per_node=1, prefix="op-gpu-", labels={"pool": "op"})
+    return {"pool": "op"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def tuning_manifest(
+    name: str,
+    trials: int,
+    parallel: int,
+    node_selector: dict[str, str],
+    endpoint: str = "http://127.0.0.1:1",
+    corpus: str = "ami",
+) -> dict[str, Any]:
+    """A clustering-only tuning whose data, models and artifacts are on S3."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DiarizationTuning",
+        "metadata": {"name": name},
+        "spec": {
+            "data": {
+                "database": f"s3://corpus/{corpus}/database.yml",
+                "protocol": PROTOCOL,
+                "s3": {"endpoint": endpoint, "credentialsSecret": CREDENTIALS},
+            },
+            "pipeline": {
+                "segmentation": "s3://models/segmentation.ckpt",
+                "embedding": "s3://models/embedding.ckpt",
+            },
+            "stages": [
+                {
+                    "name": "clustering",
+                    "searchSpace": {
+                        "clustering.threshold": {"type": "float", "low": 0.05, "high": 1.2},
+                        "clustering.min_cluster_size": {"type": "int", "low": 1, "high": 10},
+                    },
+                    "maxTrialCount": trials,
+                }
+            ],
+            "optimizer": {"seed": 0, "initialDesignSize": 2},
+            "parallelTrialCount": parallel,
+            "maxFailedTrialCount": 1,
+            "artifacts": "s3://artifacts",
+            "trialTemplate": {
+                "image": "diartune-trial:test",
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+                "nodeSelector": node_selector,
+                "tolerations": [FAKE_NODE_TOLERATION],
+                "activeDeadlineSeconds": TRIAL_TIMEOUT_S,
+            },
+        },
+    }
+
+
+def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any], tmp_path: Path) -> None:
+    """``kubectl apply -f`` the manifest, as a user would."""
+    path = tmp_path / f"{manifest['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    cluster.kubectl("apply", "-n", namespace, "-f", str(path))
+
+
+def custom(cluster: Cluster) -> client.CustomObjectsApi:
+    """The custom-objects API of the cluster."""
+    return client.CustomObjectsApi(cluster.api_client())
+
+
+def get_tuning(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """The tuning as stored."""
+    return dict(
+        custom(cluster).get_namespaced_custom_object(GROUP, VERSION, namespace, TUNINGS, name)
+    )
+
+
+def list_trials(cluster: Cluster, namespace: str, tuning: str) -> list[dict[str, Any]]:
+    """The DiarizationTrials of a tuning."""
+    listing = custom(cluster).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, TRIALS, label_selector=f"{LABEL_TUNING}={tuning}"
+    )
+    return list(listing["items"])
+
+
+def list_jobs(cluster: Cluster, namespace: str) -> list[client.V1Job]:
+    """The namespace's Jobs."""
+    return list(client.BatchV1Api(cluster.api_client()).list_namespaced_job(namespace).items)
+
+
+def list_pods(cluster: Cluster, namespace: str) -> list[client.V1Pod]:
+    """The namespace's pods."""
+    return list(client.CoreV1Api(cluster.api_client()).list_namespaced_pod(namespace).items)
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float, operator: Operator) -> Any:
+    """Poll ``check()`` every half second until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert operator.process is None or operator.process.poll() is None, (
+            "the operator died:\n" + operator.log.read_text("utf-8")[-5000:]
+        )
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}\n"
+                + operator.log.read_text("utf-8")[-5000:]
+            )
+        time.sleep(0.5)
+
+
+def phase_is(cluster: Cluster, namespace: str, name: str, *phases: str) -> Callable[[], Any]:
+    """A check that the tuning's status reached one of ``phases`` (returns the status)."""
+
+    def check() -> Any:
+        status = get_tuning(cluster, namespace, name).get("status") or {}
+        return status if status.get("phase") in phases else None
+
+    return check
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The condition ``kind`` of a status."""
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def events(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    """The reasons of the Events on tuning ``name``."""
+    listing = client.CoreV1Api(cluster.api_client()).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return [event.reason for event in listing.items]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_tuning_runs_real_trials_to_success(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    runner: NodeRunner,
+    s3_data: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """kubectl apply -> trials on the runner node -> Succeeded, with kubectl showing it."""
+    started = time.monotonic()
+    manifest = tuning_manifest(
+        "ami",
+        trials=3,
+        parallel=2,
+        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
+        endpoint=s3_data["endpoint"],
+        corpus="ami-test",
+    )
+    apply(cluster, namespace, manifest, tmp_path)
+    status = wait(
+        "phase Succeeded",
+        phase_is(cluster, namespace, "ami", "Succeeded", "Failed"),
+        TRIAL_TIMEOUT_S,
+        operator,
+    )
+    print(f"tuning took {time.monotonic() - started:.0f} s", file=sys.stderr)
+    assert status["phase"] == "Succeeded", status
+    trials = list_trials(cluster, namespace, "ami")
+    assert len(trials) == 3
+    assert all(t["status"]["state"] == "Succeeded" for t in trials), trials
+    ders = {t["metadata"]["name"]: t["status"]["der"] for t in trials}
+    assert status["bestDer"] == min(ders.values())
+    assert ders[status["bestTrial"]["name"]] == status["bestDer"]
+    assert (status["trialsDone"], status["trialsRunning"], status["progress"]) == (3, 0, "3/3")
+    assert isinstance(status["testDer"], float)
+    assert condition(status, "Succeeded")["status"] == "True"
+    assert condition(status, "Running")["status"] == "False"
+
+    table = cluster.kubectl("get", "dtune", "-n", namespace).stdout
+    assert "Succeeded" in table and str(round(status["bestDer"], 4))[:5] in table, table
+    trials_table = cluster.kubectl(
+        "get", "dtrial", "-n", namespace, "-l", f"{LABEL_TUNING}=ami"
+    ).stdout
+    assert trials_table.count("Succeeded") == 3, trials_table
+    print(table, trials_table, sep="\n", file=sys.stderr)
+
+    s3 = boto3.client("s3", endpoint_url=s3_data["endpoint"])
+    keys = {
+        item["Key"]
+        for item in s3.list_objects_v2(Bucket="artifacts", Prefix=f"{namespace}/ami/")["Contents"]
+    }
+    for trial in trials:
+        trial_name = trial["metadata"]["labels"]["diartune.io/trial"]
+        assert f"{namespace}/ami/trials/{trial_name}/result.json" in keys
+        assert trial["status"]["artifacts"] == f"s3://artifacts/{namespace}/ami/trials/{trial_name}"
+    assert f"{namespace}/ami/trials/test-evaluation/pipeline/config.yaml" in keys, sorted(keys)
+    assert status["pipeline"] == f"s3://artifacts/{namespace}/ami/trials/test-evaluation/pipeline"
+
+    pods = list_pods(cluster, namespace)
+    assert len(pods) == 4  # three trials and the test evaluation, each run once
+    assert {pod.spec.node_name for pod in pods} == {RUNNER_NODE}
+    reasons = events(cluster, namespace, "ami")
+    assert {"NewBest", "StageFinished", "Evaluating", "TuningSucceeded"} <= set(reasons), reasons
+
+
+def test_gpu_capacity_is_respected_and_delete_cleans_up(
+    cluster: Cluster, namespace: str, operator: Operator, gpu_pool: dict[str, str], tmp_path: Path
+) -> None:
+    """Two 1-GPU nodes, parallelTrialCount 4: four Jobs, two pods bound, two Pending."""
+    apply(cluster, namespace, tuning_manifest("gpus", 6, 4, gpu_pool), tmp_path)
+
+    def settled() -> bool:
+        pods = list_pods(cluster, namespace)
+        running = [p for p in pods if p.status.phase == "Running"]
+        pending = [p for p in pods if p.status.phase == "Pending" and not p.spec.node_name]
+        return len(list_jobs(cluster, namespace)) == 4 and len(running) == 2 and len(pending) == 2
+
+    wait("2 running and 2 pending pods", settled, 120, operator)
+
+    def trial_states() -> list[str] | None:
+        states = sorted(t["status"].get("state") for t in list_trials(cluster, namespace, "gpus"))
+        return states if states == ["Pending", "Pending", "Running", "Running"] else None
+
+    wait("2 Running and 2 Pending trials", trial_states, 60, operator)
+    status = wait("status Running", phase_is(cluster, namespace, "gpus", "Running"), 30, operator)
+    assert (status["trialsRunning"], status["trialsDone"], status["progress"]) == (4, 0, "0/6")
+    assert status["stage"] == "clustering"
+
+    cluster.kubectl("delete", "dtune", "gpus", "-n", namespace, "--wait=true")
+
+    def cleaned_up() -> bool:
+        return not (
+            list_jobs(cluster, namespace)
+            or list_trials(cluster, namespace, "gpus")
+            or list_pods(cluster, namespace)
+        )
+
+    wait("Jobs, DiarizationTrials and pods garbage-collected", cleaned_up, 90, operator)
+
+
+def test_spec_update_applies_mutable_fields_and_refuses_others(
+    cluster: Cluster, namespace: str, operator: Operator, gpu_pool: dict[str, str], tmp_path: Path
+) -> None:
+    """A changed seed is refused with SpecRejected; a changed parallelTrialCount applies."""
+    apply(cluster, namespace, tuning_manifest("upd", 5, 1, gpu_pool), tmp_path)
+    wait("one Job", lambda: len(list_jobs(cluster, namespace)) == 1, 60, operator)
+    wait("status Running", phase_is(cluster, namespace, "upd", "Running"), 30, operator)
+
+    patch = {"spec": {"optimizer": {"seed": 7}, "parallelTrialCount": 2}}
+    custom(cluster).patch_namespaced_custom_object(GROUP, VERSION, namespace, TUNINGS, "upd", patch)
+    wait("a second Job", lambda: len(list_jobs(cluster, namespace)) == 2, 60, operator)
+
+    def rejected() -> Any:
+        status = get_tuning(cluster, namespace, "upd").get("status") or {}
+        found = [c for c in status.get("conditions", []) if c["type"] == "SpecRejected"]
+        return status if found and found[0]["status"] == "True" else None
+
+    status = wait("SpecRejected", rejected, 30, operator)
+    message = condition(status, "SpecRejected")["message"]
+    assert "spec.optimizer.seed" in message and "parallelTrialCount" in message, message
+    assert status["phase"] == "Running"
+    assert (
+        status["observedGeneration"]
+        == get_tuning(cluster, namespace, "upd")["metadata"]["generation"]
+    )
+    assert "SpecRejected" in events(cluster, namespace, "upd")
+
+    patch = {"spec": {"optimizer": {"seed": 0}}}
+    custom(cluster).patch_namespaced_custom_object(GROUP, VERSION, namespace, TUNINGS, "upd", patch)
+
+    def accepted() -> Any:
+        status = get_tuning(cluster, namespace, "upd").get("status") or {}
+        found = [c for c in status.get("conditions", []) if c["type"] == "SpecRejected"]
+        return status if found and found[0]["status"] == "False" else None
+
+    wait("SpecRejected False", accepted, 30, operator)
+    assert len(list_jobs(cluster, namespace)) == 2
+
+
+def test_operator_killed_mid_tuning_finishes_it_without_loss_or_duplicates(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    runner: NodeRunner,
+    s3_data: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the operator while trials run; once restarted it finishes the tuning."""
+    manifest = tuning_manifest(
+        "restart",
+        trials=5,
+        parallel=2,
+        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
+        endpoint=s3_data["endpoint"],
+    )
+    apply(cluster, namespace, manifest, tmp_path)
+
+    def one_done_and_jobs_running() -> bool:
+        trials = list_trials(cluster, namespace, "restart")
+        done = [t for t in trials if (t.get("status") or {}).get("state") == "Succeeded"]
+        active = [j for j in list_jobs(cluster, namespace) if (j.status.active or 0) > 0]
+        return len(done) >= 1 and len(active) >= 1
+
+    wait("a finished trial and a running Job", one_done_and_jobs_running, TRIAL_TIMEOUT_S, operator)
+    operator.kill()
+    before = {job.metadata.name: job.metadata.uid for job in list_jobs(cluster, namespace)}
+    time.sleep(2)
+    operator.start()
+
+    status = wait(
+        "phase Succeeded",
+        phase_is(cluster, namespace, "restart", "Succeeded", "Failed"),
+        TRIAL_TIMEOUT_S,
+        operator,
+    )
+    assert status["phase"] == "Succeeded", status
+    trials = list_trials(cluster, namespace, "restart")
+    assert len(trials) == 5 and status["trialsDone"] == 5
+    assert all(t["status"]["state"] == "Succeeded" for t in trials)
+    params = [json.dumps(t["spec"]["params"], sort_keys=True) for t in trials]
+    assert len(set(params)) == 5, params
+    numbers = sorted(t["spec"]["number"] for t in trials)
+    assert numbers == [0, 1, 2, 3, 4]
+
+    jobs = {job.metadata.name: job.metadata.uid for job in list_jobs(cluster, namespace)}
+    assert {name: jobs.get(name) for name in before} == before  # adopted, not relaunched
+    assert len(jobs) == 6  # five trials and the test evaluation
+    pods = list_pods(cluster, namespace)
+    per_job = [pod.metadata.labels["job-name"] for pod in pods]
+    assert sorted(per_job) == sorted(jobs), per_job  # every Job ran exactly one pod
+
+    # ami has no test subset: the tuning succeeds with no test DER (null, so not stored),
+    # and says why.
+    assert status.get("testDer") is None
+    assert condition(status, "Succeeded")["reason"] == "TestEvaluationFailed"
+    assert "test" in condition(status, "Succeeded")["message"]
