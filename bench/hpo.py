@@ -161,10 +161,10 @@ def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> li
 def grid_optimum(objective: Objective, points: int) -> float:
     choices = SPACE["clustering.method"]["choices"]
     grid = itertools.product(
-        np.linspace(0.0, 1.0, 5),
+        np.linspace(0.0, 1.0, 4),
         np.linspace(0.0, 2.0, points),
         choices,
-        [1, 2, 3, 5, 8, 12, 16, 20],
+        [1, 2, 4, 8, 12, 20],
     )
     return min(
         objective(
@@ -221,7 +221,7 @@ def main() -> None:
         curves["diartune"].append(ders)
         overheads.append(overhead)
         print({m: round(min(c[-1]), 4) for m, c in curves.items()}, flush=True)
-    bound = grid_optimum(objective, points=41)
+    bound = grid_optimum(objective, points=21)
     rows = [
         {
             "method": "pyannote defaults",

@@ -1,6 +1,7 @@
 """The operator end to end on the real control plane of tests/cluster.py.
 
-``diartune operator`` runs as a process with the admin kubeconfig; trials of the
+``diartune operator`` runs as a process with the token of the ServiceAccount that the
+Helm chart installs (namespace mode), so the chart's RBAC is what it gets; trials of the
 runner node (``runner-0``) really run (``diartune trial`` via tests/node_runner.py) on
 ami-debug served by an S3 server, and trials on KWOK's fake GPU nodes just stay Running.
 """
@@ -86,16 +87,18 @@ def _die_with_parent() -> None:
 class Operator:
     """``diartune operator --namespace NS`` as a process, which can be killed and restarted."""
 
-    def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
+    def __init__(self, cluster: Cluster, namespace: str, log: Path, kubeconfig: Path) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log = log
+        self.kubeconfig = kubeconfig
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the operator (its output goes to ``log``)."""
         # No AWS_* variables: the operator never needs the S3 credentials.
         env = {k: v for k, v in self.cluster.env().items() if not k.startswith("AWS_")}
+        env["KUBECONFIG"] = str(self.kubeconfig)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace],
@@ -128,10 +131,42 @@ class Operator:
         return [line for line in text.splitlines() if "Traceback" in line or "[ERROR" in line]
 
 
+def install_chart(cluster: Cluster, namespace: str) -> Path:
+    """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount."""
+    helm = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
+    helm = helm / "control-plane" / "bin" / "helm"
+    if not os.access(helm, os.X_OK):
+        subprocess.run([str(ROOT / "scripts/build-control-plane.sh")], check=True)
+    subprocess.run(
+        [
+            str(helm),
+            "install",
+            "ops",
+            str(ROOT / "charts" / "diartune"),
+            "-n",
+            namespace,
+            "--skip-crds",
+            "--set",
+            "rbac.scope=namespace",
+            "--set",
+            f"watchNamespaces={{{namespace}}}",
+            # The operator runs as a test process; its Deployment's pod must not run too.
+            "--set",
+            "nodeSelector.diartune-test=no-such-node",
+        ],
+        env=cluster.env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return cluster.serviceaccount_kubeconfig(namespace, "ops-diartune")
+
+
 @pytest.fixture
 def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    """The operator, watching ``namespace``; it must have logged no error."""
-    running = Operator(cluster, namespace, tmp_path / "operator.log")
+    """The operator, watching ``namespace`` with the chart's RBAC; it must log no error."""
+    kubeconfig = install_chart(cluster, namespace)
+    running = Operator(cluster, namespace, tmp_path / "operator.log", kubeconfig)
     running.start()
     yield running
     running.stop()
@@ -262,8 +297,10 @@ def list_jobs(cluster: Cluster, namespace: str) -> list[client.V1Job]:
 
 
 def list_pods(cluster: Cluster, namespace: str) -> list[client.V1Pod]:
-    """The namespace's pods."""
-    return list(client.CoreV1Api(cluster.api_client()).list_namespaced_pod(namespace).items)
+    """The namespace's Job pods (not the chart's own operator pod, which stays Pending)."""
+    api = client.CoreV1Api(cluster.api_client())
+    pods = api.list_namespaced_pod(namespace, label_selector="batch.kubernetes.io/job-name")
+    return list(pods.items)
 
 
 def wait(what: str, check: Callable[[], Any], timeout: float, operator: Operator) -> Any:
@@ -354,7 +391,9 @@ def test_tuning_runs_real_trials_to_success(
         "get", "dtrial", "-n", namespace, "-l", f"{LABEL_TUNING}=ami"
     ).stdout
     assert trials_table.count("Succeeded") == 3, trials_table
-    print(table, trials_table, sep="\n", file=sys.stderr)
+    described = cluster.kubectl("describe", "dtune", "ami", "-n", namespace).stdout
+    assert "TuningSucceeded" in described and "Best Der" in described, described
+    print(table, trials_table, described, sep="\n", file=sys.stderr)
 
     s3 = boto3.client("s3", endpoint_url=s3_data["endpoint"])
     keys = {

@@ -66,3 +66,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.reporting_component = "diartune-operator"
     settings.posting.event_name_prefix = "diartune-"
     settings.execution.max_workers = 4
+    # The CRDs come with the Helm chart and the namespaces are given: no scanning of
+    # CRDs or namespaces, which in namespace mode the chart's RBAC does not allow.
+    settings.scanning.disabled = True
