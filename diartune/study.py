@@ -135,6 +135,19 @@ class Study:
             planned.append(trial)
         return planned
 
+    def prepare(self, count: int) -> None:
+        """Ask the current stage's tuner ahead for up to ``count`` of its next trials.
+
+        Meant for a worker thread while ``plan`` and ``record`` go on: it only reads
+        counts, and the tuner serializes its own SMAC calls.
+        """
+        stage = self.current_stage
+        tuner = self._tuners.get(stage.name) if stage else None
+        if stage is None or tuner is None:
+            return
+        left = stage.max_trial_count - len(self.finished(stage.name)) - len(self.running)
+        tuner.prepare(min(count, left))
+
     def record(self, record: TrialRecord) -> None:
         """Take the record of a finished trial."""
         self.running.pop(record.name, None)

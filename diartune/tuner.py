@@ -6,18 +6,25 @@ improvement) runs with pure ask/tell. Its design is built here so that:
 - pyannote's defaults come first (the warm start), then the Sobol points;
 - a tuner rebuilt from finished trials skips the design points already run
   (SMAC's tells do not consume its initial design);
-- no configuration that is pending or finished is handed out twice.
+- no configuration that is pending or finished is handed out twice;
+- configurations can be asked ahead (``prepare``, from a worker thread), so that a
+  freed slot gets its next trial without waiting for SMAC: its retrains take seconds
+  after hundreds of trials. Tells are queued and reach SMAC before its next ask.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import threading
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from ConfigSpace import Configuration
 from smac import HyperparameterOptimizationFacade, Scenario
+from smac.main.config_selector import ConfigSelector
 from smac.model.random_forest import RandomForest
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
 from smac.runhistory.enumerations import StatusType
@@ -73,15 +80,44 @@ class StageTuner:
             ),
             intensifier=facade.get_intensifier(scenario, max_config_calls=1),
             model=_forest(scenario),
+            config_selector=_BatchedConfigSelector(
+                scenario, retrain_after=8, max_new_config_tries=16
+            ),
             overwrite=True,
             logging_level=logging.WARNING,
         )
         self._worst = MIN_CRASH_COST
+        self._lock = threading.Lock()  # SMAC is not thread-safe
+        self._ready: deque[dict[str, Value]] = deque()
+        self._told: deque[tuple[dict[str, Value], float | None]] = deque()
         for params, der in finished:
-            self.tell(params, der)
+            self._tell_smac(params, der)
 
     def ask(self) -> dict[str, Value]:
-        """A configuration that is neither pending nor finished."""
+        """A configuration that is neither pending nor finished: a prepared one if any."""
+        try:
+            return self._ready.popleft()
+        except IndexError:
+            with self._lock:
+                self._flush_tells()
+                return self._ask_smac()
+
+    def prepare(self, count: int) -> None:
+        """Ask SMAC now for up to ``count`` configurations, for the next ``ask`` calls."""
+        with self._lock:
+            self._flush_tells()
+            while len(self._ready) < count:
+                self._ready.append(self._ask_smac())
+
+    def tell(self, params: dict[str, Value], der: float | None) -> None:
+        """Record a finished trial; ``der=None`` means it failed (told as crashed)."""
+        self._told.append((params, der))
+
+    def _flush_tells(self) -> None:
+        while self._told:
+            self._tell_smac(*self._told.popleft())
+
+    def _ask_smac(self) -> dict[str, Value]:
         for _ in range(_MAX_DUPLICATE_ASKS):
             info = self._smac.ask()
             params = plain(info.config)
@@ -97,8 +133,7 @@ class StageTuner:
                 return params
         raise RuntimeError("the search space has no configuration left to try")
 
-    def tell(self, params: dict[str, Value], der: float | None) -> None:
-        """Record a finished trial; ``der=None`` means it failed (told as crashed)."""
+    def _tell_smac(self, params: dict[str, Value], der: float | None) -> None:
         self._seen.add(_key(params))
         info = self._asked.pop(_key(params), None)
         if info is None:  # a trial of an earlier tuner, restored
@@ -111,13 +146,27 @@ class StageTuner:
         self._smac.tell(info, value, save=False)
 
 
-def _forest(scenario: Scenario) -> RandomForest:
-    """The HPO facade's random forest, predicting in the calling thread.
+class _BatchedConfigSelector(ConfigSelector):
+    """SMAC's configuration selector (the HPO facade's settings), one change: the
+    incumbent's predicted cost comes from one batched prediction instead of one
+    prediction per evaluated configuration (5.7 s per retrain at 1,000 trials). Same
+    model, same rows, same minimum (the first one on ties, as SMAC's stable sort)."""
 
-    SMAC predicts the cost of every evaluated configuration one row at a time; with
-    the default ``n_jobs=-1`` each prediction pays joblib's thread-pool round trip
-    (~15 ms), which made asks take seconds after a few hundred trials. Same forest,
-    same seed, same predictions.
+    def _get_x_best(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+        assert self._model is not None
+        means, _ = self._model.predict_marginalized(X)
+        best = int(np.argmin(means[:, 0]))
+        return X[best], float(means[best, 0])
+
+
+def _forest(scenario: Scenario) -> RandomForest:
+    """The HPO facade's random forest, with two changes that only make it faster.
+
+    - It predicts in the calling thread: SMAC predicts row by row in places, and with
+      the default ``n_jobs=-1`` each call paid joblib's thread-pool round trip (~15 ms).
+    - Trees grow depth-first (``max_leaf_nodes=None``) instead of best-first under a
+      2**20-leaf cap that no tree reaches: the same stopping rules grow the same kind
+      of fully grown trees, 10x faster (sklearn sizes a best-first tree for its cap).
     """
     return RandomForest(
         scenario.configspace,
@@ -127,6 +176,7 @@ def _forest(scenario: Scenario) -> RandomForest:
         min_samples_split=2,
         min_samples_leaf=1,
         max_depth=2**20,
+        max_leaf_nodes=None,  # type: ignore[arg-type]  # sklearn: None = no cap
         bootstrapping=True,
         instance_features=scenario.instance_features,
         seed=scenario.seed,

@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,11 +291,17 @@ class Cluster:
     """
 
     def __init__(
-        self, binaries: Path | None = None, stages: Path = STAGES, keep: bool | None = None
+        self,
+        binaries: Path | None = None,
+        stages: Path = STAGES,
+        keep: bool | None = None,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
-        """``keep`` (default: env DIARTUNE_KEEP_CLUSTER set) keeps the temp dir and logs."""
+        """``keep`` (default: env DIARTUNE_KEEP_CLUSTER set) keeps the temp dir and logs;
+        ``apiserver_args`` are extra kube-apiserver flags (e.g. an audit policy)."""
         self.binaries = binaries
         self.stages = stages
+        self.apiserver_args = list(apiserver_args)
         self.keep = bool(os.environ.get("DIARTUNE_KEEP_CLUSTER")) if keep is None else keep
         self.workdir = Path()
         self.server = ""
@@ -361,7 +367,7 @@ class Cluster:
         with log.open("wb") as out:
             process = subprocess.Popen(
                 argv,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 cwd=self.workdir,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -412,6 +418,7 @@ class Cluster:
                 "--service-account-key-file=sa.pub",
                 "--service-account-signing-key-file=sa.key",
                 "--client-ca-file=ca.crt",
+                *self.apiserver_args,
             ],
         )
         user = {
@@ -726,7 +733,7 @@ def summarize(objects: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "nothing"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGKILL when the thread that started it dies (pytest was killed).
 
     Keeps a killed test run from leaving etcd and the apiserver behind on a shared machine.

@@ -57,6 +57,35 @@ def test_pending_asks_are_distinct() -> None:
         assert isinstance(params["clustering.method"], str)  # no numpy scalars
 
 
+def test_prepared_asks_are_the_asks_smac_would_have_made() -> None:
+    """``prepare`` asks ahead, after the tells so far: the same trials, just earlier."""
+
+    def trials(prepared: bool) -> list[dict[str, Any]]:
+        tuner = StageTuner(stage(), Optimizer(seed=2, initial_design_size=2))
+        first = [tuner.ask() for _ in range(3)]  # the default and the design: no model yet
+        for params in first:
+            tuner.tell(params, objective(params))
+        if prepared:
+            tuner.prepare(4)  # model-based: they depend on the tells above
+        return first + [tuner.ask() for _ in range(6)]  # 4 prepared, then 2 asked
+
+    plain, prepared = trials(False), trials(True)
+    assert prepared == plain
+    assert len({tuple(sorted(p.items())) for p in prepared}) == 9
+
+
+def test_study_prepares_within_the_stage_and_plans_as_before() -> None:
+    study = Study(spec())
+    first = study.plan()
+    study.prepare(100)  # one trial of the stage's 3 is left to start
+    finish(study, first[0].name, 0.5)
+    finish(study, first[1].name, 0.3)
+    third = study.plan()
+    assert [t.name for t in third] == ["segmentation-002"]
+    assert third[0].params not in [t.params for t in first]
+    assert study.plan() == []
+
+
 def run(seed: int, count: int) -> list[dict[str, Any]]:
     tuner = StageTuner(stage(), Optimizer(seed=seed, initial_design_size=3))
     seen = []

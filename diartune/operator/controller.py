@@ -6,14 +6,19 @@ adopted as running trials (their Job is recreated only if it is missing). A tria
 DiarizationTrial is created before its Job, so no trial is ever lost or run twice.
 
 Everything a controller does happens under its lock, in reaction to a change of the
-tuning or of one of its Jobs; SMAC's asks and tells run in a worker thread.
+tuning or of one of its Jobs; SMAC's asks and tells run in a worker thread. After each
+launch, the next trials are asked of SMAC ahead, in one background thread shared by all
+tunings, so that a freed slot gets its successor without waiting for SMAC's surrogate
+to retrain (seconds, after hundreds of trials).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,6 +52,11 @@ from diartune.study import PlannedTrial, Study, evaluation_request, trial_record
 
 ACCEPTED_SPEC = f"{GROUP}/accepted-spec"
 STOPPED = "stopped: the tuning failed"
+#: Trials asked of SMAC ahead of need: as many as SMAC itself hands out per surrogate
+#: fit (its retrain_after), so prepared trials are no staler than SMAC's own batches.
+PREPARED_TRIALS = 8
+_SMAC_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diartune-smac")
+logger = logging.getLogger(__name__)
 
 
 def _percent(der: float | None) -> str:
@@ -76,6 +86,7 @@ class TuningController:
         self.evaluating = False
         self.test: dict[str, Any] = {}
         self.published: dict[str, Any] | None = None
+        self.preparing: Future[None] | None = None
 
     # -- loading ----------------------------------------------------------------------
 
@@ -231,7 +242,15 @@ class TuningController:
         else:
             for trial in await asyncio.to_thread(study.plan):
                 await self._launch(trial)
+            self._prepare(study)
         await self.publish()
+
+    def _prepare(self, study: Study) -> None:
+        """Ask SMAC for the next trials in the background, unless it is already at it."""
+        if self.preparing is None or self.preparing.done():
+            count = min(PREPARED_TRIALS, study.spec.parallel_trial_count)
+            self.preparing = _SMAC_THREAD.submit(study.prepare, count)
+            self.preparing.add_done_callback(_log_failure)
 
     async def _launch(self, trial: PlannedTrial) -> None:
         assert self.owner is not None
@@ -373,6 +392,11 @@ class TuningController:
         if status != self.published:
             await self.kube.patch_tuning_status(self.namespace, self.name, status)
             self.published = status
+
+
+def _log_failure(future: Future[None]) -> None:
+    if future.exception() is not None:
+        logger.error("asking SMAC ahead failed", exc_info=future.exception())
 
 
 class Registry:

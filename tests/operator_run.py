@@ -1,0 +1,92 @@
+"""``diartune operator`` as a process on the test control plane, with the Helm chart's RBAC.
+
+Shared by the end-to-end tests (tests/test_operator.py) and the scale benchmark
+(bench/scale.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cluster import ROOT, Cluster, die_with_parent
+
+
+class Operator:
+    """``diartune operator --namespace NS`` as a process, which can be killed and restarted."""
+
+    def __init__(self, cluster: Cluster, namespace: str, log: Path, kubeconfig: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.log = log
+        self.kubeconfig = kubeconfig
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the operator (its output goes to ``log``)."""
+        # No AWS_* variables: the operator never needs the S3 credentials.
+        env = {k: v for k, v in self.cluster.env().items() if not k.startswith("AWS_")}
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def errors(self) -> list[str]:
+        """Tracebacks and errors the operator logged."""
+        text = self.log.read_text("utf-8", errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if "Traceback" in line or "[ERROR" in line]
+
+
+def install_chart(cluster: Cluster, namespace: str) -> Path:
+    """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount."""
+    helm = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
+    helm = helm / "control-plane" / "bin" / "helm"
+    if not os.access(helm, os.X_OK):
+        subprocess.run([str(ROOT / "scripts/build-control-plane.sh")], check=True)
+    subprocess.run(
+        [
+            str(helm),
+            "install",
+            "ops",
+            str(ROOT / "charts" / "diartune"),
+            "-n",
+            namespace,
+            "--skip-crds",
+            "--set",
+            "rbac.scope=namespace",
+            "--set",
+            f"watchNamespaces={{{namespace}}}",
+            # The operator runs as a test process; its Deployment's pod must not run too.
+            "--set",
+            "nodeSelector.diartune-test=no-such-node",
+        ],
+        env=cluster.env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return cluster.serviceaccount_kubeconfig(namespace, "ops-diartune")
