@@ -30,6 +30,18 @@ class PlannedTrial:
     segmentation: str
     fine_tune: FineTune | None
 
+    def record(self, **outcome: Any) -> TrialRecord:
+        """This trial's record, with its outcome (``state``, ``der``, ``message``...)."""
+        return TrialRecord(
+            name=self.name,
+            stage=self.stage,
+            number=self.number,
+            params=self.params,
+            full_params=self.full_params,
+            segmentation=self.segmentation,
+            **outcome,
+        )
+
 
 class Study:
     """The stages of one tuning, their trials and their tuners."""
@@ -227,28 +239,15 @@ def trial_record(
     seconds: float | None,
 ) -> TrialRecord:
     """The record of ``trial`` from its result line (or its error)."""
-    record = TrialRecord(
-        name=trial.name,
-        stage=trial.stage,
-        number=trial.number,
-        params=trial.params,
-        full_params=trial.full_params,
-        segmentation=trial.segmentation,
-        seconds=seconds,
-        state="Failed",
-        message=error or "no result",
-        bad_input=bad_input,
-    )
     if result is None:
-        return record
-    return record.model_copy(
-        update={
-            "state": "Succeeded",
-            "message": None,
-            "bad_input": False,
-            "der": result["der"],
-            "components": Components.model_validate(result["components"]),
-            "checkpoint": result.get("checkpoint"),
-            "artifacts": result.get("artifacts"),
-        }
+        return trial.record(
+            state="Failed", message=error or "no result", bad_input=bad_input, seconds=seconds
+        )
+    return trial.record(
+        state="Succeeded",
+        der=result["der"],
+        components=Components.model_validate(result["components"]),
+        checkpoint=result.get("checkpoint"),
+        artifacts=result.get("artifacts"),
+        seconds=seconds,
     )

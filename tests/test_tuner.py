@@ -153,14 +153,7 @@ def spec(**changes: Any) -> Spec:
 
 
 def finish(study: Study, name: str, der: float | None) -> TrialRecord:
-    trial = study.running[name]
-    record = TrialRecord(
-        name=trial.name,
-        stage=trial.stage,
-        number=trial.number,
-        params=trial.params,
-        full_params=trial.full_params,
-        segmentation=trial.segmentation,
+    record = study.running[name].record(
         state="Failed" if der is None else "Succeeded",
         der=der,
         components=None

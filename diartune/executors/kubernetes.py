@@ -143,15 +143,8 @@ def trial_record_of(resource: Manifest, spec: Spec) -> TrialRecord | None:
     status = resource.get("status") or {}
     if status.get("state") not in ("Succeeded", "Failed"):
         return None
-    trial = planned_trial(resource, spec)
     components = status.get("components")
-    return TrialRecord(
-        name=trial.name,
-        stage=trial.stage,
-        number=trial.number,
-        params=trial.params,
-        full_params=trial.full_params,
-        segmentation=trial.segmentation,
+    return planned_trial(resource, spec).record(
         state=status["state"],
         der=status.get("der"),
         components=Components.model_validate(components) if components else None,
