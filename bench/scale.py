@@ -102,17 +102,15 @@ class Run:
 
 
 def measure_tuner(trials: int, parallel: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Seconds of each tell+ask against the number of finished trials, ``parallel`` pending."""
+    """Seconds of each tell+ask, up to ``trials`` finished, with ``parallel`` pending."""
     from diartune.spec import Optimizer, Stage
     from diartune.tuner import StageTuner
 
-    stage = Stage.model_validate(
-        {"name": "pipeline", "searchSpace": SPACE, "maxTrialCount": trials}
-    )
-    tuner = StageTuner(stage, Optimizer(seed=seed))
+    document = {"name": "pipeline", "searchSpace": SPACE, "maxTrialCount": trials + parallel}
+    tuner = StageTuner(Stage.model_validate(document), Optimizer(seed=seed))
     pending = collections.deque(tuner.ask() for _ in range(parallel))
     rows = []
-    for finished in range(1, trials - parallel + 1):
+    for finished in range(1, trials + 1):
         params = pending.popleft()
         start = time.perf_counter()
         tuner.tell(params, synthetic_der(params))
@@ -499,8 +497,10 @@ def main() -> None:
             f"tuning object {r['tuning_object_max_kib']:.1f} KiB"
             for r in rows
         )
-        + f"; SMAC tell+ask over the last 100 of {args.trials} trials: median "
-        f"{statistics.median(last):.2f} s, max {max(last):.2f} s; {machine()}"
+        + f"; SMAC tell+ask at {len(tuner) - len(last)}-{len(tuner)} finished trials "
+        f"({args.parallel} pending): mean {statistics.mean(last):.2f} s, median "
+        f"{statistics.median(last):.2f} s, p95 {percentile(last, 95):.2f} s, max "
+        f"{max(last):.2f} s; {machine()}"
     )
 
 
