@@ -61,12 +61,19 @@ def spec(database: Path, models: tuple[Path, Path], fine_tune: bool, trials: int
     }
 
 
+def _interruptible() -> None:
+    # A shell without job control starts background jobs with SIGINT ignored, and an
+    # ignored SIGINT survives exec: give `diartune tune` the terminal's default back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tune(path: Path, output: Path, **popen: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "diartune", "tune", str(path), "--output", str(output)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_interruptible,
         **popen,
     )
 
