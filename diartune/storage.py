@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -20,6 +22,25 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+
+
+@contextmanager
+def atomic_path(destination: Path) -> Iterator[Path]:
+    """A temporary file beside ``destination``, renamed over it once the block succeeds.
+
+    The name is unique, so processes that write the same destination at once (parallel
+    trials filling one cache) never see each other's partial files, and a reader sees
+    either the old file or the whole new one.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+    os.close(handle)
+    partial = Path(name)
+    try:
+        yield partial
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 class StorageError(RuntimeError):
@@ -90,15 +111,13 @@ class Storage:
         return True
 
     def download(self, uri: str, destination: Path) -> Path:
-        """Copy the object at ``uri`` to the file ``destination``."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if not is_s3(uri):
-            shutil.copyfile(uri, destination)
-            return destination
-        bucket, key = split_s3(uri)
-        partial = destination.with_name(destination.name + ".part")
-        self._call(uri, lambda: self.client.download_file(bucket, key, str(partial)))
-        partial.replace(destination)
+        """Copy the object at ``uri`` to the file ``destination``, atomically."""
+        with atomic_path(destination) as partial:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                self._call(uri, lambda: self.client.download_file(bucket, key, str(partial)))
+            else:
+                shutil.copyfile(uri, partial)
         return destination
 
     def download_prefix(self, uri: str, destination: Path) -> Path:
@@ -121,9 +140,9 @@ class Storage:
     def upload(self, source: Path, uri: str) -> str:
         """Copy the file ``source`` to ``uri``."""
         if not is_s3(uri):
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
             if Path(uri).resolve() != source.resolve():
-                shutil.copyfile(source, uri)
+                with atomic_path(Path(uri)) as partial:
+                    shutil.copyfile(source, partial)
             return uri
         bucket, key = split_s3(uri)
         self._call(uri, lambda: self.client.upload_file(str(source), bucket, key))
