@@ -49,13 +49,7 @@ from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_NODE_TOLERATI
 from kubernetes import client, watch
 from operator_run import Operator, install_chart
 
-from diartune.crd import GROUP, VERSION
-from diartune.executors.kubernetes import (
-    EVALUATION,
-    LABEL_TRIAL,
-    LABEL_TUNING,
-    TUNING_PLURAL,
-)
+from diartune.api import GROUP, LABEL_TRIAL, LABEL_TUNING, TUNING_PLURAL, VERSION
 
 CRDS = ROOT / "charts" / "diartune" / "crds"
 SERVICE_ACCOUNT = "ops-diartune"  # what install_chart's release "ops" creates
@@ -81,6 +75,11 @@ def synthetic_der(params: dict[str, Any]) -> float:
         + 0.004 * abs(size - 6)
         + 0.01 * method
     )
+
+
+def is_search_trial(name: str) -> bool:
+    """Search trials are named <stage>-<number>; the final evaluations are not."""
+    return name.rsplit("-", 1)[-1].isdigit()
 
 
 @dataclass(frozen=True)
@@ -295,8 +294,8 @@ def latencies(
     """Seconds from each trial's completion (``start``) to its successor Job's creation."""
     values = []
     for tuning, created in observed.job_created.items():
-        jobs = sorted(t for trial, t in created.items() if trial != EVALUATION)
-        done = sorted(t for trial, t in start.get(tuning, {}).items() if trial != EVALUATION)
+        jobs = sorted(t for trial, t in created.items() if is_search_trial(trial))
+        done = sorted(t for trial, t in start.get(tuning, {}).items() if is_search_trial(trial))
         values += [
             jobs[parallel + i] - done[i] for i in range(min(len(done), len(jobs) - parallel))
         ]

@@ -10,9 +10,12 @@ from pathlib import Path
 from diartune.spec import SpecError, load_tuning
 from diartune.storage import StorageError
 
+#: Exit codes of ``diartune tune``, by the phase the tuning ends in.
+TUNE_EXIT_CODES = {"Succeeded": 0, "Failed": 1, "Suspended": 3}
+
 
 def _tune(args: argparse.Namespace) -> int:
-    from diartune.tune import LocalTuning
+    from diartune.local.tuning import LocalTuning
 
     tuning = load_tuning(args.spec)
     output = Path(args.output or Path("runs") / tuning.metadata.name)
@@ -21,7 +24,13 @@ def _tune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: rerun the same command to resume from {output}", file=sys.stderr)
         return 130
-    return 0 if summary["phase"] == "Succeeded" else 1
+    if summary.phase == "Suspended":
+        print(
+            f"suspended: no trial was launched; set spec.suspend to false and rerun to resume "
+            f"from {output}",
+            file=sys.stderr,
+        )
+    return TUNE_EXIT_CODES.get(summary.phase, 1)
 
 
 def _trial(args: argparse.Namespace) -> int:
@@ -55,6 +64,19 @@ def _operator(args: argparse.Namespace) -> int:
     from diartune.operator import run
 
     run(args.namespaces or [], clusterwide=args.all_namespaces, liveness=args.liveness)
+    return 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from diartune.crd import crd_files, render_crds
+
+    if args.output_dir is None:
+        sys.stdout.write(render_crds())
+        return 0
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in crd_files().items():
+        (args.output_dir / name).write_text(text, encoding="utf-8")
+        print(args.output_dir / name)
     return 0
 
 
@@ -107,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces")
     operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     operator.set_defaults(run=_operator)
+
+    crd = commands.add_parser("crd", help="print the CRDs generated from the spec model")
+    crd.add_argument("--output-dir", type=Path, help="write one file per CRD here instead")
+    crd.set_defaults(run=_crd)
 
     validate = commands.add_parser("validate", help="check a DiarizationTuning YAML")
     validate.add_argument("spec")

@@ -62,7 +62,19 @@ class _ParameterLike(Protocol):
 def check_parameter(
     name: str, parameter: _ParameterLike, clustering: str, fine_tunes: bool
 ) -> str | None:
-    """Why ``parameter`` cannot be tuned under ``name``, or None when it can."""
+    """Why ``parameter`` cannot be tuned under ``name``, or None when it can.
+
+    Parameters
+    ----------
+    name
+        The parameter's name, e.g. ``clustering.threshold``.
+    parameter
+        Its range or choices, as the spec gives them.
+    clustering
+        The pipeline's clustering: some parameters belong to one clustering only.
+    fine_tunes
+        Whether the stage fine-tunes (``training.*`` parameters need it).
+    """
     known = KNOWN.get(name)
     if known is None:
         return f"unknown parameter; expected one of {', '.join(sorted(KNOWN))}"

@@ -1,8 +1,10 @@
-"""The documents passed between the tuner, the executors and a trial.
+"""The documents passed between the study, the drivers and a trial.
 
-- ``TrialRequest``: what one trial must do (the input of ``diartune trial``);
-- ``TrialResult``: what it measured (its result JSON and result line);
-- ``TrialRecord``: the durable record of a finished trial, from which a tuner is rebuilt.
+- ``Trial``: one trial the study planned: its place in the tuning and its parameters;
+- ``TrialRequest``: what one trial process must do (the input of ``diartune trial``);
+- ``TrialResult``: what a successful trial measured (its result JSON and result line);
+- ``TrialOutcome``: how a trial run ended, as a driver observed it (result or error);
+- ``TrialRecord``: the durable record of a finished trial, from which a study is rebuilt.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ EXIT_INFRASTRUCTURE = 75
 RESULT_PREFIX = "DIARTUNE_RESULT "
 ERROR_PREFIX = "DIARTUNE_ERROR "
 
+Subset = Literal["development", "test"]
 
-class _Document(BaseModel):
+
+class Document(BaseModel):
+    """A JSON document of diartune's: camelCase keys, unknown keys refused."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
 
 
-class TrialRequest(_Document):
+class TrialRequest(Document):
     """One trial: fine-tune (optionally), run the pipeline on a subset, score it."""
 
     name: str
@@ -39,13 +45,13 @@ class TrialRequest(_Document):
     fine_tune: FineTune | None = None
     params: dict[str, Value] = Field(description="Pipeline and training parameters, full set.")
     tuned: list[str] = Field(default_factory=list, description="The params this stage tunes.")
-    subset: Literal["development", "test"] = "development"
+    subset: Subset = "development"
     output: str = Field(description="Where the trial writes its artifacts (path or s3:// URI).")
     cache: str | None = Field(None, description="Segmentation/embedding cache (path or s3://).")
     export: bool = Field(False, description="Also export the pipeline (YAML + checkpoints).")
 
 
-class Components(_Document):
+class Components(Document):
     """DER and its parts, in seconds except ``der``."""
 
     der: float | None
@@ -55,7 +61,7 @@ class Components(_Document):
     total: float
 
 
-class TrialResult(_Document):
+class TrialResult(Document):
     """What a successful trial measured."""
 
     name: str
@@ -71,20 +77,70 @@ class TrialResult(_Document):
         return self.model_dump(by_alias=True, exclude={"per_file"})
 
 
-class TrialRecord(_Document):
-    """The durable record of a finished trial."""
+class TrialOutcome(Document):
+    """How one run of a trial ended: its result, or why it has none."""
 
-    name: str
-    stage: str
-    number: int
-    params: dict[str, Value] = Field(description="This stage's tuned parameters.")
-    full_params: dict[str, Value] = Field(description="Every parameter the trial ran with.")
-    segmentation: str = Field(description="The segmentation model the trial started from.")
-    state: Literal["Succeeded", "Failed"]
-    der: float | None = None
-    components: Components | None = None
-    checkpoint: str | None = None
-    artifacts: str | None = None
-    message: str | None = None
+    result: TrialResult | None = None
+    error: str | None = None
     bad_input: bool = False
     seconds: float | None = None
+
+
+class Trial(Document):
+    """A trial of a tuning: what it runs, in which stage, on which subset."""
+
+    name: str = Field(description="Unique in the tuning: <stage>-<number>, or an evaluation.")
+    stage: str = Field(description="The stage whose search space it samples.")
+    number: int = Field(description="Its number in the stage (-1 for an evaluation).")
+    subset: Subset = Field(
+        "development", description="Scored on: development (tuning) or test (evaluation)."
+    )
+    params: dict[str, Value] = Field(description="This stage's tuned parameters.")
+    full_params: dict[str, Value] = Field(description="Every parameter the trial runs with.")
+    segmentation: str = Field(description="The segmentation model the trial starts from.")
+    export: bool = Field(False, description="Whether the trial exports the tuned pipeline.")
+
+    @property
+    def is_evaluation(self) -> bool:
+        """Whether it is an evaluation (of the winner or the defaults), not a search trial."""
+        return self.number < 0
+
+    def record(self, outcome: TrialOutcome) -> TrialRecord:
+        """The durable record of this trial once ``outcome`` is known."""
+        identity = self.model_dump()
+        result = outcome.result
+        if result is None:
+            return TrialRecord(
+                **identity,
+                state="Failed",
+                message=outcome.error or "the trial left no result",
+                bad_input=outcome.bad_input,
+                seconds=outcome.seconds,
+            )
+        return TrialRecord(
+            **identity,
+            state="Succeeded",
+            der=result.der,
+            components=result.components,
+            checkpoint=result.checkpoint,
+            artifacts=result.artifacts,
+            seconds=outcome.seconds,
+        )
+
+
+class TrialFacts(Document):
+    """What is known of a trial once it has finished, but its state."""
+
+    der: float | None = Field(None, description="DER of the trial, a fraction (0.25 = 25 %).")
+    components: Components | None = Field(None, description="DER and its parts, in seconds.")
+    checkpoint: str | None = Field(None, description="The fine-tuned segmentation checkpoint.")
+    artifacts: str | None = Field(None, description="Where the trial wrote its artifacts.")
+    message: str | None = Field(None, description="Why the trial failed.")
+    bad_input: bool = Field(False, description="It failed on input that no retry can fix.")
+    seconds: float | None = Field(None, description="Wall time of the trial.")
+
+
+class TrialRecord(TrialFacts, Trial):
+    """The durable record of a finished trial."""
+
+    state: Literal["Succeeded", "Failed"]

@@ -6,13 +6,18 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from diartune.records import TrialRecord
+from diartune.study import Summary
 
 TRIALS_JSON = "trials.json"
+
+
+def percent(der: float | None) -> str:
+    """A DER as people read it: ``32.12 %`` (``-`` when there is none)."""
+    return "-" if der is None else f"{100 * der:.2f} %"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -34,14 +39,15 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
     rows = [record.model_dump(mode="json", by_alias=True) for record in records]
     _atomic_write(folder / TRIALS_JSON, json.dumps(rows, indent=2, ensure_ascii=False))
     names = sorted({name for record in records for name in record.params})
-    columns = ["name", "stage", "state", "der", "missed", "falseAlarm", "confusion", "seconds"]
+    columns = ["name", "stage", "subset", "state", "der", "missed", "falseAlarm", "confusion"]
+    columns.append("seconds")
     with (folder / "trials.csv").open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(columns + names + ["message"])
         for record in records:
             parts = record.components
             writer.writerow(
-                [record.name, record.stage, record.state, record.der]
+                [record.name, record.stage, record.subset, record.state, record.der]
                 + ([parts.missed, parts.false_alarm, parts.confusion] if parts else ["", "", ""])
                 + [record.seconds]
                 + [record.params.get(name, "") for name in names]
@@ -72,7 +78,7 @@ def plot(folder: Path, records: list[TrialRecord], stages: list[str]) -> Path:
         1, len(stages), figsize=(5 * len(stages), 3.6), squeeze=False, sharey=True
     )
     for axis, stage in zip(axes[0], stages, strict=True):
-        trials = [r for r in records if r.stage == stage]
+        trials = [r for r in records if r.stage == stage and not r.is_evaluation]
         ok = [(r.number, r.der) for r in trials if r.der is not None]
         failed = [r.number for r in trials if r.der is None]
         if ok:
@@ -97,27 +103,39 @@ def plot(folder: Path, records: list[TrialRecord], stages: list[str]) -> Path:
     return path
 
 
-def write_summary(folder: Path, summary: dict[str, Any]) -> str:
-    """Write summary.json and summary.md; return the Markdown."""
-    _atomic_write(folder / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+def write_summary(folder: Path, tuning: str, summary: Summary, seconds: float) -> str:
+    """Write summary.json and summary.md; return the Markdown.
 
-    def percent(value: Any) -> str:
-        return f"{100 * value:.2f} %" if isinstance(value, float) else "n/a"
-
+    Parameters
+    ----------
+    folder
+        The tuning's output folder.
+    tuning
+        The tuning's name.
+    summary
+        What the study found.
+    seconds
+        Wall time of this run.
+    """
+    document = {"tuning": tuning, **summary.model_dump(mode="json", by_alias=True)}
+    _atomic_write(
+        folder / "summary.json",
+        json.dumps(document | {"seconds": round(seconds, 1)}, indent=2, ensure_ascii=False),
+    )
     lines = [
-        f"# Tuning {summary['tuning']}: {summary['phase']}",
+        f"# Tuning {tuning}: {summary.phase}",
         "",
         "| DER | development | test (evaluated once) |",
         "|---|---|---|",
-        f"| pyannote's default parameters | {percent(summary.get('defaultDer'))} "
-        f"| {percent(summary.get('defaultTestDer'))} |",
-        f"| tuned | {percent(summary.get('bestDer'))} | {percent(summary.get('testDer'))} |",
+        f"| pyannote's default parameters | {percent(summary.default_der)} "
+        f"| {percent(summary.default_test_der)} |",
+        f"| tuned | {percent(summary.best_der)} | {percent(summary.test_der)} |",
         "",
-        f"Best trial: {summary.get('bestTrial')}; trials: {summary['trials']} "
-        f"({summary['failed']} failed); wall time: {summary['seconds']:.0f} s.",
+        f"Best trial: {summary.best_trial}; trials: {summary.trials} "
+        f"({summary.failed} failed); wall time: {seconds:.0f} s.",
     ]
-    if summary.get("message"):
-        lines += ["", summary["message"]]
+    if summary.message:
+        lines += ["", summary.message]
     text = "\n".join(lines) + "\n"
     (folder / "summary.md").write_text(text, encoding="utf-8")
     return text

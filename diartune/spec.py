@@ -6,6 +6,7 @@ from these classes (``diartune crd``), so field names and descriptions live here
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,10 +18,6 @@ from diartune.params import check_parameter
 
 API_VERSION = "diartune.io/v1alpha1"
 KIND = "DiarizationTuning"
-
-
-# What may change while a tuning runs (plus each stage's maxTrialCount), as in Katib.
-MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
 
 
 class SpecError(ValueError):
@@ -114,6 +111,13 @@ class FineTune(_Model):
     )
 
 
+def _check_range(low: float, high: float, log: bool) -> None:
+    if low >= high:
+        raise ValueError(f"low ({low}) must be less than high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"a log scale needs low > 0, got low = {low}")
+
+
 class FloatParameter(_Model):
     """A float parameter, uniform or log-uniform in [low, high]."""
 
@@ -124,10 +128,7 @@ class FloatParameter(_Model):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> FloatParameter:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log scale needs low > 0, got low = {self.low}")
+        _check_range(self.low, self.high, self.log)
         return self
 
 
@@ -141,10 +142,7 @@ class IntParameter(_Model):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> IntParameter:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log scale needs low > 0, got low = {self.low}")
+        _check_range(self.low, self.high, self.log)
         return self
 
 
@@ -180,6 +178,19 @@ class Stage(_Model):
         description="Parameters to tune, by name: training.*, segmentation.*, clustering.*",
     )
     max_trial_count: int = Field(ge=1, description="Trials in this stage, failed ones included.")
+
+    @property
+    def size(self) -> float:
+        """How many configurations the search space holds (infinite with a float)."""
+        size = 1.0
+        for parameter in self.search_space.values():
+            if isinstance(parameter, CategoricalParameter):
+                size *= len(parameter.choices)
+            elif isinstance(parameter, IntParameter):
+                size *= parameter.high - parameter.low + 1
+            else:
+                return math.inf
+        return size
 
 
 class Optimizer(_Model):
@@ -270,6 +281,12 @@ class Spec(_Model):
             if stage.name in seen_stage:
                 problems.append(f"@{where}.name: stage names must be unique: {stage.name!r}")
             seen_stage.add(stage.name)
+            size = stage.size
+            if size < stage.max_trial_count:
+                problems.append(
+                    f"@{where}.maxTrialCount: the search space holds only {size:.0f} "
+                    f"configurations; expected at most {size:.0f} trials"
+                )
             for name, parameter in stage.search_space.items():
                 field = f"@{where}.searchSpace.{name}"
                 problem = check_parameter(
@@ -283,13 +300,6 @@ class Spec(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-    def fixed_part(self) -> dict[str, Any]:
-        """The spec without the fields that may change during a tuning (as JSON)."""
-        document = self.model_dump(mode="json", by_alias=True, exclude=set(MUTABLE_FIELDS))
-        for stage in document["stages"]:
-            del stage["maxTrialCount"]
-        return document
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name``."""

@@ -95,21 +95,6 @@ class Storage:
         """The boto3 S3 client for the configured endpoint."""
         return _client(self.s3.endpoint, self.s3.region)
 
-    def exists(self, uri: str) -> bool:
-        """Whether the object or file at ``uri`` exists."""
-        if not is_s3(uri):
-            return Path(uri).exists()
-        from botocore.exceptions import ClientError
-
-        bucket, key = split_s3(uri)
-        try:
-            self.client.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise StorageError(f"{uri}: {error}") from error
-        return True
-
     def download(self, uri: str, destination: Path) -> Path:
         """Copy the object at ``uri`` to the file ``destination``, atomically."""
         with atomic_path(destination) as partial:

@@ -15,11 +15,13 @@ improvement) runs with pure ask/tell. Its design is built here so that:
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ConfigSpace import Configuration
@@ -30,7 +32,7 @@ from smac.runhistory.dataclasses import TrialInfo, TrialValue
 from smac.runhistory.enumerations import StatusType
 
 from diartune.params import Value
-from diartune.space import plain, stage_space
+from diartune.space import all_configurations, plain, stage_space
 from diartune.spec import Optimizer, Stage
 
 # SMAC cannot model an infinite cost (its random forest sees NaN), so a failed trial
@@ -39,8 +41,39 @@ MIN_CRASH_COST = 1.0
 _MAX_DUPLICATE_ASKS = 20
 
 
+class SpaceExhausted(Exception):
+    """Every configuration of the stage's search space is pending or finished."""
+
+
 def _key(params: dict[str, Value]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((name, repr(value)) for name, value in params.items()))
+
+
+class _Facade(HyperparameterOptimizationFacade):
+    """SMAC's HPO facade (Sobol design, random forest, log EI) with two of its parts
+    made faster, same model and same method; ``bench/scale.py`` measured them."""
+
+    @staticmethod
+    def get_model(scenario: Scenario, **options: Any) -> RandomForest:
+        """The facade's random forest, predicting in the calling thread, grown depth-first.
+
+        SMAC predicts one row at a time in places: with its ``n_jobs=-1`` each call paid
+        joblib's thread-pool round trip (~15 ms). sklearn sizes a best-first tree for
+        SMAC's 2**20-leaf cap, which no tree reaches: depth-first (no cap) grows the same
+        fully grown trees 10x faster.
+        """
+        model = HyperparameterOptimizationFacade.get_model(scenario, **options)
+        model._rf_opts.update(n_jobs=1, max_leaf_nodes=None)  # options get_model does not take
+        return model
+
+    @staticmethod
+    def get_config_selector(
+        scenario: Scenario, *, retrain_after: int = 8, retries: int = 16
+    ) -> ConfigSelector:
+        """The facade's configuration selector, with the incumbent predicted in one batch."""
+        return _BatchedConfigSelector(
+            scenario, retrain_after=retrain_after, max_new_config_tries=retries
+        )
 
 
 class StageTuner:
@@ -54,6 +87,7 @@ class StageTuner:
         pending: Iterable[dict[str, Value]] = (),
     ) -> None:
         self.space = stage_space(stage, optimizer.seed)
+        self._size = stage.size
         finished = list(finished)
         self._seen = {_key(params) for params, _ in finished} | {_key(p) for p in pending}
         self._asked: dict[tuple[tuple[str, str], ...], TrialInfo] = {}
@@ -66,23 +100,18 @@ class StageTuner:
             n_trials=max(stage.max_trial_count, optimizer.initial_design_size + 1),
             seed=optimizer.seed,
         )
-        facade = HyperparameterOptimizationFacade
-        sobol = facade.get_initial_design(
+        sobol = _Facade.get_initial_design(
             scenario, n_configs=optimizer.initial_design_size, max_ratio=1.0
         ).select_configurations()[: optimizer.initial_design_size]
         design = [self.space.get_default_configuration(), *sobol]
         remaining = [c for c in design if _key(plain(c)) not in self._seen]
-        self._smac = facade(
+        self._smac = _Facade(
             scenario,
-            target_function=_never_called,
-            initial_design=facade.get_initial_design(
+            target_function=None,  # pure ask/tell
+            initial_design=_Facade.get_initial_design(
                 scenario, n_configs=0, additional_configs=remaining
             ),
-            intensifier=facade.get_intensifier(scenario, max_config_calls=1),
-            model=_forest(scenario),
-            config_selector=_BatchedConfigSelector(
-                scenario, retrain_after=8, max_new_config_tries=16
-            ),
+            intensifier=_Facade.get_intensifier(scenario, max_config_calls=1),
             overwrite=True,
             logging_level=logging.WARNING,
         )
@@ -94,7 +123,10 @@ class StageTuner:
             self._tell_smac(params, der)
 
     def ask(self) -> dict[str, Value]:
-        """A configuration that is neither pending nor finished: a prepared one if any."""
+        """A configuration that is neither pending nor finished: a prepared one if any.
+
+        Raises SpaceExhausted when there is none left.
+        """
         try:
             return self._ready.popleft()
         except IndexError:
@@ -106,7 +138,7 @@ class StageTuner:
         """Ask SMAC now for up to ``count`` configurations, for the next ``ask`` calls."""
         with self._lock:
             self._flush_tells()
-            while len(self._ready) < count:
+            while len(self._ready) < count and len(self._seen) < self._size:
                 self._ready.append(self._ask_smac())
 
     def tell(self, params: dict[str, Value], der: float | None) -> None:
@@ -118,20 +150,28 @@ class StageTuner:
             self._tell_smac(*self._told.popleft())
 
     def _ask_smac(self) -> dict[str, Value]:
+        if len(self._seen) >= self._size:
+            raise SpaceExhausted(f"all {self._size:.0f} configurations of the space were tried")
         for _ in range(_MAX_DUPLICATE_ASKS):
-            info = self._smac.ask()
+            try:
+                info = self._smac.ask()
+            except StopIteration:  # SMAC's own generators ran dry in a small space
+                break
             params = plain(info.config)
             if _key(params) not in self._seen:
                 self._seen.add(_key(params))
                 self._asked[_key(params)] = info
                 return params
-        # The surrogate keeps proposing known points: fall back to a random one.
-        for config in self.space.sample_configuration(_MAX_DUPLICATE_ASKS):
-            params = plain(config)
+        # The surrogate keeps proposing known points: take one it has not proposed.
+        if math.isfinite(self._size):
+            candidates: Iterable[dict[str, Value]] = all_configurations(self.space)
+        else:
+            candidates = map(plain, self.space.sample_configuration(_MAX_DUPLICATE_ASKS))
+        for params in candidates:
             if _key(params) not in self._seen:
                 self._seen.add(_key(params))
                 return params
-        raise RuntimeError("the search space has no configuration left to try")
+        raise SpaceExhausted("SMAC found no configuration that was not tried")
 
     def _tell_smac(self, params: dict[str, Value], der: float | None) -> None:
         self._seen.add(_key(params))
@@ -157,32 +197,3 @@ class _BatchedConfigSelector(ConfigSelector):
         means, _ = self._model.predict_marginalized(X)
         best = int(np.argmin(means[:, 0]))
         return X[best], float(means[best, 0])
-
-
-def _forest(scenario: Scenario) -> RandomForest:
-    """The HPO facade's random forest, with two changes that only make it faster.
-
-    - It predicts in the calling thread: SMAC predicts row by row in places, and with
-      the default ``n_jobs=-1`` each call paid joblib's thread-pool round trip (~15 ms).
-    - Trees grow depth-first (``max_leaf_nodes=None``) instead of best-first under a
-      2**20-leaf cap that no tree reaches: the same stopping rules grow the same kind
-      of fully grown trees, 10x faster (sklearn sizes a best-first tree for its cap).
-    """
-    return RandomForest(
-        scenario.configspace,
-        log_y=True,
-        n_trees=10,
-        ratio_features=1.0,
-        min_samples_split=2,
-        min_samples_leaf=1,
-        max_depth=2**20,
-        max_leaf_nodes=None,  # type: ignore[arg-type]  # sklearn: None = no cap
-        bootstrapping=True,
-        instance_features=scenario.instance_features,
-        seed=scenario.seed,
-        n_jobs=1,
-    )
-
-
-def _never_called(config: Configuration, seed: int = 0) -> float:
-    raise AssertionError("diartune drives SMAC by ask/tell only")

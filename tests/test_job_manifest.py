@@ -7,33 +7,33 @@ from typing import Any
 
 import pytest
 
-from diartune.executors.kubernetes import (
-    EVALUATION,
-    JobDefaults,
-    Owner,
+from diartune.operator.manifests import (
     job_manifest,
     job_outcome,
+    record_status,
     resource_name,
     trial_manifest,
-    trial_record_of,
+    trial_of,
     trial_status,
 )
-from diartune.operator.settings import job_defaults
-from diartune.operator.spec_changes import resolve
+from diartune.operator.settings import JobDefaults, job_defaults
 from diartune.operator.status import Conditions, tuning_status
-from diartune.records import TrialRecord, TrialRequest
+from diartune.records import Components, Trial, TrialOutcome, TrialRecord, TrialRequest
 from diartune.spec import Spec
-from diartune.study import PlannedTrial, Study, trial_record, trial_request
+from diartune.study import Study, trial_request
 
-OWNER = Owner("diartune.io/v1alpha1", "DiarizationTrial", "demo-clustering-003", "uid-1")
-TRIAL = PlannedTrial(
+TUNING = {
+    "apiVersion": "diartune.io/v1alpha1",
+    "kind": "DiarizationTuning",
+    "metadata": {"name": "demo", "namespace": "ns", "uid": "uid-0"},
+}
+TRIAL = Trial(
     name="clustering-003",
     stage="clustering",
     number=3,
     params={"clustering.threshold": 0.5},
     full_params={"clustering.threshold": 0.5, "clustering.min_cluster_size": 12},
     segmentation="s3://models/segmentation.ckpt",
-    fine_tune=None,
 )
 
 
@@ -62,10 +62,17 @@ def spec_document(**overrides: Any) -> dict[str, Any]:
     return document | overrides
 
 
+def trial_resource() -> dict[str, Any]:
+    """TRIAL's DiarizationTrial as the API server returns it (with a uid)."""
+    resource = trial_manifest(TUNING, TRIAL)
+    resource["metadata"]["uid"] = "uid-1"
+    return resource
+
+
 def manifest(spec: Spec, defaults: JobDefaults | None = None) -> dict[str, Any]:
     """The Job of TRIAL in namespace ns of tuning demo."""
     request = trial_request(spec, TRIAL, "s3://artifacts/ns/demo")
-    return job_manifest(OWNER, "ns", "demo", spec, request, defaults or JobDefaults())
+    return job_manifest(trial_resource(), "demo", spec, request, defaults or JobDefaults())
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -181,22 +188,26 @@ def test_owner_references_labels_and_names() -> None:
             "blockOwnerDeletion": True,
         }
     ]
-    tuning = Owner("diartune.io/v1alpha1", "DiarizationTuning", "demo", "uid-0")
-    trial = trial_manifest(tuning, "ns", TRIAL)
+    trial = trial_manifest(TUNING, TRIAL)
     assert trial["metadata"]["name"] == "demo-clustering-003"
+    assert trial["metadata"]["namespace"] == "ns"
     assert trial["metadata"]["labels"] == labels
     assert trial["metadata"]["ownerReferences"][0]["uid"] == "uid-0"
+    assert trial["metadata"]["ownerReferences"][0]["kind"] == "DiarizationTuning"
     assert trial["spec"] == {
         "tuning": "demo",
+        "name": "clustering-003",
         "stage": "clustering",
         "number": 3,
+        "subset": "development",
         "params": TRIAL.params,
         "fullParams": TRIAL.full_params,
         "segmentation": TRIAL.segmentation,
+        "export": False,
     }
+    assert trial_of(trial) == TRIAL
     long = resource_name("t" * 63, "clustering-003")
     assert len(long) == 63 and long.endswith("-clustering-003")
-    assert resource_name("demo", EVALUATION) == "demo-test-evaluation"
 
 
 def _job(kind: str, reason: str = "") -> dict[str, Any]:
@@ -215,14 +226,20 @@ def _pod(code: int, message: str, created: str = "2025-01-01T00:00:00Z") -> dict
 
 
 def test_results_are_read_from_termination_messages() -> None:
-    summary = {"name": "clustering-003", "der": 0.25, "components": {}, "artifacts": "s3://a"}
+    components = {"der": 0.25, "missed": 1, "falseAlarm": 2, "confusion": 2, "total": 20}
+    summary = {"name": "clustering-003", "der": 0.25, "components": components, "artifacts": "a"}
     success = job_outcome(_job("Complete"), [_pod(0, json.dumps(summary))])
-    assert (success.result, success.error, success.seconds) == (summary, None, 100.0)
+    assert success.result is not None and success.result.der == 0.25
+    assert (success.error, success.seconds) == (None, 100.0)
 
     bad = job_outcome(
         _job("Failed", "PodFailurePolicy"), [_pod(65, '{"error": "no audio", "badInput": true}')]
     )
     assert (bad.result, bad.error, bad.bad_input) == (None, "no audio", True)
+
+    garbled = job_outcome(_job("Complete"), [_pod(0, '{"der": "not a result"}')])
+    assert garbled.result is None
+    assert garbled.error == "the trial left no result in its termination message"
 
     retried = [_pod(75, "Traceback: boom"), _pod(75, "OSError: disk", "2025-01-01T00:00:50Z")]
     crash = job_outcome(_job("Failed", "BackoffLimitExceeded"), retried)
@@ -233,19 +250,13 @@ def test_results_are_read_from_termination_messages() -> None:
 
 
 def test_trial_status_round_trips_to_a_record() -> None:
-    spec = Spec.model_validate(spec_document())
-    result = {
-        "der": 0.3,
-        "components": {"der": 0.3, "missed": 1, "falseAlarm": 2, "confusion": 3, "total": 20},
-        "artifacts": "s3://a/trials/clustering-003",
-    }
-    record = trial_record(TRIAL, result, None, False, 12.5)
-    resource = trial_manifest(
-        Owner("diartune.io/v1alpha1", "DiarizationTuning", "demo", "u"), "ns", TRIAL
-    )
-    assert trial_record_of(resource, spec) is None  # not finished yet
-    resource["status"] = trial_status(record)
-    assert trial_record_of(resource, spec) == record
+    components = Components(der=0.3, missed=1, false_alarm=2, confusion=3, total=20)
+    result = {"name": TRIAL.name, "der": 0.3, "components": components, "artifacts": "s3://a"}
+    record = TRIAL.record(TrialOutcome.model_validate({"result": result, "seconds": 12.5}))
+    resource = trial_manifest(TUNING, TRIAL)
+    assert trial_status(resource).record(trial_of(resource)) is None  # not finished yet
+    resource["status"] = record_status(record)
+    assert trial_status(resource).record(trial_of(resource)) == record
 
 
 def test_status_stays_small_with_a_thousand_trials() -> None:
@@ -264,25 +275,13 @@ def test_status_stays_small_with_a_thousand_trials() -> None:
         )
         for number in range(1000)
     ]
-    conditions = Conditions()
-    for kind in ("Created", "Running", "SpecRejected"):
-        conditions.set(kind, True, kind, "m" * 5000, 3)
-    status = tuning_status(Study(spec, records), "Running", "clustering", conditions, 3, "demo-x")
+    conditions = Conditions(generation=3)
+    conditions.mark_created()
+    conditions.mark_update("m" * 5000)
+    study = Study(spec, records)
+    conditions.mark_running(study.summary())
+    status = tuning_status(study.summary(), study.best(), "demo-x", conditions)
     size = len(json.dumps(status))
     assert size < 64 * 1024, size
     assert status["trialsDone"] == 1000 and status["trialsFailed"] == 143
     assert status["bestDer"] == pytest.approx(0.2001)
-
-
-def test_spec_updates_apply_mutable_fields_and_refuse_others() -> None:
-    accepted = spec_document(parallelTrialCount=1)
-    changed = spec_document(parallelTrialCount=3, optimizer={"seed": 4})
-    changed["stages"] = [dict(changed["stages"][0], maxTrialCount=9)]
-    spec, refused = resolve(accepted, changed)
-    assert spec.parallel_trial_count == 3
-    assert spec.stages[0].max_trial_count == 9
-    assert spec.optimizer.seed == 0
-    assert refused is not None and "spec.optimizer.seed" in refused
-    assert resolve(accepted, spec_document(suspend=True))[1] is None
-    spec, refused = resolve(accepted, spec_document(parallelTrialCount=0))
-    assert spec.parallel_trial_count == 1 and refused and "not valid" in refused

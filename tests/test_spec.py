@@ -159,11 +159,3 @@ def test_missing_file_and_bad_yaml_are_named(tmp_path: Path) -> None:
     listed.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(SpecError, match="expected a DiarizationTuning mapping"):
         load_tuning(listed)
-
-
-def test_fixed_part_ignores_what_may_change() -> None:
-    a = parse_tuning(minimal()).spec
-    b = parse_tuning(with_change("spec/stages/0/maxTrialCount", 50)).spec
-    c = parse_tuning(with_change("spec/optimizer", {"seed": 3})).spec
-    assert a.fixed_part() == b.fixed_part()
-    assert a.fixed_part() != c.fixed_part()

@@ -11,14 +11,44 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from diartune.crd import GROUP
-from diartune.executors.kubernetes import LABEL_TUNING, JobDefaults
+from diartune.api import LABEL_TUNING
 
 DEFAULT_JOB_TTL_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """Cluster-wide defaults of trial Jobs that a tuning's trialTemplate overrides.
+
+    Attributes
+    ----------
+    image, image_pull_policy
+        The trial image and its pull policy (the chart's ``image.trial``).
+    gpu_resource
+        The extended resource that schedules a GPU, requested once per trial by default.
+    node_selector, tolerations
+        Where trial pods may run.
+    s3_endpoint
+        The S3 endpoint when ``spec.data.s3.endpoint`` is not set.
+    artifacts
+        Where trials write artifacts when ``spec.artifacts`` is not set.
+    ttl_seconds
+        How long a finished Job is kept (``ttlSecondsAfterFinished``).
+    """
+
+    image: str | None = None
+    image_pull_policy: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    s3_endpoint: str | None = None
+    artifacts: str | None = None
+    ttl_seconds: int = DEFAULT_JOB_TTL_SECONDS
 
 
 def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
@@ -48,13 +78,7 @@ def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Set kopf's settings explicitly rather than rely on its defaults."""
-    # Handler progress and the last handled spec live in annotations of our own
-    # prefix, never in the status (which the operator writes whole).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Only on.event handlers: kopf keeps no progress, diff base or finalizer on tunings.
     # Only our trial Jobs are streamed, filtered by the API server.
     settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_TUNING
     # Reconnect watches before the API server's own timeout cuts them.

@@ -61,8 +61,22 @@ def subset_files(
 ) -> list[dict[str, Any]]:
     """The files of ``subset``, each checked and, with ``load``, decoded into memory.
 
-    Raises BadInput naming the file when audio is missing, cannot be decoded or is
-    empty, or when the subset's RTTM names URIs that have no audio.
+    Parameters
+    ----------
+    protocol
+        A pyannote.database protocol (``load_protocol``).
+    database
+        Its database.yml, to find the subset's RTTM.
+    subset
+        ``train``, ``development`` or ``test``.
+    load
+        Decode the audio (else only check that it has a duration).
+
+    Raises
+    ------
+    BadInput
+        Naming the file when audio is missing, cannot be decoded or is empty, or when
+        the subset's RTTM names URIs that have no audio.
     """
     try:
         files = list(getattr(protocol, subset)())

@@ -131,15 +131,6 @@ def build_resemblyzer_checkpoint(path: Path) -> Path:
     return save_checkpoint(model, path)
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, the identity of a checkpoint in cache keys."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_model(uri: str, storage: Storage, cache_dir: Path) -> Path | str:
     """A local path for ``uri`` (downloaded once from S3), or the hub id itself."""
     if is_s3(uri):

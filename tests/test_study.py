@@ -1,0 +1,280 @@
+"""The study's decisions, driven the way both drivers drive it, with real SMAC.
+
+``Launcher`` stands in for a driver (local processes or Kubernetes Jobs): it launches
+what the study plans, stops what it says to stop, and hands each trial's outcome back.
+Outcomes come from a known function of the configuration, so every decision of the
+loop (stages, budgets, failures, suspend, exhaustion, the test evaluation, resume) is
+checked once here for both drivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from diartune.records import Components, Trial, TrialOutcome, TrialRecord, TrialResult
+from diartune.spec import Spec, parse_tuning
+from diartune.study import DEFAULTS, Phase, Study, trial_request
+
+CLUSTERING = {
+    "name": "clustering",
+    "searchSpace": {
+        "clustering.threshold": {"type": "float", "low": 0.3, "high": 1.3},
+        "clustering.min_cluster_size": {"type": "int", "low": 1, "high": 20},
+    },
+    "maxTrialCount": 4,
+}
+SEGMENTATION = {
+    "name": "segmentation",
+    "fineTune": {"maxEpochs": 1},
+    "searchSpace": {"segmentation.min_duration_off": {"type": "float", "low": 0, "high": 1}},
+    "maxTrialCount": 3,
+}
+
+
+def spec(*stages: dict[str, Any], **changes: Any) -> Spec:
+    document = {
+        "apiVersion": "diartune.io/v1alpha1",
+        "kind": "DiarizationTuning",
+        "metadata": {"name": "t"},
+        "spec": {
+            "data": {"database": "db.yml", "protocol": "A.SpeakerDiarization.B"},
+            "pipeline": {"segmentation": "seg.ckpt", "embedding": "emb.ckpt"},
+            "stages": list(stages or (SEGMENTATION, CLUSTERING)),
+            "optimizer": {"seed": 0, "initialDesignSize": 2},
+            "parallelTrialCount": 2,
+            "maxFailedTrialCount": 1,
+            **changes,
+        },
+    }
+    return parse_tuning(document).spec
+
+
+def der_of(trial: Trial) -> float | None:
+    """A known function standing in for DER: best near threshold 0.9."""
+    threshold = float(trial.full_params.get("clustering.threshold", 0.6))
+    return round(0.2 + (threshold - 0.9) ** 2, 6)
+
+
+class Launcher:
+    """A driver in memory: launches what the study plans and reports outcomes."""
+
+    def __init__(self, study: Study, der: Callable[[Trial], float | None] = der_of) -> None:
+        self.study = study
+        self.der = der
+        self.launched: list[Trial] = []
+        self.stopped: list[str] = []
+
+    def outcome(self, trial: Trial) -> TrialOutcome:
+        der = self.der(trial)
+        if der is None:
+            return TrialOutcome(error="exit code 75: boom")
+        components = Components(der=der, missed=0, false_alarm=0, confusion=der, total=1)
+        checkpoint = (
+            f"s3://a/{trial.name}/segmentation.ckpt" if trial.stage == "segmentation" else None
+        )
+        result = TrialResult(
+            name=trial.name,
+            der=der,
+            components=components,
+            checkpoint=None if trial.is_evaluation else checkpoint,
+            artifacts=f"s3://a/trials/{trial.name}",
+        )
+        return TrialOutcome(result=result, seconds=1.0)
+
+    def step(self) -> list[Trial]:
+        """What a driver does on each wake-up: stop, launch."""
+        self.stopped += [trial.name for trial in self.study.stop()]
+        planned = self.study.plan()
+        self.launched += planned
+        return planned
+
+    def finish(self, name: str) -> TrialRecord:
+        record = self.study.running[name].record(self.outcome(self.study.running[name]))
+        self.study.record(record)
+        return record
+
+    def run(self) -> Study:
+        """Until nothing runs and nothing is planned, finishing the oldest trial first."""
+        while True:
+            self.step()
+            if not self.study.running:
+                return self.study
+            self.finish(next(iter(self.study.running)))
+
+
+def test_stages_run_in_order_and_later_stages_start_from_the_best() -> None:
+    study = Study(spec())
+    launcher = Launcher(study, lambda t: {"segmentation-001": 0.3}.get(t.name, 0.5))
+    assert [t.name for t in launcher.step()] == ["segmentation-000", "segmentation-001"]
+    assert launcher.step() == []  # both slots busy
+    launcher.finish("segmentation-000")
+    assert [t.name for t in launcher.step()] == ["segmentation-002"]
+    launcher.finish("segmentation-001")
+    assert launcher.step() == []  # the stage's budget is used up; clustering waits for its best
+    launcher.finish("segmentation-002")
+    clustering = launcher.step()
+    assert [t.stage for t in clustering] == ["clustering", "clustering"]
+    best = study.best("segmentation")
+    assert best is not None and best.name == "segmentation-001"
+    for trial in clustering:
+        assert trial.segmentation == "s3://a/segmentation-001/segmentation.ckpt"
+        assert (
+            trial.full_params["segmentation.min_duration_off"]
+            == (best.full_params["segmentation.min_duration_off"])
+        )
+        assert trial_request(study.spec, trial, "root").fine_tune is None
+    first = trial_request(study.spec, launcher.launched[0], "s3://r")
+    assert first.fine_tune is not None and first.output == "s3://r/trials/segmentation-000"
+
+
+def test_the_winner_and_the_defaults_are_evaluated_once_on_test() -> None:
+    study = Launcher(Study(spec(CLUSTERING))).run()
+    assert study.phase is Phase.SUCCEEDED
+    evaluations = [r for r in study.records if r.is_evaluation]
+    best = study.best()
+    assert best is not None
+    assert sorted(r.name for r in evaluations) == sorted([f"{best.name}-test", "defaults-test"])
+    winner = study.evaluation(f"{best.name}-test")
+    assert winner is not None and winner.export and winner.subset == "test"
+    assert winner.full_params == best.full_params
+    # The first trial of a stage without fine-tuning ran pyannote's defaults: it is the
+    # development baseline, so no extra evaluation ran for it.
+    default = study.default_record()
+    assert default is not None and default.name == "clustering-000"
+    summary = study.summary()
+    assert (summary.trials, summary.failed, summary.running) == (4, 0, 0)
+    assert summary.best_der == best.der and summary.default_der == default.der
+    assert summary.test_der == winner.der
+    assert summary.pipeline == f"s3://a/trials/{best.name}-test/pipeline"
+    assert summary.default_test_der == der_of(study.defaults())
+    assert Launcher(study).step() == []  # nothing left to do, ever
+
+
+def test_the_defaults_get_their_own_development_run_when_no_trial_ran_them() -> None:
+    """With fine-tuning in the first stage, no search trial ran pyannote's defaults."""
+    study = Launcher(Study(spec(SEGMENTATION))).run()
+    assert study.phase is Phase.SUCCEEDED
+    default = study.default_record()
+    assert default is not None and default.name == f"{DEFAULTS}-development"
+    assert default.segmentation == "seg.ckpt"  # the spec's own model, not fine-tuned
+    best = study.best()
+    assert best is not None
+    winner = study.evaluation(f"{best.name}-test")
+    assert winner is not None and winner.segmentation == best.checkpoint
+
+
+def test_a_failed_test_evaluation_still_succeeds_and_says_why() -> None:
+    launcher = Launcher(Study(spec(CLUSTERING)), lambda t: None if t.subset == "test" else 0.3)
+    study = launcher.run()
+    assert study.phase is Phase.SUCCEEDED
+    assert study.message.startswith("test evaluation failed: exit code 75")
+    assert study.summary().test_der is None
+    assert study.failed_count == 0  # evaluations do not count against maxFailedTrialCount
+
+
+def test_too_many_failures_stop_the_running_trials_and_more_allowed_failures_resume() -> None:
+    study = Study(spec(CLUSTERING, parallelTrialCount=3))
+    launcher = Launcher(study, lambda t: None if t.number in (0, 1) else 0.3)
+    launcher.step()
+    launcher.finish("clustering-000")
+    assert study.phase is Phase.RUNNING
+    launcher.finish("clustering-001")
+    assert study.phase is Phase.FAILED
+    assert "2 trials failed, more than maxFailedTrialCount (1)" in study.message
+    assert study.plan() == []
+    launcher.step()
+    assert launcher.stopped == ["clustering-002"] and not study.running
+
+    rebuilt = Study(spec(CLUSTERING, parallelTrialCount=3, maxFailedTrialCount=2), study.records)
+    assert rebuilt.phase is Phase.PENDING
+    assert Launcher(rebuilt, lambda t: 0.3).run().phase is Phase.SUCCEEDED
+
+
+def test_a_suspended_tuning_launches_nothing_until_resumed() -> None:
+    study = Study(spec(CLUSTERING, suspend=True))
+    launcher = Launcher(study)
+    assert launcher.run().phase is Phase.SUSPENDED and launcher.launched == []
+    study.spec = spec(CLUSTERING)
+    assert launcher.run().phase is Phase.SUCCEEDED
+    assert len([t for t in launcher.launched if not t.is_evaluation]) == 4
+
+
+def test_suspending_lets_running_trials_finish() -> None:
+    study = Study(spec(CLUSTERING))
+    launcher = Launcher(study)
+    launcher.step()
+    study.spec = spec(CLUSTERING, suspend=True)
+    assert study.phase is Phase.SUSPENDED and len(study.running) == 2
+    launcher.run()
+    assert len(study.records) == 2 and study.phase is Phase.SUSPENDED
+
+
+def test_an_exhausted_space_ends_its_stage_early_and_the_next_goes_on() -> None:
+    small = {
+        "name": "method",
+        "searchSpace": {
+            "clustering.method": {"type": "categorical", "choices": ["average", "centroid"]},
+        },
+        "maxTrialCount": 2,
+    }
+    valid = spec(small, CLUSTERING)
+    # Validation refuses more trials than the space holds; a study never relies on it.
+    too_many = valid.stages[0].model_copy(update={"max_trial_count": 5})
+    study = Study(valid.model_copy(update={"stages": [too_many, valid.stages[1]]}))
+    study = Launcher(study).run()
+    assert study.exhausted == ["method"]
+    assert len(study.finished("method")) == 2
+    assert len(study.finished("clustering")) == 4
+    assert study.phase is Phase.SUCCEEDED
+
+
+def test_a_rebuilt_study_continues_where_it_stopped() -> None:
+    study = Study(spec())
+    launcher = Launcher(study)
+    launcher.step()
+    for name in list(study.running):
+        launcher.finish(name)
+    rebuilt = Study(spec(), records=study.records)
+    planned = rebuilt.plan()
+    assert [t.name for t in planned] == ["segmentation-002"]
+    assert planned[0].params not in [r.params for r in study.records]
+
+
+def test_a_rebuilt_study_adopts_running_trials_and_never_reruns_them() -> None:
+    study = Study(spec(CLUSTERING))
+    running = study.plan()
+    rebuilt = Study(spec(CLUSTERING), running=running)
+    assert [t.name for t in rebuilt.plan()] == []  # both slots are the adopted trials
+    launcher = Launcher(rebuilt)
+    launcher.finish(running[0].name)
+    planned = launcher.step()
+    assert [t.name for t in planned] == ["clustering-002"]
+    assert planned[0].params not in [t.params for t in running]
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_each_stage_keeps_to_its_budget(slots: int) -> None:
+    launcher = Launcher(Study(spec(parallelTrialCount=slots)))
+    while launcher.study.searching:
+        planned = launcher.step()
+        assert 0 < len(planned) <= slots
+        for trial in planned:
+            launcher.finish(trial.name)
+    assert len(launcher.launched) == 3 + 4
+    assert launcher.run().phase is Phase.SUCCEEDED
+
+
+def test_asking_ahead_stays_within_the_stage() -> None:
+    study = Study(spec())
+    launcher = Launcher(study)
+    first = launcher.step()
+    study.prepare(100)  # one trial of the stage's 3 is left to start
+    for trial in first:
+        launcher.finish(trial.name)
+    third = launcher.step()
+    assert [t.name for t in third] == ["segmentation-002"]
+    assert third[0].params not in [t.params for t in first]
+    assert study.plan() == []
