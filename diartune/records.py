@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +37,11 @@ class Document(BaseModel):
 
 class TrialRequest(Document):
     """One trial: fine-tune (optionally), run the pipeline on a subset, score it."""
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the request: the same request gives the same result."""
+        return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()
 
     name: str
     stage: str
@@ -71,6 +77,9 @@ class TrialResult(Document):
     checkpoint: str | None = Field(None, description="The fine-tuned checkpoint, if any.")
     artifacts: str
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per phase.")
+    request_digest: str | None = Field(
+        None, description="SHA-256 of the request that produced it (reruns reuse it)."
+    )
 
     def summary(self) -> dict[str, object]:
         """The small form: fits a Kubernetes termination message (4 KiB)."""

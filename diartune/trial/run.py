@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from pyannote.audio import Model
 from pyannote.core import Annotation
+from pydantic import ValidationError
 
 from diartune.params import pipeline_defaults
 from diartune.records import (
@@ -47,6 +48,8 @@ from diartune.trial.pipeline import (
     nested,
     pipeline_params,
 )
+
+RESULT_FILE = "result.json"
 
 
 def cache_root() -> Path:
@@ -165,14 +168,27 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         checkpoint=checkpoint_uri,
         artifacts=request.output,
         timings=dict(timings),
+        request_digest=request.digest,
     )
-    (artifacts / "result.json").write_text(result.model_dump_json(by_alias=True, indent=2))
-    if is_s3(request.output):
-        storage.upload_tree(artifacts, request.output)
-    else:
-        Path(request.output).mkdir(parents=True, exist_ok=True)
-        storage.upload_tree(artifacts, str(Path(request.output).resolve()))
+    (artifacts / RESULT_FILE).write_text(result.model_dump_json(by_alias=True, indent=2))
+    output = request.output if is_s3(request.output) else str(Path(request.output).resolve())
+    storage.upload_tree(artifacts, output, last=RESULT_FILE)
     return result
+
+
+def earlier_result(request: TrialRequest, storage: Storage) -> TrialResult | None:
+    """The result this very request already wrote, if any: a trial whose pod or process
+    ran again (its Job recreated, its pod lost after finishing) reports it again instead
+    of running twice. ``result.json`` is written last, so its checkpoint is there too."""
+    try:
+        text = storage.read_text(join(request.output, RESULT_FILE))
+    except MissingObject:
+        return None
+    try:
+        result = TrialResult.model_validate_json(text)
+    except ValidationError:
+        return None  # unreadable: run the trial and overwrite it
+    return result if result.request_digest == request.digest else None
 
 
 def _report(line: str, summary: dict[str, Any], termination_log: Path | None) -> None:
@@ -187,8 +203,12 @@ def _report(line: str, summary: dict[str, Any], termination_log: Path | None) ->
 def main(request: TrialRequest, termination_log: Path | None) -> int:
     """Run a trial as a command: print its result line and return its exit code."""
     try:
-        with tempfile.TemporaryDirectory(prefix="diartune-trial-") as workdir:
-            result = run_trial(request, Path(workdir))
+        result = earlier_result(request, Storage(request.data.s3))
+        if result is not None:
+            print(f"{request.name}: reporting the result it already wrote", flush=True)
+        else:
+            with tempfile.TemporaryDirectory(prefix="diartune-trial-") as workdir:
+                result = run_trial(request, Path(workdir))
     except (BadInput, MissingObject) as error:
         _report(ERROR_PREFIX, {"error": str(error), "badInput": True}, termination_log)
         return EXIT_BAD_INPUT
