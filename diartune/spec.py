@@ -247,7 +247,13 @@ class TrialTemplate(_Model):
         6 * 3600, ge=1, description="A trial running longer than this fails."
     )
     backoff_limit: int = Field(
-        2, ge=0, description="Retries of a trial pod lost to node disruption."
+        3,
+        ge=0,
+        le=20,
+        description="Retries of a trial pod that crashed or lost its storage (exit 75), "
+        "with Kubernetes' exponential backoff; the trial fails after the last one. Bad input "
+        "(exit 65) and out-of-memory kills are not retried; pods lost to node disruption "
+        "are retried without counting.",
     )
 
 

@@ -68,8 +68,23 @@ def render(helm: Path, *args: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+LEASES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [obj for obj in objects if obj["kind"] == kind]
+    """The objects of a kind, but the Role and RoleBinding of the Lease (``leader``)."""
+    return [
+        obj
+        for obj in objects
+        if obj["kind"] == kind and not obj["metadata"]["name"].endswith("-leader")
+    ]
+
+
+def leader(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [found] = [
+        o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith("-leader")
+    ]
+    return found
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,6 +132,8 @@ def test_cluster_mode(helm: Path) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
     [role] = of_kind(objects, "ClusterRole")
@@ -218,11 +235,23 @@ def test_security_contexts(helm: Path) -> None:
     assert "emptyDir" in volume
 
 
-def test_deployment_runs_one_standalone_operator(helm: Path) -> None:
-    objects = render(helm, "--set", "image.operator.tag=1.2.3")
+def test_replicas_take_turns_through_a_lease_in_their_own_namespace(helm: Path) -> None:
+    objects = render(helm, *NAMESPACE_MODE, "--set", "replicaCount=2")
     spec = deployment(objects)["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    role, binding = leader(objects, "Role"), leader(objects, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ops"
+    assert permissions(role) == LEASES
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    env = {var["name"]: var.get("valueFrom") for var in container(objects)["env"]}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_deployment_runs_the_operator(helm: Path) -> None:
+    objects = render(helm, "--set", "image.operator.tag=1.2.3")
+    assert deployment(objects)["spec"]["replicas"] == 1
     operator = container(objects)
     assert operator["image"] == "ghcr.io/diartune/operator:1.2.3"
     assert operator["command"] == ["diartune", "operator"]

@@ -107,7 +107,7 @@ def sample() -> dict[str, Any]:
                             "choices": ["average", "centroid"],
                         },
                     },
-                    "maxTrialCount": 20,
+                    "maxTrialCount": 4,
                 },
             ],
             "optimizer": {"seed": 3, "initialDesignSize": 4},

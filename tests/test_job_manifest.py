@@ -96,16 +96,20 @@ def test_the_command_is_exactly_the_trial_command() -> None:
 def test_pod_failure_policy_fails_fast_on_bad_input_and_retries_disruption() -> None:
     spec = Spec.model_validate(spec_document(trialTemplate={"backoffLimit": 4}))
     job = manifest(spec)["spec"]
-    fail, ignore = job["podFailurePolicy"]["rules"]
+    fail, ignore, killed = job["podFailurePolicy"]["rules"]
     assert fail == {
         "action": "FailJob",
         "onExitCodes": {"containerName": "trial", "operator": "In", "values": [65]},
     }
     assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert killed == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trial", "operator": "In", "values": [137]},
+    }
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     assert job["backoffLimit"] == 4
     assert job["activeDeadlineSeconds"] == 6 * 3600
-    assert job["ttlSecondsAfterFinished"] == 3600
+    assert "ttlSecondsAfterFinished" not in job  # kept until the tuning is deleted
     assert container(manifest(spec))["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
@@ -217,8 +221,10 @@ def _job(kind: str, reason: str = "") -> dict[str, Any]:
     return {"metadata": {"name": "j", "uid": "u"}, "status": status}
 
 
-def _pod(code: int, message: str, created: str = "2025-01-01T00:00:00Z") -> dict[str, Any]:
-    terminated = {"exitCode": code, "message": message}
+def _pod(
+    code: int, message: str, created: str = "2025-01-01T00:00:00Z", reason: str = "Error"
+) -> dict[str, Any]:
+    terminated = {"exitCode": code, "message": message, "reason": reason}
     return {
         "metadata": {"creationTimestamp": created},
         "status": {"containerStatuses": [{"name": "trial", "state": {"terminated": terminated}}]},
@@ -247,6 +253,10 @@ def test_results_are_read_from_termination_messages() -> None:
 
     deadline = job_outcome(_job("Failed", "DeadlineExceeded"), [])
     assert deadline.error == "DeadlineExceeded: why"
+
+    oom = job_outcome(_job("Failed", "PodFailurePolicy"), [_pod(137, "", reason="OOMKilled")])
+    assert oom.error is not None and oom.error.startswith("out of memory (OOMKilled)")
+    assert "resources.limits.memory" in oom.error and not oom.bad_input
 
 
 def test_trial_status_round_trips_to_a_record() -> None:

@@ -59,11 +59,27 @@ def test_trial_scores_the_development_subset_and_reuses_its_cache(
     rttm = (tmp_path / "artifacts/hypothesis.rttm").read_text()
     assert {line.split()[1] for line in rttm.splitlines()} == {"dev00", "dev01"}
 
-    code, output = run_trial(request(ami, models, tmp_path, cache=cache), tmp_path)
+    code, output = run_trial(request(ami, models, tmp_path / "2", cache=cache), tmp_path)
     again = result_line(output)
     assert code == 0 and again["timings"]["cache_hits"] == 2
     assert again["der"] == pytest.approx(line["der"])
     assert again["timings"]["pipeline"] < line["timings"]["pipeline"]
+
+    # The very same request again (its pod ran twice): the result it wrote, not a rerun.
+    code, output = run_trial(request(ami, models, tmp_path, cache=cache), tmp_path)
+    assert code == 0 and "reporting the result it already wrote" in output
+    assert result_line(output) == line
+
+    # A damaged cache entry is recomputed and rewritten, never trusted.
+    entries = sorted(Path(cache).rglob("*.npz"))
+    assert len(entries) == 2
+    entries[0].write_bytes(entries[0].read_bytes()[:100])
+    code, output = run_trial(request(ami, models, tmp_path / "3", cache=cache), tmp_path)
+    assert code == 0, output[-3000:]
+    assert result_line(output)["timings"]["cache_hits"] == 1
+    assert result_line(output)["der"] == pytest.approx(line["der"])
+    code, output = run_trial(request(ami, models, tmp_path / "4", cache=cache), tmp_path)
+    assert result_line(output)["timings"]["cache_hits"] == 2
 
 
 def test_fine_tuning_trial_writes_a_loadable_checkpoint(

@@ -49,7 +49,7 @@ from diartune.operator.manifests import (
 )
 from diartune.operator.settings import JobDefaults
 from diartune.operator.status import Conditions, tuning_status
-from diartune.records import Trial, TrialOutcome, TrialRecord
+from diartune.records import Trial, TrialRecord
 from diartune.report import percent
 from diartune.spec import SpecError
 from diartune.spec_changes import MUTABLE_KEYS, parse_spec, resolve
@@ -82,8 +82,16 @@ class Lifecycle(enum.Enum):
 class TuningController:
     """The in-memory state of one tuning and its reconcile loop."""
 
-    def __init__(self, kube: Kube, defaults: JobDefaults, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        defaults: JobDefaults,
+        namespace: str,
+        name: str,
+        leading: asyncio.Event | None = None,
+    ) -> None:
         self.kube = kube
+        self.leading = leading
         self.defaults = defaults
         self.namespace = namespace
         self.name = name
@@ -98,6 +106,7 @@ class TuningController:
         self.root = ""
         self.study: Study | None = None
         self.trial_states: dict[str, str] = {}
+        self.jobless: set[str] = set()
         self.published: dict[str, Any] | None = None
         self.phase: Phase | None = None
         self.preparing: Future[None] | None = None
@@ -120,6 +129,8 @@ class TuningController:
 
     async def run(self) -> None:
         """Reconcile whenever woken (and every ``resync_seconds``), until the tuning is gone."""
+        if self.leading is not None:
+            await self.leading.wait()  # a standby replica follows events but does not act
         backoff = 1.0
         resync = False
         while self.lifecycle is not Lifecycle.GONE:
@@ -157,6 +168,7 @@ class TuningController:
         self.study = None
         self.changed_jobs.clear()
         self.trial_states.clear()
+        self.jobless.clear()
 
     async def reconcile(self, resync: bool = False) -> None:
         """One pass: load if needed, take the spec and finished Jobs, act, publish."""
@@ -166,12 +178,21 @@ class TuningController:
             return
         self._apply_spec()
         if resync:
-            for job in await self.kube.list_jobs(self.namespace, self.name):
-                self.take_job(None, job)
+            await self._resync()
         await self._take_jobs()
         if self.lifecycle is Lifecycle.ACTIVE:
+            await self._ensure_jobs()
             await self._act()
             await self._publish()
+
+    async def _resync(self) -> None:
+        """Look at every Job of the running trials, as if each had sent an event."""
+        assert self.study is not None
+        jobs = await self.kube.list_jobs(self.namespace, self.name)
+        for job in jobs:
+            self.take_job(None, job)
+        with_job = {job["metadata"].get("labels", {}).get(LABEL_TRIAL) for job in jobs}
+        self.jobless |= set(self.study.running) - with_job
 
     # -- loading ----------------------------------------------------------------------
 
@@ -187,20 +208,23 @@ class TuningController:
         self.conditions = Conditions.load(status, meta.get("generation", 0))
         self.published = status
         self.phase = Phase(status["phase"]) if status.get("phase") in set(Phase) else None
-        saved = (meta.get("annotations") or {}).get(ACCEPTED_SPEC)
+        saved = _readable_spec((meta.get("annotations") or {}).get(ACCEPTED_SPEC))
         if saved is None:
             try:
                 parse_spec(body["spec"])
             except SpecError as error:
                 await self._refuse(str(error))
                 return
+            if ACCEPTED_SPEC in (meta.get("annotations") or {}):
+                message = f"the {ACCEPTED_SPEC} annotation was unreadable: the current spec is now"
+                kopf.warn(self._reference(), reason="AcceptedSpecRestored", message=message)
             self.accepted = _accepted_part(body["spec"])
             annotations = {ACCEPTED_SPEC: json.dumps(self.accepted, sort_keys=True)}
             await self.kube.patch_tuning(
                 self.namespace, self.name, {"metadata": {"annotations": annotations}}
             )
         else:
-            self.accepted = json.loads(saved)
+            self.accepted = saved
         spec, _ = resolve(self.accepted, body["spec"])
         root = artifacts_root(spec, self.defaults, self.namespace, self.name)
         if root is None:
@@ -218,7 +242,6 @@ class TuningController:
             job["metadata"]["name"]: job
             for job in await self.kube.list_jobs(self.namespace, self.name)
         }
-        missing: list[tuple[Trial, Manifest]] = []
         for resource in await self.kube.list_trials(self.namespace, self.name):
             if not _owned_by(resource, uid):  # left from an earlier tuning of this name
                 continue
@@ -232,12 +255,10 @@ class TuningController:
             self.trial_states[trial.name] = status.state or "Pending"
             job = jobs.get(resource["metadata"]["name"])
             if job is None:  # lost between the trial's creation and its Job's
-                missing.append((trial, resource))
+                self.jobless.add(trial.name)
             else:
                 self.take_job(None, job)
         self.study = Study(spec, records, running)
-        for trial, resource in missing:
-            await self._create_job(trial, resource)
 
     async def _refuse(self, message: str) -> None:
         """Fail a tuning whose spec cannot run at all."""
@@ -288,13 +309,20 @@ class TuningController:
 
     async def _take_job(self, trial: Trial, event_type: str | None, job: Manifest) -> None:
         name = resource_name(self.name, trial.name)
-        if finished_condition(job) is not None:
+        condition = finished_condition(job)
+        if event_type == "DELETED":
+            if not await self._tuning_deleted():
+                self.jobless.add(trial.name)  # created again: the trial reports what it wrote
+        elif condition is not None:
             pods = await self.kube.job_pods(self.namespace, job["metadata"]["uid"])
-            await self._finish(trial, trial.record(job_outcome(job, pods)))
-        elif event_type == "DELETED":
-            if await self._tuning_deleted():
+            outcome = job_outcome(job, pods)
+            if outcome.result is None and condition["type"] == "Complete" and not pods:
+                # It succeeded but its pod, and the result in its termination message,
+                # are gone: run it again, and it reports the result.json it wrote.
+                await self.kube.delete_job(self.namespace, name)
+                self.jobless.add(trial.name)
                 return
-            await self._finish(trial, trial.record(TrialOutcome(error="its Job was deleted")))
+            await self._finish(trial, trial.record(outcome))
         elif (job.get("status") or {}).get("ready") and self.trial_states.get(trial.name) in (
             None,
             "Pending",
@@ -344,15 +372,42 @@ class TuningController:
             await self.kube.delete_trial(self.namespace, resource["metadata"]["name"])
             raise StaleTrial(f"{resource['metadata']['name']} belongs to an earlier tuning")
         self.trial_states[trial.name] = "Pending"
-        await self._create_job(trial, resource)
         name = resource["metadata"]["name"]
         await self.kube.patch_trial_status(self.namespace, name, {"state": "Pending", "job": name})
+        await self._create_job(trial, resource)
+
+    async def _ensure_jobs(self) -> None:
+        """Create the Job of every running trial that has none (never created, deleted,
+        or lost with its result): a trial whose Job runs again reports the result it
+        already wrote instead of running twice."""
+        assert self.study is not None
+        pending, self.jobless = self.jobless, set()
+        for name in sorted(pending):
+            trial = self.study.running.get(name)
+            if trial is None:
+                continue
+            resource = await self.kube.get_trial(self.namespace, resource_name(self.name, name))
+            if resource is None:  # deleted by hand: its slot goes to a new trial
+                self.study.forget(name)
+            else:
+                await self._create_job(trial, resource)
 
     async def _create_job(self, trial: Trial, resource: Manifest) -> None:
+        """Create the trial's Job (an existing one is adopted); a template the API server
+        refuses becomes the TrialTemplateInvalid condition and is retried on change."""
         assert self.study is not None
         spec = self.study.spec
         request = trial_request(spec, trial, self.root)
-        await self.kube.create_job(job_manifest(resource, self.name, spec, request, self.defaults))
+        manifest = job_manifest(resource, self.name, spec, request, self.defaults)
+        try:
+            await self.kube.create_job(manifest)
+        except ApiException as error:
+            if error.status != 422:
+                raise
+            self.conditions.mark_template(_api_message(error))
+            self.jobless.add(trial.name)
+            return
+        self.conditions.mark_template(None)
 
     async def _finish(self, trial: Trial, record: TrialRecord) -> None:
         study = self.study
@@ -385,6 +440,7 @@ class TuningController:
         summary = study.summary()
         self.conditions.mark_running(summary)
         self.conditions.mark_finished(summary)
+        self.conditions.mark_exhausted(study.exhausted)
         best = study.best()
         best_name = resource_name(self.name, best.name) if best else None
         status = tuning_status(summary, best, best_name, self.conditions)
@@ -418,9 +474,27 @@ def _accepted_part(spec: Manifest) -> Manifest:
     return {key: value for key, value in spec.items() if key not in MUTABLE_KEYS}
 
 
+def _readable_spec(annotation: str | None) -> Manifest | None:
+    """The accepted spec in the annotation, or None if absent or unreadable (hand-edited)."""
+    try:
+        document = json.loads(annotation or "")
+        parse_spec({**document, "trialTemplate": {}})
+    except (ValueError, TypeError, SpecError):
+        return None
+    return dict(document)
+
+
 def _owned_by(resource: Manifest, uid: str) -> bool:
     references = resource["metadata"].get("ownerReferences") or []
     return any(reference.get("uid") == uid for reference in references)
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's own message in an error response."""
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)
 
 
 def _brief(error: Exception) -> str:
@@ -442,12 +516,13 @@ class Registry:
         self.defaults = defaults
         self.controllers: dict[tuple[str, str], TuningController] = {}
         self.workers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.leading = asyncio.Event()
 
     def controller(self, namespace: str, name: str) -> TuningController:
         """The tuning's controller, started if new."""
         key = (namespace, name)
         if key not in self.controllers:
-            controller = TuningController(self.kube, self.defaults, namespace, name)
+            controller = TuningController(self.kube, self.defaults, namespace, name, self.leading)
             self.controllers[key] = controller
             self.workers[key] = asyncio.create_task(controller.run(), name=f"{namespace}/{name}")
         return self.controllers[key]

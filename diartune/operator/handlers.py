@@ -10,6 +10,8 @@ owner references, so the garbage collector removes them even while the operator 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,20 +20,32 @@ import kopf
 from diartune.api import GROUP, LABEL_TUNING, TUNING_PLURAL, VERSION
 from diartune.operator.controller import Registry
 from diartune.operator.kube import Kube, connect
+from diartune.operator.leader import Leader, exit_lost_leadership
 from diartune.operator.settings import configure, job_defaults
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Configure kopf and connect to the cluster."""
+    """Configure kopf, connect to the cluster, and stand by until this replica leads."""
     configure(settings)
-    memo.registry = Registry(Kube(connect()), job_defaults())
+    api = connect()
+    memo.registry = Registry(Kube(api), job_defaults())
+    memo.leader = Leader(api, memo.lease)
+    loop = asyncio.get_running_loop()
+
+    def lead() -> None:
+        memo.leader.acquire()
+        memo.leader.keep(lost=exit_lost_leadership)
+        loop.call_soon_threadsafe(memo.registry.leading.set)
+
+    threading.Thread(target=lead, name="diartune-election", daemon=True).start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
-    """Stop the controllers' workers and close the API client."""
+    """Stop the controllers' workers, hand the Lease back and close the API client."""
     await memo.registry.stop()
+    await asyncio.to_thread(memo.leader.release)
     memo.registry.kube.api.close()
 
 

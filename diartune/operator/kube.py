@@ -14,6 +14,9 @@ from kubernetes import client, config
 from diartune.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSION
 from diartune.operator.manifests import Manifest
 
+#: Seconds to connect, and to wait for an answer, on every call.
+REQUEST_TIMEOUT = (10, 30)
+
 
 def connect() -> client.ApiClient:
     """An API client: in-cluster credentials in a pod, else the kubeconfig (KUBECONFIG)."""
@@ -34,6 +37,9 @@ class Kube:
         self.core = client.CoreV1Api(api)
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        # A request that hangs (a stalled connection) fails after a while and is retried,
+        # instead of holding its tuning's worker forever.
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         result = await asyncio.to_thread(method, *args, **kwargs)
         return self.api.sanitize_for_serialization(result)
 
@@ -99,6 +105,23 @@ class Kube:
                 self.custom.get_namespaced_custom_object, *arguments, meta["name"]
             )
         return dict(created)
+
+    async def get_trial(self, namespace: str, name: str) -> Manifest | None:
+        """A DiarizationTrial, or None if it is gone."""
+        try:
+            found = await self._call(
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                TRIAL_PLURAL,
+                name,
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(found)
 
     async def delete_trial(self, namespace: str, name: str) -> None:
         """Delete a DiarizationTrial (its Job goes with it, by garbage collection)."""

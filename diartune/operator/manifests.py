@@ -43,6 +43,7 @@ from diartune.spec import S3, Spec
 from diartune.storage import join
 
 CONTAINER = "trial"
+EXIT_KILLED = 137  # SIGKILL: out of memory, when no disruption condition explains it
 TERMINATION_LOG = "/dev/termination-log"
 MAX_NAME = 63  # a Job's name is also the value of its pods' job-name label
 
@@ -231,7 +232,6 @@ def job_manifest(
         "spec": {
             "backoffLimit": spec.trial_template.backoff_limit,
             "activeDeadlineSeconds": spec.trial_template.active_deadline_seconds,
-            "ttlSecondsAfterFinished": defaults.ttl_seconds,
             "podFailurePolicy": {
                 "rules": [
                     # Bad input: no retry can help.
@@ -245,6 +245,16 @@ def job_manifest(
                     },
                     # A pod lost to node disruption (preemption, drain) is retried for free.
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    # Killed for memory: the same configuration would be killed again.
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_KILLED],
+                        },
+                    },
+                    # Anything else (75: storage, a crash) is retried with backoff.
                 ]
             },
             "template": {
@@ -321,7 +331,12 @@ def job_outcome(job: Manifest, pods: list[Manifest]) -> TrialOutcome:
     if condition.get("type") == "Complete" and result is not None:
         return TrialOutcome(result=result, seconds=seconds)
     bad_input = code == EXIT_BAD_INPUT or bool(document.get("badInput"))
-    if "error" in document:
+    if code == EXIT_KILLED and state.get("reason") == "OOMKilled":
+        error = (
+            "out of memory (OOMKilled): raise spec.trialTemplate.resources.limits.memory "
+            "or lower training.batch_size"
+        )
+    elif "error" in document:
         error = str(document["error"])
     elif code is not None and code != 0:
         error = f"exit code {code}: {message[-MAX_MESSAGE // 2 :]}".rstrip(": ")

@@ -18,8 +18,6 @@ import kopf
 
 from diartune.api import LABEL_TUNING
 
-DEFAULT_JOB_TTL_SECONDS = 3600
-
 
 @dataclass(frozen=True)
 class JobDefaults:
@@ -37,8 +35,9 @@ class JobDefaults:
         The S3 endpoint when ``spec.data.s3.endpoint`` is not set.
     artifacts
         Where trials write artifacts when ``spec.artifacts`` is not set.
-    ttl_seconds
-        How long a finished Job is kept (``ttlSecondsAfterFinished``).
+
+    Finished Jobs are kept, with their pods' logs, until their tuning is deleted: the
+    operator never loses a result to a Job's time to live while it is down.
     """
 
     image: str | None = None
@@ -48,7 +47,6 @@ class JobDefaults:
     tolerations: list[dict[str, Any]] | None = None
     s3_endpoint: str | None = None
     artifacts: str | None = None
-    ttl_seconds: int = DEFAULT_JOB_TTL_SECONDS
 
 
 def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
@@ -72,7 +70,6 @@ def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
         tolerations=list(document("DIARTUNE_TRIAL_TOLERATIONS", [])),
         s3_endpoint=text("DIARTUNE_S3_ENDPOINT"),
         artifacts=text("DIARTUNE_ARTIFACTS"),
-        ttl_seconds=int(text("DIARTUNE_JOB_TTL_SECONDS") or DEFAULT_JOB_TTL_SECONDS),
     )
 
 

@@ -30,9 +30,20 @@ class Reason:
     INVALID_SPEC = "InvalidSpec"
     IMMUTABLE_FIELD = "ImmutableField"
     ACCEPTED = "SpecAccepted"
+    REFUSED_BY_API_SERVER = "RefusedByAPIServer"
+    TEMPLATE_ACCEPTED = "JobsCreated"
+    EXHAUSTED = "AllConfigurationsTried"
 
 
-CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "SpecRejected")
+CONDITION_TYPES = (
+    "Created",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "SpecRejected",
+    "TrialTemplateInvalid",
+    "SearchSpaceExhausted",
+)
 
 
 def now() -> str:
@@ -105,6 +116,20 @@ class Conditions:
             self._set("SpecRejected", True, Reason.IMMUTABLE_FIELD, refused)
         elif "SpecRejected" in self.items:
             self._set("SpecRejected", False, Reason.ACCEPTED, "the spec is applied")
+
+    def mark_template(self, refused: str | None) -> None:
+        """The API server refused a trial's Job (the trialTemplate is wrong), or took one."""
+        if refused:
+            message = f"the API server refused a trial's Job: {refused}; fix spec.trialTemplate"
+            self._set("TrialTemplateInvalid", True, Reason.REFUSED_BY_API_SERVER, message)
+        elif "TrialTemplateInvalid" in self.items:
+            self._set("TrialTemplateInvalid", False, Reason.TEMPLATE_ACCEPTED, "Jobs are created")
+
+    def mark_exhausted(self, stages: list[str]) -> None:
+        """Stages that ended early because every configuration of their space was tried."""
+        if stages:
+            message = f"every configuration was tried in stage(s) {', '.join(stages)}"
+            self._set("SearchSpaceExhausted", True, Reason.EXHAUSTED, message)
 
     def as_list(self) -> list[dict[str, Any]]:
         """The conditions in a stable order."""

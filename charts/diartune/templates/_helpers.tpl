@@ -69,7 +69,7 @@ The RBAC rules the operator needs in each namespace it watches. It reads no Secr
 trial pods get credentials through secretKeyRef.
 */}}
 {{- define "diartune.namespacedRules" -}}
-# The tunings: watched and patched by kopf (finalizers, annotations); status written.
+# The tunings: watched; the accepted-spec annotation patched; status written.
 - apiGroups: ["diartune.io"]
   resources: ["diarizationtunings"]
   verbs: ["get", "list", "watch", "patch", "update"]
