@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import PROTOCOL, ROOT, _source_digest, copy_ami
-from pyannote.audio import Model
+from pyannote.audio import Audio, Model
 from pyannote.audio.core.plda import PLDA
 
 from diartune.params import pipeline_defaults
@@ -205,14 +205,13 @@ def test_windows_are_equal_cuts_of_at_most_the_window() -> None:
 
 def test_batched_embeddings_are_those_of_each_piece_alone(models: tuple[Path, Path]) -> None:
     model = Model.from_pretrained(models[1], strict=False)
-    generator = torch.Generator().manual_seed(0)
-    pieces = [
-        SpeakerAudio(str(seconds), 0.1 * torch.randn(1, seconds * 16000, generator=generator))
-        for seconds in (1, 3, 2)
-    ]
+    longest = max(SPEECH_POOL.glob("audio/*.wav"), key=lambda path: path.stat().st_size)
+    speech, _ = Audio(sample_rate=16000, mono="downmix")(longest)
+    # Unmasked, the zeros padding the 1.7 s piece to 4 s would make a second 1.6 s partial.
+    pieces = [SpeakerAudio("a", speech[:, : int(seconds * 16000)]) for seconds in (1.7, 4.0, 2.5)]
     together = embed(model, pieces, batch_size=3).embeddings
     alone = np.concatenate([embed(model, [piece]).embeddings for piece in pieces])
-    assert np.allclose(together, alone, atol=1e-5)
+    assert np.einsum("ij,ij->i", together, alone) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_the_shared_ami_debug_is_refused_naming_its_mismatched_rttm(ami_raw: Path) -> None:
