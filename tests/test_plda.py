@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROTOCOL, ROOT, _source_digest, copy_ami
+from conftest import PROTOCOL, ROOT, _source_digest, copy_ami, result_line, run_trial
 from pyannote.audio import Audio, Model
 from pyannote.audio.core.plda import PLDA
 
 from diartune.params import pipeline_defaults
+from diartune.records import EXIT_BAD_INPUT
 from diartune.spec import Data, Objective
 from diartune.storage import Storage
 from diartune.trial.data import BadInput, load_protocol, subset_files
@@ -190,6 +191,34 @@ def test_a_plda_for_another_embedding_dimension_is_refused_before_loading(
     with pytest.raises(BadInput, match="no such PLDA folder"):
         load_plda(str(tmp_path / "nowhere"), storage, tmp_path, dimension=16)
     assert load_plda(str(small_plda), storage, tmp_path, dimension=16).phi.shape == (6,)
+
+
+@pytest.mark.integration
+def test_a_trial_with_a_plda_of_another_dimension_is_bad_input(
+    small_plda: Path, ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    params = {"clustering.threshold": 0.6, "clustering.Fa": 0.07, "clustering.Fb": 0.8}
+    job = {
+        "name": "vbx",
+        "stage": "clustering",
+        "data": {"database": str(ami), "protocol": PROTOCOL},
+        "pipeline": {
+            "segmentation": str(models[0]),
+            "embedding": str(models[1]),
+            "clustering": "VBxClustering",
+            "plda": str(small_plda),
+        },
+        "params": params,
+        "tuned": sorted(params),
+        "output": str(tmp_path / "artifacts"),
+    }
+    code, output = run_trial(job, tmp_path)
+    assert code == EXIT_BAD_INPUT, output[-3000:]
+    error = result_line(output, "DIARTUNE_ERROR ")["error"]
+    assert error == (
+        f"{small_plda / TRANSFORM_FILE}: this PLDA takes 16-dimensional embeddings, "
+        "the embedding model gives 256"
+    )
 
 
 def test_windows_are_equal_cuts_of_at_most_the_window() -> None:
