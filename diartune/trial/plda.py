@@ -67,7 +67,7 @@ class XvectorTransform:
         """
         mean1 = embeddings.mean(axis=0)
         normalized = np.sqrt(embeddings.shape[1]) * _length_norm(embeddings - mean1)
-        pca = PCA(dimension, whiten=True).fit(normalized)
+        pca = PCA(dimension, whiten=True, svd_solver="full").fit(normalized)  # not randomized
         projection = pca.components_.T / np.sqrt(pca.explained_variance_)
         mean2 = (normalized @ projection).mean(axis=0)
         return cls(mean1, mean2, projection)
