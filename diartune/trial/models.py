@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from pyannote.audio import Model
 from pyannote.audio import __version__ as pyannote_version
+from pyannote.audio.core.plda import PLDA
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 from torch import nn
 from torchaudio.transforms import MelSpectrogram
 
 from diartune.storage import Storage, is_s3
+from diartune.trial.plda import load_plda_folder
 
 _SAMPLE_RATE = 16000
 _PARTIAL_FRAMES = 160  # 1.6 s of 10 ms mel frames, as Resemblyzer embeds
@@ -155,13 +157,20 @@ def load_model(uri: str, storage: Storage, cache_dir: Path, token: str | None = 
     return model
 
 
-def load_plda(uri: str, storage: Storage, cache_dir: Path, token: str | None = None) -> Any:
-    """Load a PLDA (for VBx): a local folder, an s3:// prefix, or a hub repo's ``plda/``."""
-    from pyannote.audio.core.plda import PLDA
+def load_plda(
+    uri: str, storage: Storage, cache_dir: Path, dimension: int, token: str | None = None
+) -> PLDA:
+    """Load a PLDA (for VBx): a local folder, an s3:// prefix, or a hub repo's ``plda/``.
 
+    Local and S3 folders are checked first against the embedding's ``dimension``:
+    BadInput names the missing or mismatched file.
+    """
     if is_s3(uri):
         local = cache_dir / "plda" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-        return PLDA.from_pretrained(str(storage.download_prefix(uri, local)))
-    if Path(uri).exists():
-        return PLDA.from_pretrained(uri)
-    return PLDA.from_pretrained(uri, subfolder="plda", token=token)
+        return load_plda_folder(storage.download_prefix(uri, local), dimension)
+    if Path(uri).exists() or uri.startswith((".", "/")):
+        return load_plda_folder(Path(uri), dimension)
+    plda = PLDA.from_pretrained(uri, subfolder="plda", token=token)
+    if plda is None:
+        raise FileNotFoundError(f"{uri}: could not load this PLDA from the hub")
+    return plda

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pyannote.audio import Model
@@ -115,7 +115,9 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     plda = None
     if request.pipeline.plda:
         with timings.phase("models"):
-            plda = load_plda(request.pipeline.plda, storage, scratch, token)
+            plda = load_plda(
+                request.pipeline.plda, storage, scratch, cast(int, embedding.dimension), token
+            )
     pipeline = build_pipeline(
         segmentation,
         embedding,
