@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,8 +41,10 @@ class TrialRequest(Document):
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the request: the same request gives the same result."""
-        return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()
+        """SHA-256 of the request, whatever the order of its keys (the API server sorts
+        them): the same request gives the same result."""
+        document = self.model_dump(mode="json", by_alias=True)
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
     name: str
     stage: str

@@ -103,7 +103,7 @@ class FaultProxy:
         if self._loop is None or self._runner is None:
             return
         runner = self._runner
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop).result(30)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop).result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(30)
@@ -116,7 +116,9 @@ class FaultProxy:
             connector=connector, timeout=ClientTimeout(total=None), auto_decompress=False
         )
         app.on_cleanup.append(lambda _: self._session.close())
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
@@ -172,6 +174,7 @@ class FaultProxy:
             headers=headers,
             data=body if body else None,
             allow_redirects=False,
+            skip_auto_headers={"Content-Type"},  # forward exactly what the client sent
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
@@ -187,9 +190,12 @@ class FaultProxy:
                 assert request.transport is not None
                 request.transport.close()
                 return response
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:  # the client went away (a killed operator)
+                pass
             return response
 
     @staticmethod

@@ -174,6 +174,7 @@ class Run:
             "runs": sum(runs.values()),
             "lost": max(0, search_trials - len(search)),
             "duplicated": sum(count - 1 for count in runs.values() if count > 1),
+            "run_twice": sorted(trial for trial, count in runs.items() if count > 1),
             "failed": status.get("trialsFailed"),
             "restarts": self.restarts,
             "operator_peak_rss_mib": round(self.peak_rss_mib),

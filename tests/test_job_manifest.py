@@ -295,3 +295,14 @@ def test_status_stays_small_with_a_thousand_trials() -> None:
     assert size < 64 * 1024, size
     assert status["trialsDone"] == 1000 and status["trialsFailed"] == 143
     assert status["bestDer"] == pytest.approx(0.2001)
+
+
+def test_a_request_digest_survives_the_api_servers_key_order() -> None:
+    """A Job created again from the stored DiarizationTrial (keys sorted by the API server)
+    must find the result its first run wrote."""
+    spec = Spec.model_validate(spec_document())
+    stored = json.loads(json.dumps(trial_manifest(TUNING, TRIAL), sort_keys=True))
+    again = trial_of(stored)
+    assert list(again.full_params) != list(TRIAL.full_params)  # another order...
+    first = trial_request(spec, TRIAL, "s3://artifacts/ns/demo")
+    assert trial_request(spec, again, "s3://artifacts/ns/demo").digest == first.digest

@@ -92,13 +92,13 @@ class SyntheticWorkload:
         """Annotate a trial pod not seen yet with how and when it ends; count it once done."""
         meta = pod["metadata"]
         labels = meta.get("labels") or {}
-        if kind == "DELETED" or LABEL_TUNING not in labels:
+        if LABEL_TUNING not in labels:
             return
         with self.lock:
             if (pod.get("status") or {}).get("phase") == "Succeeded":
-                self._done(meta["uid"])
+                self._done(meta["uid"])  # also from a DELETED event: its last state
                 return
-            if meta["uid"] in self.seen:
+            if kind == "DELETED" or meta["uid"] in self.seen:
                 return
             self.seen.add(meta["uid"])
             annotations = self._ending(pod, labels[LABEL_TUNING], labels[LABEL_TRIAL])

@@ -32,6 +32,7 @@ from typing import Any
 
 import kopf
 from kubernetes.client import ApiException
+from urllib3.exceptions import HTTPError
 
 from diartune.api import GROUP, LABEL_TRIAL
 from diartune.operator.kube import Kube
@@ -156,7 +157,7 @@ class TuningController:
 
     def _log_failure(self, error: Exception, backoff: float) -> None:
         where = f"{self.namespace}/{self.name}"
-        if isinstance(error, ApiException | OSError | TimeoutError | StaleTrial):
+        if isinstance(error, ApiException | HTTPError | OSError | TimeoutError | StaleTrial):
             logger.warning("%s: %s; retrying in %.0f s", where, _brief(error), backoff)
         else:
             logger.exception("%s: reconciling failed; retrying in %.0f s", where, backoff)
