@@ -97,6 +97,20 @@ def check_parameter(
     return None
 
 
+def canonical(value: Any) -> Any:
+    """``value`` with every number a float, recursively: JSON stores ``1.0`` as ``1`` (the
+    Kubernetes API server does), and the same configuration must stay the same."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(item) for item in value]
+    return value
+
+
 def pipeline_defaults(clustering: str) -> dict[str, Value]:
     """pyannote's defaults for every pipeline parameter, with ``clustering``."""
     return {

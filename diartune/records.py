@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from diartune.params import Value
+from diartune.params import Value, canonical
 from diartune.spec import Data, FineTune, Objective, Pipeline
 
 # Exit codes of ``diartune trial`` (from sysexits.h): bad input is not worth retrying,
@@ -42,8 +42,9 @@ class TrialRequest(Document):
     @property
     def digest(self) -> str:
         """SHA-256 of the request, whatever the order of its keys (the API server sorts
-        them): the same request gives the same result."""
-        document = self.model_dump(mode="json", by_alias=True)
+        them) and whether its numbers came back as ``1`` or ``1.0``: the same request gives
+        the same result."""
+        document = canonical(self.model_dump(mode="json", by_alias=True))
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
     name: str

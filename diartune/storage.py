@@ -81,7 +81,13 @@ def _client(endpoint: str | None, region: str | None) -> S3Client:
         "s3",
         endpoint_url=endpoint,
         region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        # Retries with backoff on 5xx, throttling and broken connections; a stalled
+        # connection fails after read_timeout and is retried too.
+        config=Config(
+            retries={"max_attempts": 8, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=20,
+        ),
     )
 
 

@@ -31,7 +31,7 @@ from smac.model.random_forest import RandomForest
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
 from smac.runhistory.enumerations import StatusType
 
-from diartune.params import Value
+from diartune.params import Value, canonical
 from diartune.space import all_configurations, plain, stage_space
 from diartune.spec import Optimizer, Stage
 
@@ -46,7 +46,7 @@ class SpaceExhausted(Exception):
 
 
 def _key(params: dict[str, Value]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((name, repr(value)) for name, value in params.items()))
+    return tuple(sorted((name, repr(canonical(value))) for name, value in params.items()))
 
 
 class _Facade(HyperparameterOptimizationFacade):

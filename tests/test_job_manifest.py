@@ -31,8 +31,8 @@ TRIAL = Trial(
     name="clustering-003",
     stage="clustering",
     number=3,
-    params={"clustering.threshold": 0.5},
-    full_params={"clustering.threshold": 0.5, "clustering.min_cluster_size": 12},
+    params={"clustering.threshold": 1.0},
+    full_params={"clustering.threshold": 1.0, "clustering.min_cluster_size": 12},
     segmentation="s3://models/segmentation.ckpt",
 )
 
@@ -302,6 +302,8 @@ def test_a_request_digest_survives_the_api_servers_key_order() -> None:
     must find the result its first run wrote."""
     spec = Spec.model_validate(spec_document())
     stored = json.loads(json.dumps(trial_manifest(TUNING, TRIAL), sort_keys=True))
+    stored["spec"]["params"]["clustering.threshold"] = 1  # as JSON stores 1.0
+    stored["spec"]["fullParams"]["clustering.threshold"] = 1
     again = trial_of(stored)
     assert list(again.full_params) != list(TRIAL.full_params)  # another order...
     first = trial_request(spec, TRIAL, "s3://artifacts/ns/demo")

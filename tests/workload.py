@@ -86,6 +86,7 @@ class SyntheticWorkload:
         self.runs: collections.Counter[str] = collections.Counter()  # pods that did the work
         self.reports: collections.Counter[str] = collections.Counter()  # pods that reported
         self.attempts: collections.Counter[str] = collections.Counter()
+        self.requests: dict[str, list[TrialRequest]] = {}
         self.lock = threading.Lock()
 
     def pod(self, kind: str, pod: dict[str, Any]) -> None:
@@ -127,6 +128,7 @@ class SyntheticWorkload:
         key = f"{tuning}/{trial}"
         uid = pod["metadata"]["uid"]
         self.attempts[key] += 1
+        self.requests.setdefault(key, []).append(request)
         earlier = self.results.get(request.digest)
         if earlier is not None:
             self.working[uid] = (key, None)
