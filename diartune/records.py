@@ -71,13 +71,36 @@ class Components(Document):
     total: float
 
 
+class FileScores(Document):
+    """Each file's errors and reference speech, in seconds, in the order of the sorted URIs;
+    two trials scored on the same files pair file by file (``files`` says which)."""
+
+    files: str = Field(description="SHA-256 of the sorted URIs, first 16 characters.")
+    error: list[float] = Field(description="Missed, false alarm and confusion, per file.")
+    total: list[float] = Field(description="Reference speech, per file.")
+
+    @classmethod
+    def of(cls, per_file: dict[str, Components]) -> FileScores:
+        """The scores of per-file components."""
+        uris = sorted(per_file)
+        digest = hashlib.sha256("\n".join(uris).encode()).hexdigest()[:16]
+        parts = [per_file[uri] for uri in uris]
+        return cls(
+            files=digest,
+            error=[round(p.missed + p.false_alarm + p.confusion, 3) for p in parts],
+            total=[round(p.total, 3) for p in parts],
+        )
+
+
 class TrialResult(Document):
     """What a successful trial measured."""
 
     name: str
     der: float
+    objective: float | None = Field(None, description="The DER aggregated as the spec asks.")
     components: Components
     per_file: dict[str, Components] = Field(default_factory=dict)
+    scores: FileScores | None = Field(None, description="Per-file errors, for intervals.")
     checkpoint: str | None = Field(None, description="The fine-tuned checkpoint, if any.")
     artifacts: str
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per phase.")
@@ -85,9 +108,14 @@ class TrialResult(Document):
         None, description="SHA-256 of the request that produced it (reruns reuse it)."
     )
 
-    def summary(self) -> dict[str, object]:
-        """The small form: fits a Kubernetes termination message (4 KiB)."""
-        return self.model_dump(by_alias=True, exclude={"per_file"})
+    def summary(self, limit: int = 4000) -> dict[str, object]:
+        """The small form, within ``limit`` bytes of JSON (a Kubernetes termination message
+        holds 4 KiB): per-file components are left out, and per-file scores too when the
+        subset has too many files for them."""
+        summary = self.model_dump(mode="json", by_alias=True, exclude={"per_file"})
+        if len(json.dumps(summary, ensure_ascii=False).encode()) > limit:
+            summary.pop("scores")
+        return summary
 
 
 class TrialOutcome(Document):
@@ -134,6 +162,8 @@ class Trial(Document):
             **identity,
             state="Succeeded",
             der=result.der,
+            objective=result.objective if result.objective is not None else result.der,
+            scores=result.scores,
             components=result.components,
             checkpoint=result.checkpoint,
             artifacts=result.artifacts,
@@ -145,6 +175,10 @@ class TrialFacts(Document):
     """What is known of a trial once it has finished, but its state."""
 
     der: float | None = Field(None, description="DER of the trial, a fraction (0.25 = 25 %).")
+    objective: float | None = Field(
+        None, description="What the tuning minimizes: the DER aggregated as the spec asks."
+    )
+    scores: FileScores | None = Field(None, description="Per-file errors, for intervals.")
     components: Components | None = Field(None, description="DER and its parts, in seconds.")
     checkpoint: str | None = Field(None, description="The fine-tuned segmentation checkpoint.")
     artifacts: str | None = Field(None, description="Where the trial wrote its artifacts.")

@@ -6,11 +6,12 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from diartune.records import TrialRecord
-from diartune.study import Summary
+from diartune.study import Interval, Summary
 
 TRIALS_JSON = "trials.json"
 
@@ -55,52 +56,91 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
             )
 
 
-def save_best(folder: Path, best: TrialRecord) -> None:
-    """Write the best trial's configuration as YAML."""
-    document = {
+def save_best(folder: Path, best: TrialRecord, summary: Summary) -> None:
+    """Write the best trial's configuration, and how sure its gain is, as YAML."""
+    document: dict[str, object] = {
         "trial": best.name,
         "stage": best.stage,
         "der": best.der,
+        "objective": {summary.objective: summary.best_objective},
         "segmentation": best.checkpoint or best.segmentation,
         "params": best.full_params,
     }
+    for subset, gain in (("development", summary.development_gain), ("test", summary.test_gain)):
+        if gain is not None:
+            document[f"gain_over_defaults_{subset}"] = gain.text
     (folder / "best.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def plot(folder: Path, records: list[TrialRecord], stages: list[str]) -> Path:
-    """DER per trial with the best so far, one panel per stage, as der.png."""
+def plot(
+    folder: Path,
+    records: list[TrialRecord],
+    stages: list[str],
+    compared: list[tuple[str, TrialRecord, TrialRecord]] = (),  # type: ignore[assignment]
+) -> Path:
+    """DER per trial with the best so far, one panel per stage, and the per-file DER of
+    the tuned pipeline against pyannote's defaults, as der.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(
-        1, len(stages), figsize=(5 * len(stages), 3.6), squeeze=False, sharey=True
-    )
-    for axis, stage in zip(axes[0], stages, strict=True):
-        trials = [r for r in records if r.stage == stage and not r.is_evaluation]
-        ok = [(r.number, r.der) for r in trials if r.der is not None]
-        failed = [r.number for r in trials if r.der is None]
-        if ok:
-            numbers, ders = zip(*sorted(ok), strict=True)
-            best, running = [], float("inf")
-            for der in ders:
-                running = min(running, der)
-                best.append(running)
-            axis.scatter(numbers, ders, s=14, label="trial DER")
-            axis.step(numbers, best, where="post", color="C1", label="best so far")
-        for number in failed:
-            axis.axvline(number, color="C3", alpha=0.3, lw=1)
+    panels = len(stages) + bool(compared)
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    for axis, stage in zip(axes[0], stages, strict=False):
+        _stage_panel(axis, [r for r in records if r.stage == stage and not r.is_evaluation])
         axis.set_title(f"stage {stage}")
-        axis.set_xlabel("trial")
-        axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("DER (development)")
     axes[0][0].legend(loc="upper right", fontsize=8)
+    if compared:
+        _per_file_panel(axes[0][-1], compared)
     figure.tight_layout()
     path = folder / "der.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _stage_panel(axis: Any, trials: list[TrialRecord]) -> None:
+    ok = [(r.number, r.der) for r in trials if r.der is not None]
+    if ok:
+        numbers, ders = zip(*sorted(ok), strict=True)
+        best, running = [], float("inf")
+        for der in ders:
+            running = min(running, der)
+            best.append(running)
+        axis.scatter(numbers, ders, s=14, label="trial DER")
+        axis.step(numbers, best, where="post", color="C1", label="best so far")
+    for number in (r.number for r in trials if r.der is None):
+        axis.axvline(number, color="C3", alpha=0.3, lw=1)
+    axis.set_xlabel("trial")
+    axis.grid(alpha=0.3)
+
+
+def _per_file_panel(axis: Any, compared: list[tuple[str, TrialRecord, TrialRecord]]) -> None:
+    """Each file's DER, defaults (x) against tuned (y): below the diagonal, tuning helped."""
+    highest = 0.0
+    for index, (subset, tuned, defaults) in enumerate(compared):
+        assert tuned.scores is not None and defaults.scores is not None
+        x = [e / t for e, t in zip(defaults.scores.error, defaults.scores.total, strict=True) if t]
+        y = [e / t for e, t in zip(tuned.scores.error, tuned.scores.total, strict=True) if t]
+        axis.scatter(x, y, s=16, color=f"C{index + 2}", label=f"{subset} ({len(x)} files)")
+        highest = max([highest, *x, *y])
+    axis.plot([0, highest], [0, highest], color="grey", lw=1, ls="--")
+    axis.set_xlabel("DER with pyannote's defaults, per file")
+    axis.set_ylabel("DER tuned, per file")
+    axis.set_title("per file: below the diagonal, tuning helped")
+    axis.legend(loc="upper left", fontsize=8)
+    axis.grid(alpha=0.3)
+
+
+def _cell(der: float | None, interval: Interval | None) -> str:
+    if der is None:
+        return "-"
+    if interval is None:
+        return percent(der)
+    spread = f", {interval.files} files, per-file SD {100 * interval.spread:.1f}"
+    return f"{percent(der)} [{100 * interval.low:.2f}, {100 * interval.high:.2f}]{spread}"
 
 
 def write_summary(folder: Path, tuning: str, summary: Summary, seconds: float) -> str:
@@ -125,14 +165,20 @@ def write_summary(folder: Path, tuning: str, summary: Summary, seconds: float) -
     lines = [
         f"# Tuning {tuning}: {summary.phase}",
         "",
-        "| DER | development | test (evaluated once) |",
+        "| DER, 95 % CI over files | development (tuned on) | test (evaluated once) |",
         "|---|---|---|",
-        f"| pyannote's default parameters | {percent(summary.default_der)} "
-        f"| {percent(summary.default_test_der)} |",
-        f"| tuned | {percent(summary.best_der)} | {percent(summary.test_der)} |",
+        f"| pyannote's default parameters | {_cell(summary.default_der, summary.default_interval)} "
+        f"| {_cell(summary.default_test_der, summary.default_test_interval)} |",
+        f"| tuned | {_cell(summary.best_der, summary.best_interval)} "
+        f"| {_cell(summary.test_der, summary.test_interval)} |",
+        "",
+    ]
+    lines += [f"- {gain.text}." for gain in (summary.development_gain, summary.test_gain) if gain]
+    lines += [
         "",
         f"Best trial: {summary.best_trial}; trials: {summary.trials} "
-        f"({summary.failed} failed); wall time: {seconds:.0f} s.",
+        f"({summary.failed} failed); minimized: {summary.objective} DER; "
+        f"wall time: {seconds:.0f} s.",
     ]
     if summary.message:
         lines += ["", summary.message]

@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 from diartune.params import check_parameter
 
 API_VERSION = "diartune.io/v1alpha1"
+Aggregate = Literal["total", "mean", "upperBound"]
 KIND = "DiarizationTuning"
 
 
@@ -100,6 +101,13 @@ class Objective(_Model):
     )
     collar: float = Field(0.0, ge=0.0, description="Forgiveness collar, in seconds.")
     skip_overlap: bool = Field(False, description="Do not score overlapped speech.")
+    aggregate: Aggregate = Field(
+        "total",
+        description="How per-file DERs make the minimized value: total = pyannote's DER over "
+        "all files; mean = mean per-file DER; upperBound = upper end of the 90 % confidence "
+        "interval of the mean per-file DER (as pyannote-audio optimize without "
+        "--average-case).",
+    )
 
 
 class FineTune(_Model):

@@ -17,9 +17,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
+from pydantic import Field
+
 from diartune.params import Value, pipeline_defaults
-from diartune.records import Components, Document, Subset, Trial, TrialRecord, TrialRequest
+from diartune.records import (
+    Components,
+    Document,
+    FileScores,
+    Subset,
+    Trial,
+    TrialRecord,
+    TrialRequest,
+)
 from diartune.spec import Spec, Stage
+from diartune.statistics import compare, estimate
 from diartune.storage import join
 from diartune.tuner import SpaceExhausted, StageTuner
 
@@ -37,8 +48,59 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
+class Interval(Document):
+    """A DER with its 95 % bootstrap confidence interval over the files it was scored on."""
+
+    der: float
+    low: float
+    high: float
+    files: int
+    spread: float = Field(description="Standard deviation of the per-file DERs.")
+
+    @classmethod
+    def of(cls, scores: FileScores | None) -> Interval | None:
+        """The interval of a trial's DER, when its per-file scores are known."""
+        if scores is None or not scores.error:
+            return None
+        found = estimate(scores)
+        return cls(
+            der=found.value, low=found.low, high=found.high, files=found.files, spread=found.spread
+        )
+
+
+class Gain(Document):
+    """How much lower the tuned DER is than the defaults' on the same files, and how sure."""
+
+    gain: float = Field(description="Defaults' DER minus the tuned DER: positive is better.")
+    low: float
+    high: float
+    files: int
+    significant: bool
+    text: str
+
+    @classmethod
+    def of(
+        cls, tuned: TrialRecord | None, defaults: TrialRecord | None, subset: str
+    ) -> Gain | None:
+        """The paired comparison of two trials' DER, when both have per-file scores."""
+        if tuned is None or defaults is None or tuned.scores is None or defaults.scores is None:
+            return None
+        if tuned.scores.files != defaults.scores.files:
+            return None
+        found = compare(tuned.scores, defaults.scores)
+        return cls(
+            gain=found.gain,
+            low=found.low,
+            high=found.high,
+            files=found.files,
+            significant=found.significant,
+            text=found.describe(subset),
+        )
+
+
 class Summary(Document):
-    """What a tuning found, in the same form for both drivers."""
+    """What a tuning found, in the same form for both drivers. DERs are pyannote's (total
+    over the files); intervals and gains come from bootstraps over files (statistics)."""
 
     phase: Phase
     message: str | None
@@ -55,6 +117,23 @@ class Summary(Document):
     test_components: Components | None
     default_test_der: float | None
     pipeline: str | None
+    objective: str = Field(description="What the tuning minimized (spec.objective.aggregate).")
+    best_objective: float | None = None
+    best_interval: Interval | None = None
+    default_interval: Interval | None = None
+    test_interval: Interval | None = None
+    default_test_interval: Interval | None = None
+    development_gain: Gain | None = None
+    test_gain: Gain | None = None
+
+
+def _objective(record: TrialRecord) -> float | None:
+    """What the tuning minimizes for this trial (its DER when it predates the field)."""
+    return record.objective if record.objective is not None else record.der
+
+
+def _succeeded(record: TrialRecord | None) -> TrialRecord | None:
+    return record if record is not None and record.state == "Succeeded" else None
 
 
 def evaluation_name(source: str, subset: str) -> str:
@@ -73,6 +152,7 @@ class Study:
         self.running: dict[str, Trial] = {trial.name: trial for trial in running}
         self._tuners: dict[str, StageTuner] = {}
         self._exhausted: set[str] = set()
+        self._statistics: dict[tuple[str, ...], Interval | Gain | None] = {}
 
     # -- the search -------------------------------------------------------------------
 
@@ -107,16 +187,16 @@ class Study:
         return [stage.name for stage in self.spec.stages if stage.name in self._exhausted]
 
     def best(self, stage: str | None = None) -> TrialRecord | None:
-        """The successful search trial with the lowest DER, in ``stage`` or overall."""
+        """The successful search trial with the lowest objective, in ``stage`` or overall."""
         candidates = [
             r
             for r in self.records
             if r.state == "Succeeded"
-            and r.der is not None
+            and _objective(r) is not None
             and not r.is_evaluation
             and (stage is None or r.stage == stage)
         ]
-        return min(candidates, key=lambda r: r.der or 0.0, default=None)
+        return min(candidates, key=lambda r: _objective(r) or 0.0, default=None)
 
     @property
     def failure(self) -> str | None:
@@ -217,7 +297,11 @@ class Study:
             test = self.evaluation(evaluation_name(best.name, "test")) if best else None
             if test is not None and test.state == "Failed":
                 return f"test evaluation failed: {test.message}"
-            return "tuned and evaluated on the test subset"
+            default_test = _succeeded(self.evaluation(evaluation_name(DEFAULTS, "test")))
+            gain = self._gain(test, default_test, "test") or self._gain(
+                best, self.default_record(), "development"
+            )
+            return gain.text if gain else "tuned and evaluated on the test subset"
         if phase is Phase.SUSPENDED:
             return f"suspended: no new trials ({len(self.running)} still running)"
         stage = self.current_stage
@@ -294,7 +378,7 @@ class Study:
         self.records.append(record)
         tuner = self._tuners.get(record.stage)
         if tuner is not None and not record.is_evaluation:
-            tuner.tell(record.params, record.der if record.state == "Succeeded" else None)
+            tuner.tell(record.params, _objective(record) if record.state == "Succeeded" else None)
 
     def stop(self) -> list[Trial]:
         """The running trials to stop now (the tuning failed), forgotten by the study."""
@@ -333,7 +417,55 @@ class Study:
             test_components=test.components if test else None,
             default_test_der=default_test.der if default_test else None,
             pipeline=join(test.artifacts, "pipeline") if test and test.artifacts else None,
+            objective=self.spec.objective.aggregate,
+            best_objective=_objective(best) if best else None,
+            best_interval=self._interval(best),
+            default_interval=self._interval(default),
+            test_interval=self._interval(test),
+            default_test_interval=self._interval(default_test),
+            development_gain=self._gain(best, default, "development"),
+            test_gain=self._gain(_succeeded(test), _succeeded(default_test), "test"),
         )
+
+    def compared(self) -> list[tuple[str, TrialRecord, TrialRecord]]:
+        """(subset, tuned, defaults) for each subset where both were scored file by file."""
+        best = self.best()
+        if best is None:
+            return []
+        pairs = [
+            ("development", best, self.default_record()),
+            (
+                "test",
+                self.evaluation(evaluation_name(best.name, "test")),
+                self.evaluation(evaluation_name(DEFAULTS, "test")),
+            ),
+        ]
+        found = []
+        for subset, tuned, defaults in pairs:
+            tuned, defaults = _succeeded(tuned), _succeeded(defaults)
+            if tuned and defaults and tuned.scores and defaults.scores:
+                found.append((subset, tuned, defaults))
+        return found
+
+    def _interval(self, record: TrialRecord | None) -> Interval | None:
+        """A record's interval, computed once (records do not change)."""
+        if record is None:
+            return None
+        key = ("interval", record.name)
+        if key not in self._statistics:
+            self._statistics[key] = Interval.of(record.scores)
+        return self._statistics[key]  # type: ignore[return-value]
+
+    def _gain(
+        self, tuned: TrialRecord | None, defaults: TrialRecord | None, subset: str
+    ) -> Gain | None:
+        """The comparison of two records, computed once."""
+        if tuned is None or defaults is None:
+            return None
+        key = ("gain", tuned.name, defaults.name)
+        if key not in self._statistics:
+            self._statistics[key] = Gain.of(tuned, defaults, subset)
+        return self._statistics[key]  # type: ignore[return-value]
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -343,7 +475,7 @@ class Study:
     def _tuner(self, stage: Stage) -> StageTuner:
         if stage.name not in self._tuners:
             finished = [
-                (r.params, r.der if r.state == "Succeeded" else None)
+                (r.params, _objective(r) if r.state == "Succeeded" else None)
                 for r in self.finished(stage.name)
             ]
             pending = [t.params for t in self.running.values() if t.stage == stage.name]

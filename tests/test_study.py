@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from diartune.records import Components, Trial, TrialOutcome, TrialRecord, TrialResult
+from diartune.records import (
+    Components,
+    FileScores,
+    Trial,
+    TrialOutcome,
+    TrialRecord,
+    TrialResult,
+)
 from diartune.spec import Spec, parse_tuning
 from diartune.study import DEFAULTS, Phase, Study, trial_request
 
@@ -72,12 +79,20 @@ class Launcher:
         if der is None:
             return TrialOutcome(error="exit code 75: boom")
         components = Components(der=der, missed=0, false_alarm=0, confusion=der, total=1)
+        # 16 files of 30 s whose difficulty varies the same way for every configuration.
+        difficulty = [0.625 + 0.05 * index for index in range(16)]  # mean 1: DER stays der
+        scores = FileScores(
+            files="sixteen",
+            error=[der * 30 * factor for factor in difficulty],
+            total=[30.0] * 16,
+        )
         checkpoint = (
             f"s3://a/{trial.name}/segmentation.ckpt" if trial.stage == "segmentation" else None
         )
         result = TrialResult(
             name=trial.name,
             der=der,
+            scores=scores,
             components=components,
             checkpoint=None if trial.is_evaluation else checkpoint,
             artifacts=f"s3://a/trials/{trial.name}",
@@ -278,3 +293,22 @@ def test_asking_ahead_stays_within_the_stage() -> None:
     assert [t.name for t in third] == ["segmentation-002"]
     assert third[0].params not in [t.params for t in first]
     assert study.plan() == []
+
+
+def test_the_summary_says_how_sure_the_gain_over_the_defaults_is() -> None:
+    study = Launcher(Study(spec(CLUSTERING))).run()
+    summary = study.summary()
+    assert summary.test_gain is not None and summary.development_gain is not None
+    gain = summary.test_gain
+    assert gain.files == 16 and gain.low <= gain.gain <= gain.high
+    assert gain.gain == pytest.approx((summary.default_test_der or 0) - (summary.test_der or 0))
+    assert gain.significant  # the same files, uniformly better
+    assert study.message == gain.text and "significantly better" in gain.text
+    assert summary.best_interval is not None and summary.best_interval.files == 16
+    assert summary.best_interval.low <= (summary.best_der or 0) <= summary.best_interval.high
+    assert [subset for subset, _, _ in study.compared()] == ["development", "test"]
+
+
+def test_the_objective_can_be_the_mean_or_the_upper_bound_of_per_file_ders() -> None:
+    study = Study(spec(CLUSTERING, objective={"aggregate": "upperBound"}))
+    assert study.summary().objective == "upperBound"

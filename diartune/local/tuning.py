@@ -110,17 +110,19 @@ class LocalTuning:
             self.study.record(record)
             save_records(self.folder, self.study.records)
             if not record.is_evaluation:
-                progress.update(task, advance=1, best=percent(self.study.summary().best_der))
+                best = self.study.best()
+                progress.update(task, advance=1, best=percent(best.der if best else None))
             state = f"DER {percent(record.der)}" if record.der is not None else record.message
             progress.console.print(f"{record.name}: {record.state}: {state}")
 
     def finish(self, seconds: float) -> Summary:
         """Write the plot, best configuration, exported pipeline and summary."""
         summary = self.study.summary()
-        plot(self.folder, self.study.records, [stage.name for stage in self.spec.stages])
+        stages = [stage.name for stage in self.spec.stages]
+        plot(self.folder, self.study.records, stages, self.study.compared())
         best = self.study.best()
         if best is not None:
-            save_best(self.folder, best)
+            save_best(self.folder, best, summary)
         if summary.phase is Phase.SUCCEEDED and summary.pipeline and not is_s3(summary.pipeline):
             local = self.folder / "pipeline"
             if Path(summary.pipeline).resolve() != local.resolve():

@@ -12,6 +12,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from diartune.api import MAX_MESSAGE
 from diartune.records import TrialRecord
 from diartune.study import Phase, Summary
@@ -149,6 +151,10 @@ def best_trial(record: TrialRecord, resource_name: str) -> dict[str, Any]:
     }
 
 
+def _dump(model: BaseModel | None) -> dict[str, Any] | None:
+    return model.model_dump(mode="json", by_alias=True) if model is not None else None
+
+
 def tuning_status(
     summary: Summary, best: TrialRecord | None, best_name: str | None, conditions: Conditions
 ) -> dict[str, Any]:
@@ -182,6 +188,8 @@ def tuning_status(
             summary.test_components.model_dump(by_alias=True) if summary.test_components else None
         ),
         "defaultTestDer": summary.default_test_der,
+        "developmentGain": _dump(summary.development_gain),
+        "testGain": _dump(summary.test_gain),
         "pipeline": summary.pipeline,
         "conditions": conditions.as_list(),
         "observedGeneration": conditions.generation,

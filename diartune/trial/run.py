@@ -31,9 +31,11 @@ from diartune.records import (
     EXIT_BAD_INPUT,
     EXIT_INFRASTRUCTURE,
     RESULT_PREFIX,
+    FileScores,
     TrialRequest,
     TrialResult,
 )
+from diartune.statistics import objective_value
 from diartune.storage import MissingObject, Storage, is_s3, join
 from diartune.trial.cache import FeatureCache
 from diartune.trial.data import BadInput, fetch_database, load_protocol, subset_files
@@ -162,11 +164,14 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         )
     if cache is not None:
         timings["cache_hits"] = cache.hits
+    scores = FileScores.of(per_file)
     result = TrialResult(
         name=request.name,
         der=total.der,
+        objective=objective_value(scores, request.objective.aggregate),
         components=total,
         per_file=per_file,
+        scores=scores,
         checkpoint=checkpoint_uri,
         artifacts=request.output,
         timings=dict(timings),
@@ -193,6 +198,20 @@ def earlier_result(request: TrialRequest, storage: Storage) -> TrialResult | Non
     return result if result.request_digest == request.digest else None
 
 
+#: Environment variables whose values never leave the trial, even inside an error message.
+SECRET_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
+MAX_ERROR = 1000
+
+
+def scrub(text: str) -> str:
+    """An error message fit for a status or an event: secrets masked, length bounded."""
+    for name in SECRET_VARIABLES:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
+
+
 def _report(line: str, summary: dict[str, Any], termination_log: Path | None) -> None:
     text = json.dumps(summary, ensure_ascii=False)
     print(line + text, flush=True)
@@ -212,11 +231,12 @@ def main(request: TrialRequest, termination_log: Path | None) -> int:
             with tempfile.TemporaryDirectory(prefix="diartune-trial-") as workdir:
                 result = run_trial(request, Path(workdir))
     except (BadInput, MissingObject) as error:
-        _report(ERROR_PREFIX, {"error": str(error), "badInput": True}, termination_log)
+        _report(ERROR_PREFIX, {"error": scrub(str(error)), "badInput": True}, termination_log)
         return EXIT_BAD_INPUT
     except Exception as error:
-        print(f"diartune trial: {type(error).__name__}: {error}", file=sys.stderr)
-        _report(ERROR_PREFIX, {"error": f"{type(error).__name__}: {error}"}, termination_log)
+        message = scrub(f"{type(error).__name__}: {error}")
+        print(f"diartune trial: {message}", file=sys.stderr)
+        _report(ERROR_PREFIX, {"error": message}, termination_log)
         return EXIT_INFRASTRUCTURE
     _report(RESULT_PREFIX, result.summary(), termination_log)
     return 0
