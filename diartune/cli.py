@@ -7,7 +7,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from diartune.spec import SpecError, load_tuning
+from diartune.spec import SpecError
+from diartune.spec_file import load_tuning
 from diartune.storage import StorageError
 
 #: Exit codes of ``diartune tune``, by the phase the tuning ends in.

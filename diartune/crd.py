@@ -25,6 +25,7 @@ files checked into ``charts/diartune/crds/`` (``diartune crd --output-dir charts
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -145,6 +146,10 @@ class _Converter:
                 }
             elif key == "additionalProperties":
                 result.update(self._additional(value, where))
+            elif key == "patternProperties":
+                result.update(self._keyed(value, node.get("propertyNames", {}), where))
+            elif key == "propertyNames":
+                continue  # checked with patternProperties
             elif key == "items":
                 result[key] = self.convert(value, f"{where}[]")
             elif key == "const":
@@ -179,6 +184,21 @@ class _Converter:
             return {"x-kubernetes-preserve-unknown-fields": True}
         return {"additionalProperties": self.convert(value, f"{where}{{}}")}
 
+    def _keyed(self, patterns: Schema, names: Schema, where: str) -> Schema:
+        """A map whose keys follow a pattern: its values' schema, and a CEL rule on its keys
+        (structural schemas have no patternProperties)."""
+        if len(patterns) != 1:
+            raise CrdError(f"{where}: several key patterns have no structural form")
+        [(pattern, values)] = patterns.items()
+        checks = [f"k.matches({json.dumps(pattern)})"]
+        if "maxLength" in names:
+            checks.append(f"size(k) <= {names['maxLength']}")
+        rule = _rule(f"self.all(k, {' && '.join(checks)})", f"keys must match {pattern}")
+        return {
+            "additionalProperties": self.convert(values, f"{where}{{}}"),
+            "x-kubernetes-validations": [rule],
+        }
+
     def _union(self, node: Schema, where: str) -> Schema:
         options: list[Schema] = node.get("anyOf") or node["oneOf"]
         outer = {
@@ -193,7 +213,9 @@ class _Converter:
         elif "discriminator" in node:
             result = self._merge_variants(present, node["discriminator"], where)
             result.update(self.convert(outer, where))
-        elif all(set(option) == {"type"} and option["type"] in _SCALARS for option in present):
+        elif all(option.get("type") in _SCALARS and "anyOf" not in option for option in present):
+            # The branches' own bounds stay with the models: a structural schema has no
+            # per-type constraints in a union (the API server takes more, never less).
             result = _scalar_union({option["type"] for option in present})
             result.update(self.convert(outer, where))
         else:

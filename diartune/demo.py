@@ -183,7 +183,8 @@ def demo_spec(database: Path, models: Path, quick: bool) -> dict[str, Any]:
 def run_demo(output: Path, quick: bool = False) -> int:
     """Make the corpus and models under ``output``, then tune; print the summary."""
     from diartune.local.tuning import LocalTuning
-    from diartune.spec import Data, parse_tuning
+    from diartune.spec import Data
+    from diartune.spec_file import parse_tuning
     from diartune.trial.bootstrap import make_models
 
     start = time.monotonic()

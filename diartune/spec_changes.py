@@ -13,22 +13,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from diartune.spec import Spec, SpecError, format_errors
+from diartune.spec import Spec, SpecError
+from diartune.spec_file import parse_spec
 
 MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
 MUTABLE_KEYS = tuple(to_camel(name) for name in MUTABLE_FIELDS)
 ALLOWED = "parallelTrialCount, maxTrialCount, maxFailedTrialCount, suspend and trialTemplate"
-
-
-def parse_spec(document: Any, source: str = "spec") -> Spec:
-    """A validated spec; SpecError names each bad field."""
-    try:
-        return Spec.model_validate(document)
-    except ValidationError as error:
-        raise SpecError(format_errors(error, source)) from None
 
 
 def fixed_part(spec: Spec) -> dict[str, Any]:

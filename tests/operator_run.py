@@ -83,6 +83,14 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
             # The operator runs as a test process; its Deployment's pod must not run too.
             "--set",
             "nodeSelector.diartune-test=no-such-node",
+            # What the tests' tunings ask for: their trial image, their S3 credentials and
+            # KWOK's fake nodes.
+            "--set",
+            "trialPolicy.allowedImages={diartune-trial}",
+            "--set",
+            "trialPolicy.allowedSecrets={s3-credentials}",
+            "--set",
+            "trialPolicy.allowedTolerationKeys={kwok.x-k8s.io/node}",
         ],
         env=cluster.env(),
         check=True,

@@ -126,8 +126,27 @@ def test_chart_metadata() -> None:
     assert chart["kubeVersion"] == ">=1.29.0-0"
 
 
-def test_cluster_mode(helm: Path) -> None:
+def test_the_default_watches_the_release_namespace_only(helm: Path) -> None:
     objects = render(helm)
+    assert not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding")
+    [role] = of_kind(objects, "Role")
+    assert role["metadata"]["namespace"] == "ops" and permissions(role) == NAMESPACED
+    assert container(objects)["args"][:2] == ["--namespace", "ops"]
+    accounts = {a["metadata"]["name"]: a for a in of_kind(objects, "ServiceAccount")}
+    trial = accounts["dt-diartune-trial"]
+    assert trial["metadata"]["namespace"] == "ops"
+    assert trial["automountServiceAccountToken"] is False
+    assert env(objects)["DIARTUNE_TRIAL_SERVICE_ACCOUNT"] == "dt-diartune-trial"
+    assert json.loads(env(objects)["DIARTUNE_TRIAL_POLICY"]) == {
+        "allowedImages": [],
+        "allowedSecrets": [],
+        "allowedTolerationKeys": ["nvidia.com/gpu"],
+        "allowedNodeSelectorKeys": [],
+    }
+
+
+def test_cluster_mode(helm: Path) -> None:
+    objects = render(helm, "--set", "rbac.scope=cluster")
     assert sorted(obj["kind"] for obj in objects) == [
         "ClusterRole",
         "ClusterRoleBinding",
@@ -136,6 +155,8 @@ def test_cluster_mode(helm: Path) -> None:
         "RoleBinding",
         "ServiceAccount",
     ]
+    # All namespaces: trial pods run as each namespace's default account (no token).
+    assert env(objects)["DIARTUNE_TRIAL_SERVICE_ACCOUNT"] == "default"
     [role] = of_kind(objects, "ClusterRole")
     assert permissions(role) == NAMESPACED  # kopf scans no namespaces or CRDs
     [binding] = of_kind(objects, "ClusterRoleBinding")
@@ -177,7 +198,7 @@ def test_namespace_mode_renders_roles_only(helm: Path) -> None:
 
 
 def test_cluster_rbac_may_watch_some_namespaces(helm: Path) -> None:
-    objects = render(helm, "--set", "watchNamespaces={speech}")
+    objects = render(helm, "--set", "rbac.scope=cluster", "--set", "watchNamespaces={speech}")
     assert of_kind(objects, "ClusterRole") and not of_kind(objects, "Role")
     assert container(objects)["args"][:2] == ["--namespace", "speech"]
 
@@ -185,7 +206,6 @@ def test_cluster_rbac_may_watch_some_namespaces(helm: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("--set", "rbac.scope=namespace"), "rbac.scope=namespace needs watchNamespaces"),
         (("--set", "rbac.scope=clusterwide"), "value must be one of 'cluster', 'namespace'"),
         (("--set", "watchNamespace={a}"), "additional properties 'watchNamespace' not allowed"),
     ],
@@ -211,7 +231,7 @@ def test_no_secrets_and_no_wildcards(helm: Path, args: tuple[str, ...]) -> None:
 
 def test_rbac_can_be_left_out(helm: Path) -> None:
     objects = render(helm, "--set", "rbac.create=false")
-    assert [obj["kind"] for obj in objects] == ["ServiceAccount", "Deployment"]
+    assert [obj["kind"] for obj in objects] == ["ServiceAccount", "ServiceAccount", "Deployment"]
 
 
 def test_security_contexts(helm: Path) -> None:
@@ -407,7 +427,7 @@ def test_namespace_rbac_on_the_api_server(cluster: Cluster, release: Callable[..
 
 @pytest.mark.cluster
 def test_cluster_rbac_on_the_api_server(cluster: Cluster, release: Callable[..., str]) -> None:
-    account = release()
+    account = release("--set", "rbac.scope=cluster")
     for verb, resource, sub in ALLOWED:
         assert can(cluster, account, verb, resource, sub, "-n", "default"), (verb, resource)
     for verb, resource, sub in DENIED:

@@ -25,7 +25,8 @@ from diartune import crd
 from diartune.api import DiarizationTrialSpec, DiarizationTrialStatus
 from diartune.cli import main
 from diartune.records import Components, Trial, TrialRecord
-from diartune.spec import DiarizationTuning, SpecError, parse_tuning
+from diartune.spec import DiarizationTuning, SpecError
+from diartune.spec_file import parse_tuning
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_CRDS = ROOT / "charts/diartune/crds"

@@ -115,13 +115,32 @@ def test_pod_failure_policy_fails_fast_on_bad_input_and_retries_disruption() -> 
 
 def test_credentials_and_token_come_from_secrets() -> None:
     env = container(manifest(Spec.model_validate(spec_document())))["env"]
-    refs = {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env}
+    refs = {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env if "valueFrom" in var}
     assert refs == {
         "AWS_ACCESS_KEY_ID": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"},
         "AWS_SECRET_ACCESS_KEY": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"},
         "HF_TOKEN": {"name": "hf", "key": "HF_TOKEN"},
     }
-    assert all("value" not in var for var in env)
+    values = {var["name"]: var["value"] for var in env if "value" in var}
+    assert values == {"HOME": "/tmp", "DIARTUNE_CACHE": "/tmp/diartune"}  # no secret inline
+
+
+def test_trial_pods_are_hardened_and_run_as_the_charts_service_account() -> None:
+    defaults = JobDefaults(service_account="ops-diartune-trial")
+    pod = manifest(Spec.model_validate(spec_document()), defaults)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ops-diartune-trial"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container({"spec": {"template": {"spec": pod}}})["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}}]
+    assert {"name": "scratch", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert resources["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "1"}
 
 
 def test_template_sets_resources_node_selector_tolerations_and_env() -> None:
@@ -131,17 +150,19 @@ def test_template_sets_resources_node_selector_tolerations_and_env() -> None:
         "nodeSelector": {"pool": "a100"},
         "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
-        "serviceAccountName": "trials",
     }
     defaults = JobDefaults(image="default:1", node_selector={"zone": "a"}, tolerations=[{}])
     job = manifest(Spec.model_validate(spec_document(trialTemplate=template)), defaults)
     pod = job["spec"]["template"]["spec"]
     trial = container(job)
     assert trial["image"] == "registry.local/trial:1"
-    assert trial["resources"] == {"limits": {"nvidia.com/gpu": "2", "memory": "16Gi"}}
+    assert trial["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"nvidia.com/gpu": "2", "memory": "16Gi"},
+    }
     assert pod["nodeSelector"] == {"zone": "a", "pool": "a100"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert pod["serviceAccountName"] == "trials"
+    assert pod["serviceAccountName"] == "default"
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in trial["env"]
 
 
@@ -162,7 +183,7 @@ def test_chart_defaults_fill_what_the_template_leaves_out() -> None:
     pod = job["spec"]["template"]["spec"]
     trial = container(job)
     assert trial["image"] == "ghcr.io/diartune/trial:9"
-    assert trial["resources"] == {"limits": {"amd.com/gpu": "1"}}
+    assert trial["resources"]["limits"] == {"memory": "16Gi", "amd.com/gpu": "1"}
     assert pod["nodeSelector"] == {"gpu": "yes"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
     request = json.loads(trial["command"][3])

@@ -22,7 +22,8 @@ from diartune.records import (
     TrialRecord,
     TrialResult,
 )
-from diartune.spec import Spec, parse_tuning
+from diartune.spec import Spec
+from diartune.spec_file import parse_tuning
 from diartune.study import DEFAULTS, Phase, Study, trial_request
 
 CLUSTERING = {

@@ -48,12 +48,14 @@ from diartune.operator.manifests import (
     trial_of,
     trial_status,
 )
+from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import JobDefaults
 from diartune.operator.status import Conditions, tuning_status
 from diartune.records import Trial, TrialRecord
 from diartune.report import percent
 from diartune.spec import SpecError
-from diartune.spec_changes import MUTABLE_KEYS, parse_spec, resolve
+from diartune.spec_changes import MUTABLE_KEYS, resolve
+from diartune.spec_file import parse_spec
 from diartune.study import Phase, Study, trial_request
 
 ACCEPTED_SPEC = f"{GROUP}/accepted-spec"
@@ -90,9 +92,11 @@ class TuningController:
         namespace: str,
         name: str,
         leading: asyncio.Event | None = None,
+        policy: TrialPolicy | None = None,
     ) -> None:
         self.kube = kube
         self.leading = leading
+        self.policy = policy or TrialPolicy()
         self.defaults = defaults
         self.namespace = namespace
         self.name = name
@@ -350,6 +354,10 @@ class TuningController:
                 self.namespace, name, {"state": "Failed", "message": STOPPED}
             )
             self.trial_states.pop(trial.name, None)
+        refused = self.policy.refusals(study.spec, self.defaults.image)
+        if refused:  # nothing is launched until the trialTemplate (or the chart) allows it
+            self.conditions.mark_template("; ".join(refused))
+            return
         for trial in await asyncio.to_thread(study.plan):
             await self._launch(trial)
             if trial.is_evaluation and trial.export:
@@ -405,7 +413,7 @@ class TuningController:
         except ApiException as error:
             if error.status != 422:
                 raise
-            self.conditions.mark_template(_api_message(error))
+            self.conditions.mark_template(f"the API server refused its Job: {_api_message(error)}")
             self.jobless.add(trial.name)
             return
         self.conditions.mark_template(None)
@@ -512,9 +520,10 @@ def _log_failure(future: Future[None]) -> None:
 class Registry:
     """The controllers of the tunings this operator watches, each with its worker task."""
 
-    def __init__(self, kube: Kube, defaults: JobDefaults) -> None:
+    def __init__(self, kube: Kube, defaults: JobDefaults, policy: TrialPolicy) -> None:
         self.kube = kube
         self.defaults = defaults
+        self.policy = policy
         self.controllers: dict[tuple[str, str], TuningController] = {}
         self.workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.leading = asyncio.Event()
@@ -523,7 +532,9 @@ class Registry:
         """The tuning's controller, started if new."""
         key = (namespace, name)
         if key not in self.controllers:
-            controller = TuningController(self.kube, self.defaults, namespace, name, self.leading)
+            controller = TuningController(
+                self.kube, self.defaults, namespace, name, self.leading, self.policy
+            )
             self.controllers[key] = controller
             self.workers[key] = asyncio.create_task(controller.run(), name=f"{namespace}/{name}")
         return self.controllers[key]

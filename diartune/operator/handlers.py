@@ -21,6 +21,7 @@ from diartune.api import GROUP, LABEL_TUNING, TUNING_PLURAL, VERSION
 from diartune.operator.controller import Registry
 from diartune.operator.kube import Kube, connect
 from diartune.operator.leader import Leader, exit_lost_leadership
+from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import configure, job_defaults
 
 
@@ -29,7 +30,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     """Configure kopf, connect to the cluster, and stand by until this replica leads."""
     configure(settings)
     api = connect()
-    memo.registry = Registry(Kube(api), job_defaults())
+    memo.registry = Registry(Kube(api), job_defaults(), TrialPolicy.from_environment())
     memo.leader = Leader(api, memo.lease)
     loop = asyncio.get_running_loop()
 

@@ -153,17 +153,36 @@ def _env(spec: Spec) -> list[Manifest]:
     return env
 
 
+#: Where a trial may write: its root filesystem is read-only.
+SCRATCH = "/tmp"
+_HARDENED = {
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _resources(spec: Spec, defaults: JobDefaults) -> Manifest:
+    """The template's resources over the chart's defaults (one GPU, CPU and memory)."""
+    given = spec.trial_template.resources
+    if "resources" not in spec.trial_template.model_fields_set:
+        given = given.model_copy(update={"limits": {defaults.gpu_resource: 1}})
+    merged = {
+        "requests": {**defaults.requests, **given.requests},
+        "limits": {**defaults.limits, **given.limits},
+    }
+    return {
+        kind: {name: str(value) for name, value in amounts.items()}
+        for kind, amounts in merged.items()
+        if amounts
+    }
+
+
 def _pod_spec(spec: Spec, defaults: JobDefaults, command: list[str]) -> Manifest:
     template = spec.trial_template
     given = template.model_fields_set
-    resources = template.resources.model_dump(mode="json", by_alias=True)
-    if "resources" not in given:
-        resources = {"requests": {}, "limits": {defaults.gpu_resource: 1}}
-    quantities = {
-        kind: {name: str(value) for name, value in amounts.items()}
-        for kind, amounts in resources.items()
-        if amounts
-    }
     tolerations = [
         t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in template.tolerations
     ]
@@ -176,20 +195,33 @@ def _pod_spec(spec: Spec, defaults: JobDefaults, command: list[str]) -> Manifest
             else defaults.image_pull_policy or template.image_pull_policy
         ),
         "command": command,
-        "env": _env(spec),
-        "resources": quantities,
+        "env": [
+            {"name": "HOME", "value": SCRATCH},
+            {"name": "DIARTUNE_CACHE", "value": f"{SCRATCH}/diartune"},
+            *_env(spec),
+        ],
+        "resources": _resources(spec, defaults),
+        "securityContext": {**_HARDENED, "runAsUser": defaults.run_as_user},
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod: Manifest = {
+    return {
         "restartPolicy": "Never",
+        "serviceAccountName": defaults.service_account,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": defaults.run_as_user,
+            "runAsGroup": defaults.run_as_user,
+            "fsGroup": defaults.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": defaults.scratch_size}}],
         "nodeSelector": {**(defaults.node_selector or {}), **template.node_selector},
         "tolerations": tolerations if "tolerations" in given else list(defaults.tolerations or []),
     }
-    if template.service_account_name:
-        pod["serviceAccountName"] = template.service_account_name
-    return pod
 
 
 def trial_command(request: TrialRequest) -> list[str]:

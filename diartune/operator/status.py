@@ -32,7 +32,7 @@ class Reason:
     INVALID_SPEC = "InvalidSpec"
     IMMUTABLE_FIELD = "ImmutableField"
     ACCEPTED = "SpecAccepted"
-    REFUSED_BY_API_SERVER = "RefusedByAPIServer"
+    REFUSED = "TrialPodRefused"
     TEMPLATE_ACCEPTED = "JobsCreated"
     EXHAUSTED = "AllConfigurationsTried"
 
@@ -120,10 +120,11 @@ class Conditions:
             self._set("SpecRejected", False, Reason.ACCEPTED, "the spec is applied")
 
     def mark_template(self, refused: str | None) -> None:
-        """The API server refused a trial's Job (the trialTemplate is wrong), or took one."""
+        """The trial pods cannot be made as the trialTemplate asks (the API server or the
+        chart's trial policy refused it), or they can."""
         if refused:
-            message = f"the API server refused a trial's Job: {refused}; fix spec.trialTemplate"
-            self._set("TrialTemplateInvalid", True, Reason.REFUSED_BY_API_SERVER, message)
+            message = f"no trial is launched: {refused}; fix spec.trialTemplate"
+            self._set("TrialTemplateInvalid", True, Reason.REFUSED, message)
         elif "TrialTemplateInvalid" in self.items:
             self._set("TrialTemplateInvalid", False, Reason.TEMPLATE_ACCEPTED, "Jobs are created")
 
