@@ -81,15 +81,14 @@ def _write_text(storage: Storage, text: str, uri: str) -> str:
     with tempfile.TemporaryDirectory(prefix="diartune-publish-") as folder:
         path = Path(folder) / Path(uri).name
         path.write_text(text, encoding="utf-8")
-        if not is_s3(uri):
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
         return storage.upload(path, uri)
 
 
 def publish_spec(storage: Storage, root: str, spec: Spec) -> str:
     """Write ``<root>/spec.json``: the spec a tuning follows, as ``diartune tune`` keeps it."""
     document = spec.model_dump(mode="json", by_alias=True)
-    return _write_text(storage, json.dumps(document, indent=2, ensure_ascii=False), _spec(root))
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    return _write_text(storage, text, join(root, ACCEPTED_SPEC))
 
 
 def publish_record(storage: Storage, root: str, record: TrialRecord) -> str:
@@ -98,12 +97,8 @@ def publish_record(storage: Storage, root: str, record: TrialRecord) -> str:
     return _write_text(storage, record.model_dump_json(by_alias=True, indent=2), uri)
 
 
-def _spec(root: str) -> str:
-    return join(root, ACCEPTED_SPEC)
-
-
 def _read_spec(storage: Storage, root: str) -> Spec:
-    uri = _spec(root)
+    uri = join(root, ACCEPTED_SPEC)
     try:
         text = storage.read_text(uri)
     except MissingObject:

@@ -50,7 +50,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
         "with the records and the source's last path segment",
     )
     parser.add_argument(
-        "--s3-endpoint", help="S3 endpoint URL (default: the spec's, else AWS_ENDPOINT_URL)"
+        "--s3-endpoint",
+        help="S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS; for the trials' results "
+        "of a local folder, the spec's data.s3)",
     )
     parser.add_argument("--s3-region", help="S3 region name")
 
