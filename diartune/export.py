@@ -43,9 +43,7 @@ def distribution(
     return FloatDistribution(parameter.low, parameter.high, log=parameter.log)
 
 
-def trial_attributes(
-    record: TrialRecord, per_file: dict[str, Components]
-) -> dict[str, Value | None]:
+def trial_attributes(record: TrialRecord, per_file: dict[str, Components]) -> dict[str, Value]:
     """What Optuna has no field for: the trial's identity, state, DER parts and files."""
     parts = record.components
     attributes: dict[str, Value | None] = {
@@ -90,7 +88,7 @@ def frozen_trial(record: TrialRecord, stage: Stage, per_file: dict[str, Componen
         raise ArtifactsError(f"trial {record.name}: {error}") from None
 
 
-def study_attributes(tuning: TuningArtifacts) -> dict[str, Value | None]:
+def study_attributes(tuning: TuningArtifacts) -> dict[str, Value]:
     """The tuning's summary and its evaluations (winner and defaults on test)."""
     summary = tuning.summary()
     attributes: dict[str, Value | None] = {
