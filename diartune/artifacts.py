@@ -4,10 +4,10 @@ Two places hold a tuning's trials:
 
 - the output folder of ``diartune tune``: ``spec.json`` (the accepted spec) and
   ``trials.json`` (every record), the trials' own artifacts wherever the records say;
-- the operator's artifacts, ``<artifacts>/<namespace>/<tuning>`` in S3: ``spec.json``
-  (the spec the tuning follows) and ``trials/<trial>/record.json`` (one record per
-  finished trial), which the operator writes with ``publish_spec`` and ``publish_record``
-  beside what each trial writes itself (``trials/<trial>/result.json``, ...).
+- the operator's artifacts, ``<artifacts>/<namespace>/<tuning>`` in S3:
+  ``trials/<trial>/record.json``, the record each trial writes of itself when it ends
+  (``diartune.trial.run``), beside its ``result.json``. The operator holds no S3
+  credentials, so no spec is kept there: give it with ``--spec`` (the YAML applied).
 
 A finished trial's record says where its artifacts are; a successful trial's
 ``result.json`` there adds its DER per file.
@@ -16,8 +16,6 @@ A finished trial's record says where its artifacts are; a successful trial's
 from __future__ import annotations
 
 import datetime
-import json
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -25,16 +23,13 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from diartune.local.tuning import ACCEPTED_SPEC
-from diartune.records import Components, TrialRecord, TrialResult
+from diartune.records import RECORD_FILE, RESULT_FILE, Components, TrialRecord, TrialResult
 from diartune.report import TRIALS_JSON
-from diartune.spec import S3, Spec, SpecError, format_errors
+from diartune.spec import S3, Spec, SpecError
+from diartune.spec_file import format_errors
 from diartune.storage import MissingObject, Storage, StorageError, is_s3, join, split_s3
 from diartune.study import Study, Summary
 
-#: What a successful trial writes last (``diartune.trial.run.RESULT_FILE``, which needs torch).
-RESULT_FILE = "result.json"
-#: The operator's record of one finished trial: ``<root>/trials/<trial>/record.json``.
-RECORD_FILE = "record.json"
 TRIALS = "trials"
 #: Parallel reads of small S3 objects (records and results), within boto3's 10 connections.
 READERS = 8
@@ -75,26 +70,6 @@ def _parse(adapter: TypeAdapter[T], text: str, source: str) -> T:
         return adapter.validate_json(text)
     except ValidationError as error:
         raise ArtifactsError(format_errors(error, source).splitlines()[0]) from None
-
-
-def _write_text(storage: Storage, text: str, uri: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="diartune-publish-") as folder:
-        path = Path(folder) / Path(uri).name
-        path.write_text(text, encoding="utf-8")
-        return storage.upload(path, uri)
-
-
-def publish_spec(storage: Storage, root: str, spec: Spec) -> str:
-    """Write ``<root>/spec.json``: the spec a tuning follows, as ``diartune tune`` keeps it."""
-    document = spec.model_dump(mode="json", by_alias=True)
-    text = json.dumps(document, indent=2, ensure_ascii=False)
-    return _write_text(storage, text, join(root, ACCEPTED_SPEC))
-
-
-def publish_record(storage: Storage, root: str, record: TrialRecord) -> str:
-    """Write ``<root>/trials/<trial>/record.json``: a finished trial's durable record."""
-    uri = join(root, TRIALS, record.name, RECORD_FILE)
-    return _write_text(storage, record.model_dump_json(by_alias=True, indent=2), uri)
 
 
 def _read_spec(storage: Storage, root: str) -> Spec:

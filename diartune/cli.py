@@ -7,6 +7,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from diartune.commands import add_export_parser, add_report_parser
 from diartune.spec import SpecError
 from diartune.spec_file import load_tuning
 from diartune.storage import StorageError
@@ -131,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     operator.set_defaults(run=_operator)
 
+    add_export_parser(commands)
+    add_report_parser(commands)
+
     crd = commands.add_parser("crd", help="print the CRDs generated from the spec model")
     crd.add_argument("--output-dir", type=Path, help="write one file per CRD here instead")
     crd.set_defaults(run=_crd)
@@ -147,5 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except (SpecError, StorageError) as error:
-        print(f"diartune: {error}", file=sys.stderr)
+        for line in str(error).splitlines():  # one line per problem, each one whole
+            print(f"diartune: {line}", file=sys.stderr)
         return 2

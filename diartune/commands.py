@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diartune.spec import S3, SpecError, load_tuning
+from diartune.spec import S3, SpecError
+from diartune.spec_file import load_tuning
 from diartune.storage import StorageError, is_s3
 
 if TYPE_CHECKING:

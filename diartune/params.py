@@ -40,7 +40,7 @@ KNOWN: dict[str, Known] = {
     # SpeakerDiarization.default_parameters() of pyannote.audio 4.0.
     "segmentation.min_duration_off": Known(_FLOAT, 0.0, minimum=0.0),
     "segmentation.threshold": Known(_FLOAT, 0.5, minimum=0.0),
-    "clustering.threshold": Known(_NUMBER, 0.6),
+    "clustering.threshold": Known(_NUMBER, 0.6, minimum=0.0),
     # pyannote 4.0 gives no defaults for these two; these are pyannote 3.1's.
     "clustering.method": Known(
         frozenset({"categorical"}),

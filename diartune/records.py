@@ -1,7 +1,7 @@
 """The documents passed between the study, the drivers and a trial.
 
 - ``Trial``: one trial the study planned: its place in the tuning and its parameters;
-- ``TrialRequest``: what one trial process must do (the input of ``diartune trial``);
+- ``TrialRequest``: a trial and what it needs to run (the input of ``diartune trial``);
 - ``TrialResult``: what a successful trial measured (its result JSON and result line);
 - ``TrialOutcome``: how a trial run ended, as a driver observed it (result or error);
 - ``TrialRecord``: the durable record of a finished trial, from which a study is rebuilt.
@@ -26,6 +26,10 @@ EXIT_INFRASTRUCTURE = 75
 
 RESULT_PREFIX = "DIARTUNE_RESULT "
 ERROR_PREFIX = "DIARTUNE_ERROR "
+#: What a trial leaves in its artifacts: its result (written after everything else it
+#: writes on success) and its own record (written last, on success or failure).
+RESULT_FILE = "result.json"
+RECORD_FILE = "record.json"
 
 Subset = Literal["development", "test"]
 
@@ -34,31 +38,6 @@ class Document(BaseModel):
     """A JSON document of diartune's: camelCase keys, unknown keys refused."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
-
-
-class TrialRequest(Document):
-    """One trial: fine-tune (optionally), run the pipeline on a subset, score it."""
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 of the request, whatever the order of its keys (the API server sorts
-        them) and whether its numbers came back as ``1`` or ``1.0``: the same request gives
-        the same result."""
-        document = canonical(self.model_dump(mode="json", by_alias=True))
-        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
-
-    name: str
-    stage: str
-    data: Data
-    pipeline: Pipeline
-    objective: Objective = Field(default_factory=Objective)
-    fine_tune: FineTune | None = None
-    params: dict[str, Value] = Field(description="Pipeline and training parameters, full set.")
-    tuned: list[str] = Field(default_factory=list, description="The params this stage tunes.")
-    subset: Subset = "development"
-    output: str = Field(description="Where the trial writes its artifacts (path or s3:// URI).")
-    cache: str | None = Field(None, description="Segmentation/embedding cache (path or s3://).")
-    export: bool = Field(False, description="Also export the pipeline (YAML + checkpoints).")
 
 
 class Components(Document):
@@ -169,6 +148,45 @@ class Trial(Document):
             artifacts=result.artifacts,
             seconds=outcome.seconds,
         )
+
+
+class TrialRequest(Document):
+    """One trial to run: fine-tune (optionally), run the pipeline on a subset, score it.
+
+    The input of ``diartune trial``; it carries the trial itself, so that the trial can
+    write its own durable record beside its artifacts.
+    """
+
+    trial: Trial
+    data: Data
+    pipeline: Pipeline = Field(description="The pipeline, with the trial's segmentation.")
+    objective: Objective = Field(default_factory=Objective)
+    fine_tune: FineTune | None = None
+    output: str = Field(description="Where the trial writes its artifacts (path or s3:// URI).")
+    cache: str | None = Field(None, description="Segmentation/embedding cache (path or s3://).")
+
+    @property
+    def name(self) -> str:
+        """The trial's name."""
+        return self.trial.name
+
+    @property
+    def params(self) -> dict[str, Value]:
+        """Every parameter the trial runs with."""
+        return self.trial.full_params
+
+    @property
+    def tuned(self) -> list[str]:
+        """The parameters its stage tunes."""
+        return sorted(self.trial.params)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the request, whatever the order of its keys (the API server sorts
+        them) and whether its numbers came back as ``1`` or ``1.0``: the same request gives
+        the same result."""
+        document = canonical(self.model_dump(mode="json", by_alias=True))
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 class TrialFacts(Document):

@@ -11,6 +11,7 @@ takes it: camelCase field names only, and no string for a number or a boolean.
 
 from __future__ import annotations
 
+import re
 import reprlib
 import stat
 from pathlib import Path
@@ -27,7 +28,8 @@ MAX_DEPTH = 32
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """YAML as a spec needs it: no duplicate keys, no aliases, no deep nesting."""
+    """YAML as a spec needs it: no duplicate keys, no aliases, no deep nesting, and
+    numbers as kubectl reads them (``1e-5`` is a number, as in YAML 1.2)."""
 
     depth = 0
 
@@ -57,6 +59,20 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def read_text(path: Path) -> str:
@@ -96,13 +112,17 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{source}: nested deeper than {MAX_DEPTH} levels") from None
 
 
+# The tags pydantic inserts in an error's location for a union's members.
+_UNION_TAG = re.compile(r"^(float|int|categorical|str|bool|constrained-\w+|function-\w+\[.*\])$")
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in {"float", "int", "categorical"}:
-            continue  # the discriminated-union tag pydantic inserts
+        elif _UNION_TAG.match(part):
+            continue
         else:
             path += f".{part}" if path else str(part)
     return path
@@ -114,7 +134,7 @@ def format_errors(error: ValidationError, source: str) -> str:
     Cross-field validators report several problems as ``@sub.path: message``, one per
     line (``PROBLEMS``), relative to the model that raised them.
     """
-    lines = []
+    problems: dict[str, list[str]] = {}  # by field: a union's alternatives join in one line
     for item in error.errors():
         path = _field_path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
@@ -125,8 +145,13 @@ def format_errors(error: ValidationError, source: str) -> str:
             if piece.startswith("@"):
                 sub, piece = piece[1:].split(": ", 1)
                 where = f"{path}.{sub}" if path else sub
-            lines.append(f"{source}: {where}: {piece}" if where else f"{source}: {piece}")
-    return "\n".join(lines)
+            found = problems.setdefault(where, [])
+            if piece not in found:
+                found.append(piece)
+    return "\n".join(
+        f"{source}: {where}: {' or '.join(pieces)}" if where else f"{source}: {' or '.join(pieces)}"
+        for where, pieces in problems.items()
+    )
 
 
 def validate(model: type[Model], document: Any, source: str) -> Model:

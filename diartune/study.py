@@ -512,16 +512,11 @@ def trial_request(spec: Spec, trial: Trial, root: str) -> TrialRequest:
     """The request that runs ``trial``, with artifacts under ``root/trials/<name>``."""
     stage = None if trial.is_evaluation else spec.stage(trial.stage)
     return TrialRequest(
-        name=trial.name,
-        stage=trial.stage,
+        trial=trial,
         data=spec.data,
         pipeline=spec.pipeline.model_copy(update={"segmentation": trial.segmentation}),
         objective=spec.objective,
         fine_tune=stage.fine_tune if stage else None,
-        params=trial.full_params,
-        tuned=sorted(trial.params),
-        subset=trial.subset,
         output=join(root, "trials", trial.name),
         cache=join(root, "cache"),
-        export=trial.export,
     )

@@ -10,6 +10,7 @@ document is the product's own model, written by the product's own functions.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -17,11 +18,20 @@ from typing import Any
 
 from test_study import Launcher
 
-from diartune.artifacts import RESULT_FILE, publish_record, publish_spec
-from diartune.local.tuning import accepted_spec
-from diartune.records import Components, Trial, TrialOutcome, TrialResult
+from diartune.artifacts import TRIALS
+from diartune.local.tuning import ACCEPTED_SPEC, accepted_spec
+from diartune.records import (
+    RECORD_FILE,
+    RESULT_FILE,
+    Components,
+    Trial,
+    TrialOutcome,
+    TrialRecord,
+    TrialResult,
+)
 from diartune.report import save_records
-from diartune.spec import DiarizationTuning, parse_tuning
+from diartune.spec import DiarizationTuning, Spec
+from diartune.spec_file import parse_tuning
 from diartune.storage import Storage, join
 from diartune.study import Study
 
@@ -133,3 +143,23 @@ def operator_tuning(storage: Storage, root: str) -> Study:
     for record in study.records:
         publish_record(storage, root, record)
     return study
+
+
+def publish_spec(storage: Storage, root: str, spec: Spec) -> str:
+    """Write ``<root>/spec.json``: the spec a tuning follows, as ``diartune tune`` keeps it."""
+    document = spec.model_dump(mode="json", by_alias=True)
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    return _write_text(storage, text, join(root, ACCEPTED_SPEC))
+
+
+def publish_record(storage: Storage, root: str, record: TrialRecord) -> str:
+    """Write ``<root>/trials/<trial>/record.json``: a finished trial's durable record."""
+    uri = join(root, TRIALS, record.name, RECORD_FILE)
+    return _write_text(storage, record.model_dump_json(by_alias=True, indent=2), uri)
+
+
+def _write_text(storage: Storage, text: str, uri: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="diartune-publish-") as folder:
+        path = Path(folder) / Path(uri).name
+        path.write_text(text, encoding="utf-8")
+        return storage.upload(path, uri)

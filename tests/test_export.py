@@ -13,10 +13,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from recorded_tuning import FAILING, FILES, local_tuning, operator_tuning, tuning
+from recorded_tuning import FAILING, FILES, local_tuning, operator_tuning, publish_record, tuning
 
-from diartune.artifacts import RECORD_FILE, RESULT_FILE, publish_record
 from diartune.commands import add_export_parser, add_report_parser
+from diartune.records import RECORD_FILE, RESULT_FILE
 from diartune.report import percent
 from diartune.spec import S3
 from diartune.storage import Storage, join

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import PROTOCOL, copy_ami, result_line, run_trial
+from trial_requests import request_document
 
 from diartune.records import EXIT_BAD_INPUT
 
@@ -198,7 +199,7 @@ def test_no_outbound_connection_is_attempted(
     import sys
 
     path = tmp_path / "request.json"
-    path.write_text(json.dumps(request(ami, models, tmp_path)))
+    path.write_text(json.dumps(request_document(request(ami, models, tmp_path))))
     attempts = tmp_path / "attempts.txt"
     env = {k: v for k, v in os.environ.items() if k != "PYANNOTE_METRICS_ENABLED"}
     done = subprocess.run(

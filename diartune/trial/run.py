@@ -30,13 +30,16 @@ from diartune.records import (
     ERROR_PREFIX,
     EXIT_BAD_INPUT,
     EXIT_INFRASTRUCTURE,
+    RECORD_FILE,
+    RESULT_FILE,
     RESULT_PREFIX,
     FileScores,
+    TrialOutcome,
     TrialRequest,
     TrialResult,
 )
 from diartune.statistics import objective_value
-from diartune.storage import MissingObject, Storage, is_s3, join
+from diartune.storage import MissingObject, Storage, StorageError, is_s3, join
 from diartune.trial.cache import FeatureCache
 from diartune.trial.data import BadInput, fetch_database, load_protocol, subset_files
 from diartune.trial.evaluate import score
@@ -50,8 +53,6 @@ from diartune.trial.pipeline import (
     nested,
     pipeline_params,
 )
-
-RESULT_FILE = "result.json"
 
 
 def cache_root() -> Path:
@@ -96,7 +97,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     with timings.phase("data"):
         database = fetch_database(request.data, storage, scratch)
         protocol = load_protocol(database, request.data.protocol)
-        files = subset_files(protocol, database, request.subset)
+        files = subset_files(protocol, database, request.trial.subset)
     with timings.phase("models"):
         segmentation = load_model(request.pipeline.segmentation, storage, scratch, token)
         embedding = load_model(request.pipeline.embedding, storage, scratch, token)
@@ -146,7 +147,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     with timings.phase("scoring"):
         total, per_file = score(files, hypotheses, request.objective)
     if total.der is None:
-        raise BadInput(f"{request.data.protocol}: the {request.subset} subset has no speech")
+        raise BadInput(f"{request.data.protocol}: the {request.trial.subset} subset has no speech")
     artifacts = workdir / "artifacts"
     artifacts.mkdir()
     _write_rttm(hypotheses, artifacts / "hypothesis.rttm")
@@ -154,7 +155,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     if checkpoint is not None:
         (artifacts / "segmentation.ckpt").write_bytes(checkpoint.read_bytes())
         checkpoint_uri = join(request.output, "segmentation.ckpt")
-    if request.export:
+    if request.trial.export:
         export_pipeline(
             artifacts / "pipeline",
             save_checkpoint(segmentation, workdir / "export" / "segmentation.ckpt"),
@@ -222,21 +223,45 @@ def _report(line: str, summary: dict[str, Any], termination_log: Path | None) ->
 
 
 def main(request: TrialRequest, termination_log: Path | None) -> int:
-    """Run a trial as a command: print its result line and return its exit code."""
+    """Run a trial as a command: print its result line, leave its record beside its
+    artifacts, and return its exit code."""
+    start = time.monotonic()
+    storage = Storage(request.data.s3)
     try:
-        result = earlier_result(request, Storage(request.data.s3))
+        result = earlier_result(request, storage)
         if result is not None:
             print(f"{request.name}: reporting the result it already wrote", flush=True)
         else:
             with tempfile.TemporaryDirectory(prefix="diartune-trial-") as workdir:
                 result = run_trial(request, Path(workdir))
     except (BadInput, MissingObject) as error:
-        _report(ERROR_PREFIX, {"error": scrub(str(error)), "badInput": True}, termination_log)
-        return EXIT_BAD_INPUT
+        outcome = TrialOutcome(error=scrub(str(error)), bad_input=True)
+        code = EXIT_BAD_INPUT
     except Exception as error:
-        message = scrub(f"{type(error).__name__}: {error}")
-        print(f"diartune trial: {message}", file=sys.stderr)
-        _report(ERROR_PREFIX, {"error": message}, termination_log)
-        return EXIT_INFRASTRUCTURE
-    _report(RESULT_PREFIX, result.summary(), termination_log)
-    return 0
+        outcome = TrialOutcome(error=scrub(f"{type(error).__name__}: {error}"))
+        print(f"diartune trial: {outcome.error}", file=sys.stderr)
+        code = EXIT_INFRASTRUCTURE
+    else:
+        outcome = TrialOutcome(result=result)
+        code = 0
+    seconds = round(time.monotonic() - start, 2)
+    _leave_record(request, outcome.model_copy(update={"seconds": seconds}), storage)
+    if outcome.result is not None:
+        _report(RESULT_PREFIX, outcome.result.summary(), termination_log)
+    else:
+        document = {"error": outcome.error, **({"badInput": True} if outcome.bad_input else {})}
+        _report(ERROR_PREFIX, document, termination_log)
+    return code
+
+
+def _leave_record(request: TrialRequest, outcome: TrialOutcome, storage: Storage) -> None:
+    """Write the trial's record to ``<output>/record.json`` (best effort: a trial that
+    cannot reach its storage still reports through its exit code and output)."""
+    record = request.trial.record(outcome)
+    with tempfile.TemporaryDirectory(prefix="diartune-record-") as folder:
+        local = Path(folder) / RECORD_FILE
+        local.write_text(record.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
+        try:
+            storage.upload(local, join(request.output, RECORD_FILE))
+        except (StorageError, OSError) as error:
+            print(f"diartune trial: its record was not written: {scrub(str(error))}", flush=True)
