@@ -54,7 +54,7 @@ class Objective:
         from diartune.trial.pipeline import build_pipeline
 
         path = Path(database)
-        self.files = subset_files(load_protocol(path, protocol), path, "development")
+        self.files = subset_files(load_protocol(path, protocol), "development")
         segmentation, embedding = (Model.from_pretrained(m) for m in models)
         self.pipeline = build_pipeline(
             segmentation, embedding, "AgglomerativeClustering", {}, set()

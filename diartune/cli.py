@@ -10,7 +10,7 @@ from pathlib import Path
 from diartune.commands import add_export_parser, add_report_parser
 from diartune.spec import SpecError
 from diartune.spec_file import load_tuning
-from diartune.storage import StorageError
+from diartune.storage import Storage, StorageError, cache_root, is_s3
 
 #: Exit codes of ``diartune tune``, by the phase the tuning ends in.
 TUNE_EXIT_CODES = {"Succeeded": 0, "Failed": 1, "Suspended": 3}
@@ -85,7 +85,21 @@ def _crd(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     print(f"{args.spec}: valid DiarizationTuning {tuning.metadata.name!r}")
-    return 0
+    if not args.data:
+        return 0
+    from diartune.corpus import BadInput, corpus_problems, fetch_database
+
+    data = tuning.spec.data
+    try:
+        database = fetch_database(data, Storage(data.s3), cache_root())
+        problems = corpus_problems(database, data.protocol, confined=is_s3(data.database))
+    except BadInput as error:
+        problems = str(error).splitlines()
+    for problem in problems:
+        print(f"diartune: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{data.database}: {data.protocol}: lists, annotations and paths are consistent")
+    return 2 if problems else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -141,6 +155,11 @@ def parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a DiarizationTuning YAML")
     validate.add_argument("spec")
+    validate.add_argument(
+        "--data",
+        action="store_true",
+        help="also check the corpus: lists, annotations, annotated regions, audio paths",
+    )
     validate.set_defaults(run=_validate)
     return root
 

@@ -44,6 +44,11 @@ def atomic_path(destination: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+def cache_root() -> Path:
+    """Local scratch for downloads: $DIARTUNE_CACHE, else ~/.cache/diartune."""
+    return Path(os.environ.get("DIARTUNE_CACHE") or Path.home() / ".cache" / "diartune")
+
+
 class StorageError(RuntimeError):
     """A location that cannot be read or written."""
 

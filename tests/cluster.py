@@ -557,10 +557,12 @@ class Cluster:
             **kwargs,
         )
 
-    def create_namespace(self, name: str, timeout: float = 30) -> str:
+    def create_namespace(
+        self, name: str, timeout: float = 30, labels: Mapping[str, str] | None = None
+    ) -> str:
         """Create namespace ``name`` and wait for its default ServiceAccount (pods need it)."""
         core = client.CoreV1Api(self.api_client())
-        core.create_namespace({"metadata": {"name": name}})
+        core.create_namespace({"metadata": {"name": name, "labels": dict(labels or {})}})
         watch_until(
             core.list_namespaced_service_account,
             lambda accounts: "default" in accounts,

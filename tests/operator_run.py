@@ -88,7 +88,7 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
             "--set",
             "trialPolicy.allowedImages={diartune-trial}",
             "--set",
-            "trialPolicy.allowedSecrets={s3-credentials}",
+            "trialPolicy.allowedSecrets={s3-credentials,canary-extra}",
             "--set",
             "trialPolicy.allowedTolerationKeys={kwok.x-k8s.io/node}",
         ],

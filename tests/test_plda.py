@@ -12,11 +12,12 @@ from conftest import PROTOCOL, ROOT, _source_digest, copy_ami, result_line, run_
 from pyannote.audio import Audio, Model
 from pyannote.audio.core.plda import PLDA
 
+from diartune.corpus import BadInput
 from diartune.params import pipeline_defaults
 from diartune.records import EXIT_BAD_INPUT
 from diartune.spec import Data, Objective
 from diartune.storage import Storage
-from diartune.trial.data import BadInput, load_protocol, subset_files
+from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.evaluate import score
 from diartune.trial.models import load_plda
 from diartune.trial.offline_plda import build_plda, protocol_audio, training_embeddings
@@ -309,7 +310,7 @@ def test_vbx_diarizes_ami_development_with_the_offline_plda(
     segmentation = Model.from_pretrained(models[0], strict=False)
     embedding = Model.from_pretrained(models[1], strict=False)
     plda = load_plda(str(offline_plda), Storage(None), offline_plda, dimension=256)
-    files = subset_files(load_protocol(ami, PROTOCOL), ami, "development")
+    files = subset_files(load_protocol(ami, PROTOCOL), "development")
     pipeline = build_pipeline(
         segmentation, embedding, "VBxClustering", pipeline_defaults("VBxClustering"), set(), plda
     )

@@ -151,7 +151,22 @@ def test_rttm_uris_without_audio_are_bad_input(
     code, output = run_trial(job, tmp_path)
     assert code == EXIT_BAD_INPUT, output[-3000:]
     error = result_line(output, "DIARTUNE_ERROR ")["error"]
-    assert "debug.train.rttm: URIs that match no audio of the train subset: ['trn00']" in error
+    assert "debug.train.rttm:1: URI 'trn00' is not in the subset's list" in error
+
+
+def test_nan_samples_are_bad_input(models: tuple[Path, Path], tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    database = copy_ami(tmp_path / "ami")
+    wav = database.parent / "dev01.wav"
+    audio, rate = soundfile.read(wav, dtype="float32")
+    audio[1000:1010] = np.nan
+    soundfile.write(wav, audio, rate, subtype="FLOAT")
+    code, output = run_trial(request(database, models, tmp_path), tmp_path)
+    assert code == EXIT_BAD_INPUT, output[-3000:]
+    error = result_line(output, "DIARTUNE_ERROR ")["error"]
+    assert error.endswith("dev01.wav: NaN or infinite samples; expected finite audio"), error
 
 
 def test_missing_database_is_bad_input(models: tuple[Path, Path], tmp_path: Path) -> None:

@@ -1,45 +1,27 @@
-"""Data of a trial: fetch the pyannote.database corpus, load a protocol, check its files."""
+"""Data of a trial: load a protocol of the fetched corpus, decode and check its files."""
 
 from __future__ import annotations
 
-import hashlib
-import unicodedata
 from pathlib import Path
 from typing import Any
 
-import yaml
+import torch
 from pyannote.audio import Audio
 from pyannote.database import FileFinder, registry
-from pyannote.database.util import load_rttm
 
-from diartune.spec import Data
-from diartune.storage import MissingObject, Storage, is_s3
+from diartune.corpus import BadInput, corpus_problems
 
 
-class BadInput(ValueError):
-    """Input that no retry can fix: the message names the file or field at fault."""
-
-
-def fetch_database(data: Data, storage: Storage, cache_dir: Path) -> Path:
-    """A local database.yml for ``data.database``: S3 prefixes are mirrored into the cache."""
-    if not is_s3(data.database):
-        path = Path(data.database)
-        if not path.is_file():
-            raise BadInput(f"spec.data.database: {path}: no such file")
-        return path.resolve()
-    prefix, _, name = data.database.rpartition("/")
-    local = cache_dir / "data" / hashlib.sha256(prefix.encode()).hexdigest()[:16]
-    try:
-        storage.download_prefix(prefix, local)
-    except MissingObject as error:
-        raise BadInput(f"spec.data.database: {error}") from error
-    if not (local / name).is_file():
-        raise BadInput(f"spec.data.database: {data.database}: no such object")
-    return local / name
-
-
-def load_protocol(database: Path, name: str) -> Any:
-    """The pyannote.database protocol ``name`` defined in ``database``."""
+def load_protocol(
+    database: Path, name: str, subsets: tuple[str, ...] = (), confined: bool = False
+) -> Any:
+    """The pyannote.database protocol ``name`` defined in ``database``, once the lists,
+    annotations and paths of ``subsets`` (all when empty) passed ``diartune.corpus``'s
+    checks (BadInput otherwise). ``confined``: audio paths must stay in the database's
+    folder (an S3 mirror)."""
+    problems = corpus_problems(database, name, confined, subsets)
+    if problems:
+        raise BadInput("\n".join(problems))
     try:
         registry.load_database(str(database))
         return registry.get_protocol(name, preprocessors={"audio": FileFinder()})
@@ -47,26 +29,13 @@ def load_protocol(database: Path, name: str) -> Any:
         raise BadInput(f"spec.data.protocol: {name!r} in {database}: {error}") from error
 
 
-def _subset_rttm(database: Path, protocol: str, subset: str) -> Path | None:
-    """The RTTM file that ``database`` declares for a subset of ``protocol``."""
-    config = yaml.safe_load(database.read_text(encoding="utf-8")) or {}
-    corpus, task, name = protocol.split(".")
-    entry = config.get("Protocols", {}).get(corpus, {}).get(task, {}).get(name, {})
-    annotation = (entry.get(subset) or {}).get("annotation")
-    return (database.parent / annotation) if annotation else None
-
-
-def subset_files(
-    protocol: Any, database: Path, subset: str, load: bool = True
-) -> list[dict[str, Any]]:
+def subset_files(protocol: Any, subset: str, load: bool = True) -> list[dict[str, Any]]:
     """The files of ``subset``, each checked and, with ``load``, decoded into memory.
 
     Parameters
     ----------
     protocol
         A pyannote.database protocol (``load_protocol``).
-    database
-        Its database.yml, to find the subset's RTTM.
     subset
         ``train``, ``development`` or ``test``.
     load
@@ -75,8 +44,8 @@ def subset_files(
     Raises
     ------
     BadInput
-        Naming the file when audio is missing, cannot be decoded or is empty, or when
-        the subset's RTTM names URIs that have no audio.
+        Naming the file when audio is missing, cannot be decoded, is empty, or holds NaN
+        or infinite samples.
     """
     try:
         files = list(getattr(protocol, subset)())
@@ -84,14 +53,6 @@ def subset_files(
         raise BadInput(f"{protocol.name}: cannot read its {subset} subset: {error}") from error
     if not files:
         raise BadInput(f"{protocol.name}: the {subset} subset has no files")
-    rttm = _subset_rttm(database, protocol.name, subset)
-    if rttm is not None and rttm.is_file():
-        known = {unicodedata.normalize("NFC", file["uri"]) for file in files}
-        orphans = sorted(
-            uri for uri in load_rttm(rttm) if unicodedata.normalize("NFC", uri) not in known
-        )
-        if orphans:
-            raise BadInput(f"{rttm}: URIs that match no audio of the {subset} subset: {orphans}")
     audio = Audio(sample_rate=16000, mono="downmix")
     loaded = []
     for file in files:
@@ -110,6 +71,8 @@ def subset_files(
             raise BadInput(f"{path}: unreadable audio ({error})") from error
         if empty:
             raise BadInput(f"{path}: the audio is empty (0 samples)")
+        if load and not bool(torch.isfinite(waveform).all()):
+            raise BadInput(f"{path}: NaN or infinite samples; expected finite audio")
         entry = {"uri": uri, "audio": str(path)}
         if load:
             entry |= {

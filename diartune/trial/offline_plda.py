@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from pyannote.audio import Model
 
+from diartune.corpus import fetch_database
 from diartune.spec import Data
-from diartune.storage import Storage
-from diartune.trial.data import fetch_database, load_protocol, subset_files
+from diartune.storage import Storage, cache_root
+from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.plda import (
     BETWEEN_SHRINKAGE,
     PLDA_DIMENSION,
@@ -22,7 +23,6 @@ from diartune.trial.plda import (
     train_plda,
     write_plda,
 )
-from diartune.trial.run import cache_root
 from diartune.trial.speakers import (
     SpeakerAudio,
     SpeakerEmbeddings,
@@ -57,7 +57,7 @@ def protocol_audio(data: Data) -> list[SpeakerAudio]:
     """
     database = fetch_database(data, Storage(data.s3), cache_root())
     protocol = load_protocol(database, data.protocol)
-    files = subset_files(protocol, database, "train")
+    files = subset_files(protocol, "train")
     return single_speaker_audio(files, exclude=evaluation_speakers(protocol))
 
 

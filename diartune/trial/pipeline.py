@@ -14,9 +14,9 @@ from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.core import Annotation
 
+from diartune.corpus import BadInput
 from diartune.params import Value, pipeline_defaults
 from diartune.trial.cache import FeatureCache
-from diartune.trial.data import BadInput
 
 
 class _NoPLDA(PLDA):

@@ -28,7 +28,7 @@ import numpy as np
 from pyannote.audio.core.plda import PLDA
 from sklearn.decomposition import PCA
 
-from diartune.trial.data import BadInput
+from diartune.corpus import BadInput
 
 PLDA_DIMENSION = 64  # L: held-out EER best among 8-128 (docs/models.md)
 BETWEEN_SHRINKAGE = 1.0  # suits a few dozen training speakers

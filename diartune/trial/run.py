@@ -25,6 +25,7 @@ from pyannote.audio import Model
 from pyannote.core import Annotation
 from pydantic import ValidationError
 
+from diartune.corpus import BadInput, fetch_database
 from diartune.params import pipeline_defaults
 from diartune.records import (
     ERROR_PREFIX,
@@ -39,9 +40,9 @@ from diartune.records import (
     TrialResult,
 )
 from diartune.statistics import objective_value
-from diartune.storage import MissingObject, Storage, StorageError, is_s3, join
+from diartune.storage import MissingObject, Storage, StorageError, cache_root, is_s3, join
 from diartune.trial.cache import FeatureCache
-from diartune.trial.data import BadInput, fetch_database, load_protocol, subset_files
+from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.evaluate import score
 from diartune.trial.finetune import fine_tune
 from diartune.trial.models import load_model, load_plda, save_checkpoint
@@ -53,11 +54,6 @@ from diartune.trial.pipeline import (
     nested,
     pipeline_params,
 )
-
-
-def cache_root() -> Path:
-    """Local scratch for downloads: $DIARTUNE_CACHE, else ~/.cache/diartune."""
-    return Path(os.environ.get("DIARTUNE_CACHE") or Path.home() / ".cache" / "diartune")
 
 
 def model_digest(model: Model) -> str:
@@ -96,14 +92,16 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     token = os.environ.get("HF_TOKEN")
     with timings.phase("data"):
         database = fetch_database(request.data, storage, scratch)
-        protocol = load_protocol(database, request.data.protocol)
-        files = subset_files(protocol, database, request.trial.subset)
+        subsets = (request.trial.subset, *(("train",) if request.fine_tune else ()))
+        confined = is_s3(request.data.database)
+        protocol = load_protocol(database, request.data.protocol, subsets, confined)
+        files = subset_files(protocol, request.trial.subset)
     with timings.phase("models"):
         segmentation = load_model(request.pipeline.segmentation, storage, scratch, token)
         embedding = load_model(request.pipeline.embedding, storage, scratch, token)
     checkpoint = None
     if request.fine_tune is not None:
-        subset_files(protocol, database, "train", load=False)
+        subset_files(protocol, "train", load=False)
         with timings.phase("fine_tune"):
             checkpoint = fine_tune(
                 segmentation, protocol, request.params, request.fine_tune, workdir / "model.ckpt"
