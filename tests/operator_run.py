@@ -17,8 +17,8 @@ from kubernetes import client
 
 RELEASE = "ops"
 # What the chart's Deployment tells the operator that the test process must know too: the
-# trial policy decides which tunings may launch trials at all.
-CHART_ENV = ("DIARTUNE_TRIAL_POLICY",)
+# trial policy (which tunings may launch trials at all) and the trial pods' account.
+CHART_ENV = ("DIARTUNE_TRIAL_POLICY", "DIARTUNE_TRIAL_SERVICE_ACCOUNT")
 
 
 class Operator:
