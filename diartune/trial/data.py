@@ -7,11 +7,11 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyannote.audio import Audio
 from pyannote.database import FileFinder, registry
 from pyannote.database.util import load_rttm
 
+from diartune.database import declared_file
 from diartune.spec import Data
 from diartune.storage import MissingObject, Storage, is_s3
 
@@ -47,15 +47,6 @@ def load_protocol(database: Path, name: str) -> Any:
         raise BadInput(f"spec.data.protocol: {name!r} in {database}: {error}") from error
 
 
-def _subset_rttm(database: Path, protocol: str, subset: str) -> Path | None:
-    """The RTTM file that ``database`` declares for a subset of ``protocol``."""
-    config = yaml.safe_load(database.read_text(encoding="utf-8")) or {}
-    corpus, task, name = protocol.split(".")
-    entry = config.get("Protocols", {}).get(corpus, {}).get(task, {}).get(name, {})
-    annotation = (entry.get(subset) or {}).get("annotation")
-    return (database.parent / annotation) if annotation else None
-
-
 def subset_files(
     protocol: Any, database: Path, subset: str, load: bool = True
 ) -> list[dict[str, Any]]:
@@ -70,7 +61,7 @@ def subset_files(
         raise BadInput(f"{protocol.name}: cannot read its {subset} subset: {error}") from error
     if not files:
         raise BadInput(f"{protocol.name}: the {subset} subset has no files")
-    rttm = _subset_rttm(database, protocol.name, subset)
+    rttm = declared_file(database, protocol.name, subset, "annotation")
     if rttm is not None and rttm.is_file():
         known = {unicodedata.normalize("NFC", file["uri"]) for file in files}
         orphans = sorted(
