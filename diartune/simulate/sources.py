@@ -13,6 +13,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,21 +88,32 @@ def _name(text: str) -> str:
     return re.sub(r"[^\w-]", "-", nfc(text))
 
 
-def _protocol_files(
-    source: ProtocolSource, index: int, database: Path, subsets: list[str]
-) -> dict[str, Path]:
-    """NFC URI -> audio path of every file in the source's subsets."""
+def _protocol(source: ProtocolSource, index: int, database: Path) -> Any:
+    """The pyannote.database protocol of a source, with audio paths found by FileFinder."""
     from pyannote.database import FileFinder, registry
 
     try:
         registry.load_database(str(database))
-        protocol = registry.get_protocol(source.protocol, preprocessors={"audio": FileFinder()})
+        return registry.get_protocol(source.protocol, preprocessors={"audio": FileFinder()})
     except Exception as error:  # pyannote.database raises many kinds
         message = str(error).replace("\n", " ")
-        raise SimulationError(f"{_where(index)}.protocol: {source.protocol}: {message}") from None
+        raise SimulationError(
+            f"{_where(index)}: {source.protocol} in {database}: {message}"
+        ) from None
+
+
+def _protocol_files(protocol: Any, index: int, subsets: list[str]) -> dict[str, Path]:
+    """NFC URI -> audio path of every file in the given subsets of a protocol."""
     files = {}
     for subset in subsets:
-        for file in getattr(protocol, subset)():
+        try:
+            items = list(getattr(protocol, subset)())
+        except Exception as error:  # pyannote.database raises many kinds
+            message = str(error).replace("\n", " ")
+            raise SimulationError(
+                f"{_where(index)}: cannot read the {subset} subset of {protocol.name}: {message}"
+            ) from None
+        for file in items:
             try:
                 files[nfc(file["uri"])] = Path(file["audio"])
             except Exception as error:  # FileFinder raises when no file matches
@@ -122,6 +134,18 @@ def _subsets(source: ProtocolSource, index: int, database: Path) -> list[str]:
             f"for {source.protocol}"
         )
     return list(wanted)
+
+
+def _rttm(source: ProtocolSource, index: int, database: Path, subset: str) -> Path:
+    rttm = declared_file(database, source.protocol, subset, "annotation")
+    if rttm is None:
+        raise SimulationError(
+            f"{_where(index)}: the {subset} subset of {source.protocol} has no annotation "
+            "(RTTM); a protocol source needs reference speaker turns"
+        )
+    if not rttm.is_file():
+        raise SimulationError(f"{_where(index)}: {rttm}: no such RTTM file")
+    return rttm
 
 
 def _annotations(
@@ -160,14 +184,7 @@ def _annotations(
     turns: dict[str, list[tuple[int, int, str]]] = {uri: [] for uri in files}
     annotated: dict[str, list[tuple[int, int]]] = {}
     for subset in subsets:
-        rttm = declared_file(database, source.protocol, subset, "annotation")
-        if rttm is None:
-            raise SimulationError(
-                f"{_where(index)}: the {subset} subset of {source.protocol} has no annotation "
-                "(RTTM); a protocol source needs reference speaker turns"
-            )
-        if not rttm.is_file():
-            raise SimulationError(f"{_where(index)}: {rttm}: no such RTTM file")
+        rttm = _rttm(source, index, database, subset)
         for uri, annotation in load_rttm(rttm).items():
             name = audio_uri(uri, rttm)
             for segment, _, label in annotation.itertracks(yield_label=True):
@@ -208,8 +225,11 @@ def _protocol_speakers(source: ProtocolSource, index: int) -> dict[str, list[Pie
         raise SimulationError(f"{_where(index)}.database: {database}: no such file")
     database = database.resolve()
     name = _name(source.name or source.protocol.split(".")[0].lower())
+    protocol = _protocol(source, index, database)
     subsets = _subsets(source, index, database)
-    files = _protocol_files(source, index, database, subsets)
+    for subset in subsets:
+        _rttm(source, index, database, subset)
+    files = _protocol_files(protocol, index, subsets)
     turns, annotated = _annotations(source, index, database, subsets, files)
     speakers: dict[str, list[Piece]] = {}
     for uri, path in sorted(files.items()):
