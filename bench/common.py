@@ -81,10 +81,17 @@ def bar_plot(folder: Path, name: str, labels: list[str], values: list[float], yl
 
 
 def run_trial(request: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-    """Run ``python -m diartune trial`` as a pod would; its wall time and result line."""
+    """Run ``python -m diartune trial`` as a pod would; its wall time and result line.
+
+    ``request`` has the flat fields of ``tests/trial_requests.py``.
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    from trial_requests import request_document
+
+    document = json.dumps(request_document(request))
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "diartune", "trial", "--request-json", json.dumps(request)],
+        [sys.executable, "-m", "diartune", "trial", "--request-json", document],
         capture_output=True,
         text=True,
         check=True,

@@ -54,7 +54,7 @@ class Objective:
         from diartune.trial.pipeline import build_pipeline
 
         path = Path(database)
-        self.files = subset_files(load_protocol(path, protocol), path, "development")
+        self.files = subset_files(load_protocol(path, protocol), "development")
         segmentation, embedding = (Model.from_pretrained(m) for m in models)
         self.pipeline = build_pipeline(
             segmentation, embedding, "AgglomerativeClustering", {}, set()
@@ -96,17 +96,17 @@ def run_random(objective: Objective, seed: int) -> list[float]:
 
 def run_smac(objective: Objective, seed: int) -> tuple[list[float], float]:
     from diartune.spec import Optimizer
-    from diartune.tuner import StageTuner
+    from diartune.tuner import Observation, StageTuner
 
     tuner = StageTuner(stage(), Optimizer(seed=seed, initial_design_size=8))
     ders, overhead = [], 0.0
     for _ in range(BUDGET):
         start = time.perf_counter()
-        params = tuner.ask()
+        params = tuner.ask().params
         overhead += time.perf_counter() - start
         der = objective(params)
         start = time.perf_counter()
-        tuner.tell(params, der)
+        tuner.tell(Observation(params, der))
         overhead += time.perf_counter() - start
         ders.append(der)
     return ders, overhead / BUDGET

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import random
 import statistics
 import sys
 import threading
@@ -45,42 +44,20 @@ from common import ROOT, machine, write_table
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_NODE_TOLERATION, Cluster
-from kubernetes import client, watch
+from cluster import FAKE_NODE_TOLERATION, Cluster
+from kubernetes import client
 from operator_run import Operator, install_chart
+from workload import SPACE, SyntheticWorkload, count_requests, synthetic_der, watch_forever
 
-from diartune.crd import GROUP, VERSION
-from diartune.executors.kubernetes import (
-    EVALUATION,
-    LABEL_TRIAL,
-    LABEL_TUNING,
-    TUNING_PLURAL,
-)
+from diartune.api import GROUP, LABEL_TRIAL, LABEL_TUNING, TUNING_PLURAL, VERSION
 
 CRDS = ROOT / "charts" / "diartune" / "crds"
 SERVICE_ACCOUNT = "ops-diartune"  # what install_chart's release "ops" creates
-METHODS = ["average", "centroid", "complete", "median", "single", "ward", "weighted"]
-SPACE = {
-    "segmentation.min_duration_off": {"type": "float", "low": 0.0, "high": 1.0},
-    "clustering.threshold": {"type": "float", "low": 0.0, "high": 2.0},
-    "clustering.method": {"type": "categorical", "choices": METHODS},
-    "clustering.min_cluster_size": {"type": "int", "low": 1, "high": 20},
-}
 
 
-def synthetic_der(params: dict[str, Any]) -> float:
-    """A known test function of a configuration, in DER's range: smooth, one optimum."""
-    threshold = float(params["clustering.threshold"])
-    off = float(params["segmentation.min_duration_off"])
-    size = int(params["clustering.min_cluster_size"])
-    method = METHODS.index(str(params["clustering.method"]))
-    return (
-        0.18
-        + 0.25 * (threshold - 0.8) ** 2
-        + 0.3 * (off - 0.25) ** 2
-        + 0.004 * abs(size - 6)
-        + 0.01 * method
-    )
+def is_search_trial(name: str) -> bool:
+    """Search trials are named <stage>-<number>; the final evaluations are not."""
+    return name.rsplit("-", 1)[-1].isdigit()
 
 
 @dataclass(frozen=True)
@@ -104,55 +81,22 @@ class Run:
 def measure_tuner(trials: int, parallel: int, seed: int = 0) -> list[dict[str, Any]]:
     """Seconds of each tell+ask, up to ``trials`` finished, with ``parallel`` pending."""
     from diartune.spec import Optimizer, Stage
-    from diartune.tuner import StageTuner
+    from diartune.tuner import Observation, StageTuner
 
     document = {"name": "pipeline", "searchSpace": SPACE, "maxTrialCount": trials + parallel}
     tuner = StageTuner(Stage.model_validate(document), Optimizer(seed=seed))
-    pending = collections.deque(tuner.ask() for _ in range(parallel))
+    pending = collections.deque(tuner.ask().params for _ in range(parallel))
     rows = []
     for finished in range(1, trials + 1):
         params = pending.popleft()
         start = time.perf_counter()
-        tuner.tell(params, synthetic_der(params))
-        pending.append(tuner.ask())
+        tuner.tell(Observation(params, synthetic_der(params)))
+        pending.append(tuner.ask().params)
         rows.append({"finished": finished, "seconds": time.perf_counter() - start})
     return rows
 
 
 # --------------------------------------------------------------------------- the cluster
-
-
-def watch_forever(
-    list_function: Callable[..., Any],
-    args: tuple[Any, ...],
-    handle: Callable[[str, dict[str, Any]], None],
-    stop: threading.Event,
-) -> None:
-    """Call ``handle(type, object)`` for every event until ``stop``; resumes after expiry."""
-    version: str | None = None
-    while not stop.is_set():
-        stream = watch.Watch(return_type=object)
-        try:
-            for event in stream.stream(
-                list_function,
-                *args,
-                resource_version=version,
-                timeout_seconds=20,
-                allow_watch_bookmarks=True,
-            ):
-                raw = event["raw_object"]
-                if event["type"] == "ERROR":  # expired: start again from a fresh list
-                    version = None
-                    break
-                version = raw["metadata"]["resourceVersion"]
-                if event["type"] != "BOOKMARK":
-                    handle(event["type"], raw)
-                if stop.is_set():
-                    break
-        except client.ApiException as error:
-            if error.status != 410:
-                raise
-            version = None
 
 
 @dataclass
@@ -195,51 +139,6 @@ class Observations:
             self.phases[tuning["metadata"]["name"]] = phase
 
 
-class SyntheticWorkload:
-    """Makes KWOK complete each new trial pod with the synthetic DER of its configuration."""
-
-    def __init__(self, api: client.ApiClient, namespace: str, duration: tuple[float, float]):
-        self.core = client.CoreV1Api(api)
-        self.namespace = namespace
-        self.duration = duration
-        self.done: set[str] = set()
-
-    def pod(self, kind: str, pod: dict[str, Any]) -> None:
-        """Annotate a trial pod not seen yet with its exit code, duration and result."""
-        meta = pod["metadata"]
-        if (
-            kind == "DELETED"
-            or meta["name"] in self.done
-            or LABEL_TUNING not in (meta.get("labels") or {})
-        ):
-            return
-        self.done.add(meta["name"])
-        command = pod["spec"]["containers"][0]["command"]
-        request = json.loads(command[command.index("--request-json") + 1])
-        der = synthetic_der(request["params"])
-        result = {
-            "name": request["name"],
-            "der": der,
-            "components": {
-                "der": der,
-                "missed": 100 * der / 3,
-                "falseAlarm": 100 * der / 3,
-                "confusion": 100 * der / 3,
-                "total": 100.0,
-            },
-            "artifacts": request["output"],
-        }
-        seconds = random.Random(meta["name"]).uniform(*self.duration)
-        annotations = {
-            FAKE_EXIT_CODE: "0",
-            FAKE_DELAY: f"{seconds:.1f}s",
-            FAKE_MESSAGE: json.dumps(result),
-        }
-        self.core.patch_namespaced_pod(
-            meta["name"], self.namespace, {"metadata": {"annotations": annotations}}
-        )
-
-
 def tuning_manifest(name: str, trials: int, parallel: int, seed: int) -> dict[str, Any]:
     """A clustering-stage tuning whose trials go to the fake GPU pool."""
     return {
@@ -277,26 +176,14 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def count_requests(audit_log: Path, user: str) -> collections.Counter[str]:
-    """The requests ``user`` made, as 'verb resource' counts, from the audit log."""
-    counts: collections.Counter[str] = collections.Counter()
-    for line in audit_log.read_text().splitlines():
-        event = json.loads(line)
-        if event["user"]["username"] == user and event["stage"] == "ResponseComplete":
-            resource = event.get("objectRef", {}).get("resource", "")
-            subresource = event.get("objectRef", {}).get("subresource")
-            counts[f"{event['verb']} {resource}{'/' + subresource if subresource else ''}"] += 1
-    return counts
-
-
 def latencies(
     observed: Observations, parallel: int, start: dict[str, dict[str, float]]
 ) -> list[float]:
     """Seconds from each trial's completion (``start``) to its successor Job's creation."""
     values = []
     for tuning, created in observed.job_created.items():
-        jobs = sorted(t for trial, t in created.items() if trial != EVALUATION)
-        done = sorted(t for trial, t in start.get(tuning, {}).items() if trial != EVALUATION)
+        jobs = sorted(t for trial, t in created.items() if is_search_trial(trial))
+        done = sorted(t for trial, t in start.get(tuning, {}).items() if is_search_trial(trial))
         values += [
             jobs[parallel + i] - done[i] for i in range(min(len(done), len(jobs) - parallel))
         ]
@@ -368,7 +255,7 @@ def run_scenario(
     for thread in threads:
         thread.join(30)
     requests = count_requests(
-        cluster.workdir / "audit.log", f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+        cluster.audit_log, f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
     )
     (output / f"requests-{run.name}.json").write_text(json.dumps(requests.most_common(), indent=1))
     trials = run.tunings * run.trials
@@ -391,26 +278,6 @@ def run_scenario(
         "tuning_object_max_kib": observed.object_bytes / 1024,
     }
     return row, {"from Job Complete": from_job, "from pod Succeeded": from_pod}
-
-
-def audit_args(directory: Path, namespaces: list[str]) -> list[str]:
-    """kube-apiserver flags that log the requests of the namespaces' ServiceAccounts."""
-    policy = {
-        "apiVersion": "audit.k8s.io/v1",
-        "kind": "Policy",
-        "omitStages": ["RequestReceived", "ResponseStarted"],
-        "rules": [
-            {
-                "level": "Metadata",
-                "userGroups": [f"system:serviceaccounts:{name}" for name in namespaces],
-            },
-            {"level": "None"},
-        ],
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "audit-policy.json"
-    path.write_text(json.dumps(policy))
-    return [f"--audit-policy-file={path}", "--audit-log-path=audit.log", "--audit-log-format=json"]
 
 
 def plot(
@@ -474,9 +341,7 @@ def main() -> None:
     tuner = measure_tuner(args.trials, args.parallel)
     write_table(output, "tuner", tuner)
     rows, curves = [], {}
-    with Cluster(
-        apiserver_args=audit_args(output.resolve(), [r.namespace for r in runs])
-    ) as cluster:
+    with Cluster() as cluster:
         cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         cluster.add_gpu_nodes(args.nodes, args.gpus_per_node, "scale-gpu-", {"pool": "scale"})

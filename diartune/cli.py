@@ -7,12 +7,17 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from diartune.spec import SpecError, load_tuning
-from diartune.storage import StorageError
+from diartune.commands import add_export_parser, add_report_parser
+from diartune.spec import SpecError
+from diartune.spec_file import load_tuning
+from diartune.storage import Storage, StorageError, cache_root, is_s3
+
+#: Exit codes of ``diartune tune``, by the phase the tuning ends in.
+TUNE_EXIT_CODES = {"Succeeded": 0, "Failed": 1, "Suspended": 3}
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from diartune.tune import LocalTuning
+    from diartune.local.tuning import LocalTuning
 
     tuning = load_tuning(args.spec)
     output = Path(args.output or Path("runs") / tuning.metadata.name)
@@ -21,7 +26,13 @@ def _tune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: rerun the same command to resume from {output}", file=sys.stderr)
         return 130
-    return 0 if summary["phase"] == "Succeeded" else 1
+    if summary.phase == "Suspended":
+        print(
+            f"suspended: no trial was launched; set spec.suspend to false and rerun to resume "
+            f"from {output}",
+            file=sys.stderr,
+        )
+    return TUNE_EXIT_CODES.get(summary.phase, 1)
 
 
 def _trial(args: argparse.Namespace) -> int:
@@ -58,10 +69,37 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crd(args: argparse.Namespace) -> int:
+    from diartune.crd import crd_files, render_crds
+
+    if args.output_dir is None:
+        sys.stdout.write(render_crds())
+        return 0
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in crd_files().items():
+        (args.output_dir / name).write_text(text, encoding="utf-8")
+        print(args.output_dir / name)
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     print(f"{args.spec}: valid DiarizationTuning {tuning.metadata.name!r}")
-    return 0
+    if not args.data:
+        return 0
+    from diartune.corpus import BadInput, corpus_problems, fetch_database
+
+    data = tuning.spec.data
+    try:
+        database = fetch_database(data, Storage(data.s3), cache_root())
+        problems = corpus_problems(database, data.protocol, confined=is_s3(data.database))
+    except BadInput as error:
+        problems = str(error).splitlines()
+    for problem in problems:
+        print(f"diartune: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{data.database}: {data.protocol}: lists, annotations and paths are consistent")
+    return 2 if problems else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,8 +146,20 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     operator.set_defaults(run=_operator)
 
+    add_export_parser(commands)
+    add_report_parser(commands)
+
+    crd = commands.add_parser("crd", help="print the CRDs generated from the spec model")
+    crd.add_argument("--output-dir", type=Path, help="write one file per CRD here instead")
+    crd.set_defaults(run=_crd)
+
     validate = commands.add_parser("validate", help="check a DiarizationTuning YAML")
     validate.add_argument("spec")
+    validate.add_argument(
+        "--data",
+        action="store_true",
+        help="also check the corpus: lists, annotations, annotated regions, audio paths",
+    )
     validate.set_defaults(run=_validate)
     return root
 
@@ -120,5 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except (SpecError, StorageError) as error:
-        print(f"diartune: {error}", file=sys.stderr)
+        for line in str(error).splitlines():  # one line per problem, each one whole
+            print(f"diartune: {line}", file=sys.stderr)
         return 2

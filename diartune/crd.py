@@ -2,7 +2,7 @@
 
 Nothing here restates a field: the OpenAPI v3 schemas of the DiarizationTuning and
 DiarizationTrial CRDs are converted from the JSON schemas pydantic makes of
-``diartune.spec`` and ``diartune.records``, so names, types, bounds and descriptions
+``diartune.spec`` and ``diartune.api``, so names, types, bounds and descriptions
 live there only. Kubernetes wants *structural* schemas, so the conversion
 
 - inlines every ``$ref``;
@@ -19,35 +19,37 @@ live there only. Kubernetes wants *structural* schemas, so the conversion
 - drops ``title`` and ``default``: defaults are applied by the models, not by the API
   server, so that a stored resource holds only what its author wrote.
 
-``render_crds()`` gives the YAML that ``diartune crd`` prints and that is checked into
-``charts/diartune/crds/`` (regenerate with ``python -m diartune.crd --output-dir DIR``).
+``render_crds()`` gives the YAML that ``diartune crd`` prints; ``crd_files()`` gives the
+files checked into ``charts/diartune/crds/`` (``diartune crd --output-dir charts/diartune/crds``).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import json
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, create_model
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel
 
-from diartune.records import TrialRecord
+from diartune.api import (
+    GROUP,
+    TRIAL_KIND,
+    TRIAL_PLURAL,
+    TUNING_KIND,
+    TUNING_PLURAL,
+    VERSION,
+    DiarizationTrialSpec,
+    DiarizationTrialStatus,
+)
 from diartune.spec import (
     API_VERSION,
-    KIND,
     CategoricalParameter,
     DiarizationTuning,
     FloatParameter,
     IntParameter,
     Pipeline,
 )
-
-GROUP, VERSION = API_VERSION.split("/")
-TRIAL_KIND = "DiarizationTrial"
 
 Schema = dict[str, Any]
 Rule = dict[str, str]
@@ -144,6 +146,10 @@ class _Converter:
                 }
             elif key == "additionalProperties":
                 result.update(self._additional(value, where))
+            elif key == "patternProperties":
+                result.update(self._keyed(value, node.get("propertyNames", {}), where))
+            elif key == "propertyNames":
+                continue  # checked with patternProperties
             elif key == "items":
                 result[key] = self.convert(value, f"{where}[]")
             elif key == "const":
@@ -178,6 +184,21 @@ class _Converter:
             return {"x-kubernetes-preserve-unknown-fields": True}
         return {"additionalProperties": self.convert(value, f"{where}{{}}")}
 
+    def _keyed(self, patterns: Schema, names: Schema, where: str) -> Schema:
+        """A map whose keys follow a pattern: its values' schema, and a CEL rule on its keys
+        (structural schemas have no patternProperties)."""
+        if len(patterns) != 1:
+            raise CrdError(f"{where}: several key patterns have no structural form")
+        [(pattern, values)] = patterns.items()
+        checks = [f"k.matches({json.dumps(pattern)})"]
+        if "maxLength" in names:
+            checks.append(f"size(k) <= {names['maxLength']}")
+        rule = _rule(f"self.all(k, {' && '.join(checks)})", f"keys must match {pattern}")
+        return {
+            "additionalProperties": self.convert(values, f"{where}{{}}"),
+            "x-kubernetes-validations": [rule],
+        }
+
     def _union(self, node: Schema, where: str) -> Schema:
         options: list[Schema] = node.get("anyOf") or node["oneOf"]
         outer = {
@@ -192,7 +213,9 @@ class _Converter:
         elif "discriminator" in node:
             result = self._merge_variants(present, node["discriminator"], where)
             result.update(self.convert(outer, where))
-        elif all(set(option) == {"type"} and option["type"] in _SCALARS for option in present):
+        elif all(option.get("type") in _SCALARS and "anyOf" not in option for option in present):
+            # The branches' own bounds stay with the models: a structural schema has no
+            # per-type constraints in a union (the API server takes more, never less).
             result = _scalar_union({option["type"] for option in present})
             result.update(self.convert(outer, where))
         else:
@@ -416,40 +439,6 @@ def _unique(rules: list[Rule]) -> list[Rule]:
 # --- The resources -----------------------------------------------------------------------
 
 
-class _Document(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
-
-
-def _fields(model: type[BaseModel], names: Iterable[str]) -> dict[str, Any]:
-    return {name: (model.model_fields[name].annotation, model.model_fields[name]) for name in names}
-
-
-# A trial's resource exists while it runs, so its state has more values than a record's.
-_TRIAL_STATE: Any = Literal["Pending", "Running", "Succeeded", "Failed"] | None
-
-TrialSpec: type[BaseModel] = create_model(
-    "DiarizationTrialSpec",
-    __base__=_Document,
-    __doc__="What the trial runs: its place in the tuning and its parameters.",
-    tuning=(str, Field(description="The DiarizationTuning this trial belongs to.")),
-    **_fields(TrialRecord, ("stage", "number", "params", "full_params", "segmentation")),
-)
-TrialStatus: type[BaseModel] = create_model(
-    "DiarizationTrialStatus",
-    __base__=_Document,
-    __doc__="What the trial measured; written by the operator only.",
-    state=(
-        _TRIAL_STATE,
-        Field(None, description="Pending, Running, then Succeeded or Failed."),
-    ),
-    job=(str | None, Field(None, description="The Job that runs the trial.")),
-    **_fields(
-        TrialRecord,
-        ("der", "components", "checkpoint", "artifacts", "message", "bad_input", "seconds"),
-    ),
-)
-
-
 def _resource(description: str, spec: Schema, status: Schema, name_limit: int | None) -> Schema:
     """The root schema of a custom resource; apiVersion, kind and metadata are Kubernetes'."""
     root: Schema = {
@@ -492,8 +481,8 @@ def trial_schema() -> Schema:
     """The OpenAPI v3 schema of a DiarizationTrial."""
     return _resource(
         "One trial of a DiarizationTuning: its parameters and what it measured.",
-        structural_schema(TrialSpec),
-        structural_schema(TrialStatus),
+        structural_schema(DiarizationTrialSpec),
+        structural_schema(DiarizationTrialStatus),
         None,
     )
 
@@ -514,6 +503,7 @@ TUNING_COLUMNS = [
 TRIAL_COLUMNS = [
     _column("Tuning", ".spec.tuning"),
     _column("Stage", ".spec.stage"),
+    _column("Budget", ".spec.budget", "number", description="Multi-fidelity budget."),
     _column("State", ".status.state"),
     _column("DER", ".status.der", "number"),
     AGE,
@@ -557,19 +547,17 @@ def _crd(
 
 def tuning_crd() -> dict[str, Any]:
     """The DiarizationTuning CustomResourceDefinition."""
-    return _crd(KIND, "diarizationtunings", "dtune", tuning_schema(), TUNING_COLUMNS)
+    return _crd(TUNING_KIND, TUNING_PLURAL, "dtune", tuning_schema(), TUNING_COLUMNS)
 
 
 def trial_crd() -> dict[str, Any]:
     """The DiarizationTrial CustomResourceDefinition (one per trial, as Katib's Trial)."""
-    return _crd(TRIAL_KIND, "diarizationtrials", "dtrial", trial_schema(), TRIAL_COLUMNS)
+    return _crd(TRIAL_KIND, TRIAL_PLURAL, "dtrial", trial_schema(), TRIAL_COLUMNS)
 
 
 # --- YAML --------------------------------------------------------------------------------
 
-HEADER = (
-    "# Generated by `diartune crd` from diartune/spec.py and diartune/records.py: do not edit.\n"
-)
+HEADER = "# Generated by `diartune crd` from diartune/spec.py and diartune/api.py: do not edit.\n"
 CRDS: dict[str, Callable[[], dict[str, Any]]] = {
     f"{GROUP}_diarizationtunings.yaml": tuning_crd,
     f"{GROUP}_diarizationtrials.yaml": trial_crd,
@@ -589,22 +577,3 @@ def crd_files() -> dict[str, str]:
 def render_crds() -> str:
     """Both CRDs as one multi-document YAML stream (what ``diartune crd`` prints)."""
     return "---\n".join(crd_files().values())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the CRDs, or write one file per CRD into ``--output-dir``."""
-    parser = argparse.ArgumentParser(prog="diartune crd", description=main.__doc__)
-    parser.add_argument("--output-dir", type=Path, help="e.g. charts/diartune/crds")
-    args = parser.parse_args(argv)
-    if args.output_dir is None:
-        sys.stdout.write(render_crds())
-        return 0
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in crd_files().items():
-        (args.output_dir / name).write_text(text, encoding="utf-8")
-        print(args.output_dir / name)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -182,9 +182,10 @@ def demo_spec(database: Path, models: Path, quick: bool) -> dict[str, Any]:
 
 def run_demo(output: Path, quick: bool = False) -> int:
     """Make the corpus and models under ``output``, then tune; print the summary."""
-    from diartune.spec import Data, parse_tuning
+    from diartune.local.tuning import LocalTuning
+    from diartune.spec import Data
+    from diartune.spec_file import parse_tuning
     from diartune.trial.bootstrap import make_models
-    from diartune.tune import LocalTuning
 
     start = time.monotonic()
     database = make_corpus(output / "corpus")
@@ -201,4 +202,4 @@ def run_demo(output: Path, quick: bool = False) -> int:
     tuning = parse_tuning(document, str(output / "demo.yaml"))
     summary = LocalTuning(tuning, output / "run").run()
     print(f"demo wall time: {time.monotonic() - start:.0f} s")
-    return 0 if summary["phase"] == "Succeeded" else 1
+    return 0 if summary.phase == "Succeeded" else 1

@@ -40,7 +40,7 @@ KNOWN: dict[str, Known] = {
     # SpeakerDiarization.default_parameters() of pyannote.audio 4.0.
     "segmentation.min_duration_off": Known(_FLOAT, 0.0, minimum=0.0),
     "segmentation.threshold": Known(_FLOAT, 0.5, minimum=0.0),
-    "clustering.threshold": Known(_NUMBER, 0.6),
+    "clustering.threshold": Known(_NUMBER, 0.6, minimum=0.0),
     # pyannote 4.0 gives no defaults for these two; these are pyannote 3.1's.
     "clustering.method": Known(
         frozenset({"categorical"}),
@@ -62,7 +62,19 @@ class _ParameterLike(Protocol):
 def check_parameter(
     name: str, parameter: _ParameterLike, clustering: str, fine_tunes: bool
 ) -> str | None:
-    """Why ``parameter`` cannot be tuned under ``name``, or None when it can."""
+    """Why ``parameter`` cannot be tuned under ``name``, or None when it can.
+
+    Parameters
+    ----------
+    name
+        The parameter's name, e.g. ``clustering.threshold``.
+    parameter
+        Its range or choices, as the spec gives them.
+    clustering
+        The pipeline's clustering: some parameters belong to one clustering only.
+    fine_tunes
+        Whether the stage fine-tunes (``training.*`` parameters need it).
+    """
     known = KNOWN.get(name)
     if known is None:
         return f"unknown parameter; expected one of {', '.join(sorted(KNOWN))}"
@@ -83,6 +95,20 @@ def check_parameter(
     elif known.minimum is not None and any(value < known.minimum for value in values):
         return f"values must be at least {known.minimum}, got {values}"
     return None
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every number a float, recursively: JSON stores ``1.0`` as ``1`` (the
+    Kubernetes API server does), and the same configuration must stay the same."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(item) for item in value]
+    return value
 
 
 def pipeline_defaults(clustering: str) -> dict[str, Value]:

@@ -1,18 +1,22 @@
-"""The documents passed between the tuner, the executors and a trial.
+"""The documents passed between the study, the drivers and a trial.
 
-- ``TrialRequest``: what one trial must do (the input of ``diartune trial``);
-- ``TrialResult``: what it measured (its result JSON and result line);
-- ``TrialRecord``: the durable record of a finished trial, from which a tuner is rebuilt.
+- ``Trial``: one trial the study planned: its place in the tuning and its parameters;
+- ``TrialRequest``: a trial and what it needs to run (the input of ``diartune trial``);
+- ``TrialResult``: what a successful trial measured (its result JSON and result line);
+- ``TrialOutcome``: how a trial run ended, as a driver observed it (result or error);
+- ``TrialRecord``: the durable record of a finished trial, from which a study is rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from diartune.params import Value
+from diartune.params import Value, canonical
 from diartune.spec import Data, FineTune, Objective, Pipeline
 
 # Exit codes of ``diartune trial`` (from sysexits.h): bad input is not worth retrying,
@@ -22,30 +26,34 @@ EXIT_INFRASTRUCTURE = 75
 
 RESULT_PREFIX = "DIARTUNE_RESULT "
 ERROR_PREFIX = "DIARTUNE_ERROR "
+#: What a trial leaves in its artifacts: its result (written after everything else it
+#: writes on success) and its own record (written last, on success or failure).
+#: Names the trial's environment variables that come from Secrets, comma-separated: the
+#: trial masks their values in every message it reports.
+SECRET_VARIABLES_ENV = "DIARTUNE_SECRET_VARIABLES"
+RESULT_FILE = "result.json"
+RECORD_FILE = "record.json"
+#: The fine-tuned segmentation model (a Lightning checkpoint with its training state).
+CHECKPOINT_FILE = "segmentation.ckpt"
+
+Subset = Literal["development", "test"]
 
 
-class _Document(BaseModel):
+class Document(BaseModel):
+    """A JSON document of diartune's: camelCase keys, unknown keys refused."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
 
 
-class TrialRequest(_Document):
-    """One trial: fine-tune (optionally), run the pipeline on a subset, score it."""
+class Checkpoint(Document):
+    """A checkpoint diartune made, and the SHA-256 it had when it was made: a trial checks
+    it before unpickling the file."""
 
-    name: str
-    stage: str
-    data: Data
-    pipeline: Pipeline
-    objective: Objective = Field(default_factory=Objective)
-    fine_tune: FineTune | None = None
-    params: dict[str, Value] = Field(description="Pipeline and training parameters, full set.")
-    tuned: list[str] = Field(default_factory=list, description="The params this stage tunes.")
-    subset: Literal["development", "test"] = "development"
-    output: str = Field(description="Where the trial writes its artifacts (path or s3:// URI).")
-    cache: str | None = Field(None, description="Segmentation/embedding cache (path or s3://).")
-    export: bool = Field(False, description="Also export the pipeline (YAML + checkpoints).")
+    uri: str
+    sha256: str
 
 
-class Components(_Document):
+class Components(Document):
     """DER and its parts, in seconds except ``der``."""
 
     der: float | None
@@ -55,36 +63,183 @@ class Components(_Document):
     total: float
 
 
-class TrialResult(_Document):
+class FileScores(Document):
+    """Each file's errors and reference speech, in seconds, in the order of the sorted URIs;
+    two trials scored on the same files pair file by file (``files`` says which)."""
+
+    files: str = Field(description="SHA-256 of the sorted URIs, first 16 characters.")
+    error: list[float] = Field(description="Missed, false alarm and confusion, per file.")
+    total: list[float] = Field(description="Reference speech, per file.")
+
+    @classmethod
+    def of(cls, per_file: dict[str, Components]) -> FileScores:
+        """The scores of per-file components."""
+        uris = sorted(per_file)
+        digest = hashlib.sha256("\n".join(uris).encode()).hexdigest()[:16]
+        parts = [per_file[uri] for uri in uris]
+        return cls(
+            files=digest,
+            error=[round(p.missed + p.false_alarm + p.confusion, 3) for p in parts],
+            total=[round(p.total, 3) for p in parts],
+        )
+
+
+class TrialResult(Document):
     """What a successful trial measured."""
 
     name: str
     der: float
+    objective: float | None = Field(None, description="The DER aggregated as the spec asks.")
     components: Components
     per_file: dict[str, Components] = Field(default_factory=dict)
+    scores: FileScores | None = Field(None, description="Per-file errors, for intervals.")
     checkpoint: str | None = Field(None, description="The fine-tuned checkpoint, if any.")
+    checkpoint_sha256: str | None = Field(None, description="SHA-256 of the checkpoint.")
     artifacts: str
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per phase.")
+    request_digest: str | None = Field(
+        None, description="SHA-256 of the request that produced it (reruns reuse it)."
+    )
 
-    def summary(self) -> dict[str, object]:
-        """The small form: fits a Kubernetes termination message (4 KiB)."""
-        return self.model_dump(by_alias=True, exclude={"per_file"})
+    def summary(self, limit: int = 4000) -> dict[str, object]:
+        """The small form, within ``limit`` bytes of JSON (a Kubernetes termination message
+        holds 4 KiB): per-file components are left out, and per-file scores too when the
+        subset has too many files for them."""
+        summary = self.model_dump(mode="json", by_alias=True, exclude={"per_file"})
+        if len(json.dumps(summary, ensure_ascii=False).encode()) > limit:
+            summary.pop("scores")
+        return summary
 
 
-class TrialRecord(_Document):
-    """The durable record of a finished trial."""
+class TrialOutcome(Document):
+    """How one run of a trial ended: its result, or why it has none."""
 
-    name: str
-    stage: str
-    number: int
-    params: dict[str, Value] = Field(description="This stage's tuned parameters.")
-    full_params: dict[str, Value] = Field(description="Every parameter the trial ran with.")
-    segmentation: str = Field(description="The segmentation model the trial started from.")
-    state: Literal["Succeeded", "Failed"]
-    der: float | None = None
-    components: Components | None = None
-    checkpoint: str | None = None
-    artifacts: str | None = None
-    message: str | None = None
+    result: TrialResult | None = None
+    error: str | None = None
     bad_input: bool = False
     seconds: float | None = None
+
+
+class Trial(Document):
+    """A trial of a tuning: what it runs, in which stage, on which subset."""
+
+    name: str = Field(description="Unique in the tuning: <stage>-<number>, or an evaluation.")
+    stage: str = Field(description="The stage whose search space it samples.")
+    number: int = Field(description="Its number in the stage (-1 for an evaluation).")
+    subset: Subset = Field(
+        "development", description="Scored on: development (tuning) or test (evaluation)."
+    )
+    params: dict[str, Value] = Field(description="This stage's tuned parameters.")
+    full_params: dict[str, Value] = Field(description="Every parameter the trial runs with.")
+    segmentation: str = Field(description="The segmentation model the trial starts from.")
+    segmentation_sha256: str | None = Field(
+        None, description="Its SHA-256 when a trial of this tuning fine-tuned it (checked)."
+    )
+    export: bool = Field(False, description="Whether the trial exports the tuned pipeline.")
+    budget: float | None = Field(
+        None,
+        description="Its multi-fidelity budget (epochs, or percent of the development "
+        "files, as its stage says); None: the full cost (hpo facade, evaluations).",
+    )
+
+    @property
+    def is_evaluation(self) -> bool:
+        """Whether it is an evaluation (of the winner or the defaults), not a search trial."""
+        return self.number < 0
+
+    def record(self, outcome: TrialOutcome) -> TrialRecord:
+        """The durable record of this trial once ``outcome`` is known."""
+        identity = self.model_dump()
+        result = outcome.result
+        if result is None:
+            return TrialRecord(
+                **identity,
+                state="Failed",
+                message=outcome.error or "the trial left no result",
+                bad_input=outcome.bad_input,
+                seconds=outcome.seconds,
+            )
+        return TrialRecord(
+            **identity,
+            state="Succeeded",
+            der=result.der,
+            objective=result.objective if result.objective is not None else result.der,
+            scores=result.scores,
+            components=result.components,
+            checkpoint=result.checkpoint,
+            checkpoint_sha256=result.checkpoint_sha256,
+            artifacts=result.artifacts,
+            seconds=outcome.seconds,
+        )
+
+
+class TrialRequest(Document):
+    """One trial to run: fine-tune (optionally), run the pipeline on a subset, score it.
+
+    The input of ``diartune trial``; it carries the trial itself, so that the trial can
+    write its own durable record beside its artifacts.
+    """
+
+    trial: Trial
+    data: Data
+    pipeline: Pipeline = Field(description="The pipeline, with the trial's segmentation.")
+    objective: Objective = Field(default_factory=Objective)
+    fine_tune: FineTune | None = Field(
+        None, description="Fine-tuning settings; maxEpochs is the trial's epochs budget."
+    )
+    continue_from: Checkpoint | None = Field(
+        None,
+        description="The training state of the same configuration at a smaller epochs "
+        "budget: training continues from it instead of from epoch 0.",
+    )
+    files: float | None = Field(
+        None, description="Percent of the development files to score (a files budget)."
+    )
+    output: str = Field(description="Where the trial writes its artifacts (path or s3:// URI).")
+    cache: str | None = Field(None, description="Segmentation/embedding cache (path or s3://).")
+
+    @property
+    def name(self) -> str:
+        """The trial's name."""
+        return self.trial.name
+
+    @property
+    def params(self) -> dict[str, Value]:
+        """Every parameter the trial runs with."""
+        return self.trial.full_params
+
+    @property
+    def tuned(self) -> list[str]:
+        """The parameters its stage tunes."""
+        return sorted(self.trial.params)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the request, whatever the order of its keys (the API server sorts
+        them) and whether its numbers came back as ``1`` or ``1.0``: the same request gives
+        the same result."""
+        document = canonical(self.model_dump(mode="json", by_alias=True))
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+class TrialFacts(Document):
+    """What is known of a trial once it has finished, but its state."""
+
+    der: float | None = Field(None, description="DER of the trial, a fraction (0.25 = 25 %).")
+    objective: float | None = Field(
+        None, description="What the tuning minimizes: the DER aggregated as the spec asks."
+    )
+    scores: FileScores | None = Field(None, description="Per-file errors, for intervals.")
+    components: Components | None = Field(None, description="DER and its parts, in seconds.")
+    checkpoint: str | None = Field(None, description="The fine-tuned segmentation checkpoint.")
+    checkpoint_sha256: str | None = Field(None, description="SHA-256 of the checkpoint.")
+    artifacts: str | None = Field(None, description="Where the trial wrote its artifacts.")
+    message: str | None = Field(None, description="Why the trial failed.")
+    bad_input: bool = Field(False, description="It failed on input that no retry can fix.")
+    seconds: float | None = Field(None, description="Wall time of the trial.")
+
+
+class TrialRecord(TrialFacts, Trial):
+    """The durable record of a finished trial."""
+
+    state: Literal["Succeeded", "Failed"]

@@ -11,8 +11,14 @@ from typing import Any
 import yaml
 
 from diartune.records import TrialRecord
+from diartune.study import Interval, Summary
 
 TRIALS_JSON = "trials.json"
+
+
+def percent(der: float | None) -> str:
+    """A DER as people read it: ``32.12 %`` (``-`` when there is none)."""
+    return "-" if der is None else f"{100 * der:.2f} %"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -34,14 +40,16 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
     rows = [record.model_dump(mode="json", by_alias=True) for record in records]
     _atomic_write(folder / TRIALS_JSON, json.dumps(rows, indent=2, ensure_ascii=False))
     names = sorted({name for record in records for name in record.params})
-    columns = ["name", "stage", "state", "der", "missed", "falseAlarm", "confusion", "seconds"]
+    columns = ["name", "stage", "subset", "budget", "state", "der"]
+    columns += ["missed", "falseAlarm", "confusion", "seconds"]
     with (folder / "trials.csv").open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(columns + names + ["message"])
         for record in records:
             parts = record.components
             writer.writerow(
-                [record.name, record.stage, record.state, record.der]
+                [record.name, record.stage, record.subset, record.budget, record.state]
+                + [record.der]
                 + ([parts.missed, parts.false_alarm, parts.confusion] if parts else ["", "", ""])
                 + [record.seconds]
                 + [record.params.get(name, "") for name in names]
@@ -49,47 +57,44 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
             )
 
 
-def save_best(folder: Path, best: TrialRecord) -> None:
-    """Write the best trial's configuration as YAML."""
-    document = {
+def save_best(folder: Path, best: TrialRecord, summary: Summary) -> None:
+    """Write the best trial's configuration, and how sure its gain is, as YAML."""
+    document: dict[str, object] = {
         "trial": best.name,
         "stage": best.stage,
         "der": best.der,
+        "objective": {summary.objective: summary.best_objective},
         "segmentation": best.checkpoint or best.segmentation,
         "params": best.full_params,
     }
+    for subset, gain in (("development", summary.development_gain), ("test", summary.test_gain)):
+        if gain is not None:
+            document[f"gain_over_defaults_{subset}"] = gain.text
     (folder / "best.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def plot(folder: Path, records: list[TrialRecord], stages: list[str]) -> Path:
-    """DER per trial with the best so far, one panel per stage, as der.png."""
+def plot(
+    folder: Path,
+    records: list[TrialRecord],
+    stages: list[str],
+    compared: list[tuple[str, TrialRecord, TrialRecord]] = (),  # type: ignore[assignment]
+) -> Path:
+    """DER per trial with the best so far, one panel per stage, and the per-file DER of
+    the tuned pipeline against pyannote's defaults, as der.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(
-        1, len(stages), figsize=(5 * len(stages), 3.6), squeeze=False, sharey=True
-    )
-    for axis, stage in zip(axes[0], stages, strict=True):
-        trials = [r for r in records if r.stage == stage]
-        ok = [(r.number, r.der) for r in trials if r.der is not None]
-        failed = [r.number for r in trials if r.der is None]
-        if ok:
-            numbers, ders = zip(*sorted(ok), strict=True)
-            best, running = [], float("inf")
-            for der in ders:
-                running = min(running, der)
-                best.append(running)
-            axis.scatter(numbers, ders, s=14, label="trial DER")
-            axis.step(numbers, best, where="post", color="C1", label="best so far")
-        for number in failed:
-            axis.axvline(number, color="C3", alpha=0.3, lw=1)
+    panels = len(stages) + bool(compared)
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    for axis, stage in zip(axes[0], stages, strict=False):
+        _stage_panel(axis, [r for r in records if r.stage == stage and not r.is_evaluation])
         axis.set_title(f"stage {stage}")
-        axis.set_xlabel("trial")
-        axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("DER (development)")
     axes[0][0].legend(loc="upper right", fontsize=8)
+    if compared:
+        _per_file_panel(axes[0][-1], compared)
     figure.tight_layout()
     path = folder / "der.png"
     figure.savefig(path, dpi=110)
@@ -97,27 +102,87 @@ def plot(folder: Path, records: list[TrialRecord], stages: list[str]) -> Path:
     return path
 
 
-def write_summary(folder: Path, summary: dict[str, Any]) -> str:
-    """Write summary.json and summary.md; return the Markdown."""
-    _atomic_write(folder / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+def _stage_panel(axis: Any, trials: list[TrialRecord]) -> None:
+    ok = [(r.number, r.der) for r in trials if r.der is not None]
+    if ok:
+        numbers, ders = zip(*sorted(ok), strict=True)
+        best, running = [], float("inf")
+        for der in ders:
+            running = min(running, der)
+            best.append(running)
+        axis.scatter(numbers, ders, s=14, label="trial DER")
+        axis.step(numbers, best, where="post", color="C1", label="best so far")
+    for number in (r.number for r in trials if r.der is None):
+        axis.axvline(number, color="C3", alpha=0.3, lw=1)
+    axis.set_xlabel("trial")
+    axis.grid(alpha=0.3)
 
-    def percent(value: Any) -> str:
-        return f"{100 * value:.2f} %" if isinstance(value, float) else "n/a"
 
+def _per_file_panel(axis: Any, compared: list[tuple[str, TrialRecord, TrialRecord]]) -> None:
+    """Each file's DER, defaults (x) against tuned (y): below the diagonal, tuning helped."""
+    highest = 0.0
+    for index, (subset, tuned, defaults) in enumerate(compared):
+        assert tuned.scores is not None and defaults.scores is not None
+        x = [e / t for e, t in zip(defaults.scores.error, defaults.scores.total, strict=True) if t]
+        y = [e / t for e, t in zip(tuned.scores.error, tuned.scores.total, strict=True) if t]
+        axis.scatter(x, y, s=16, color=f"C{index + 2}", label=f"{subset} ({len(x)} files)")
+        highest = max([highest, *x, *y])
+    axis.plot([0, highest], [0, highest], color="grey", lw=1, ls="--")
+    axis.set_xlabel("DER with pyannote's defaults, per file")
+    axis.set_ylabel("DER tuned, per file")
+    axis.set_title("per file: below the diagonal, tuning helped")
+    axis.legend(loc="upper left", fontsize=8)
+    axis.grid(alpha=0.3)
+
+
+def _cell(der: float | None, interval: Interval | None) -> str:
+    if der is None:
+        return "-"
+    if interval is None:
+        return percent(der)
+    spread = f", {interval.files} files, per-file SD {100 * interval.spread:.1f}"
+    return f"{percent(der)} [{100 * interval.low:.2f}, {100 * interval.high:.2f}]{spread}"
+
+
+def write_summary(folder: Path, tuning: str, summary: Summary, seconds: float) -> str:
+    """Write summary.json and summary.md; return the Markdown.
+
+    Parameters
+    ----------
+    folder
+        The tuning's output folder.
+    tuning
+        The tuning's name.
+    summary
+        What the study found.
+    seconds
+        Wall time of this run.
+    """
+    document = {"tuning": tuning, **summary.model_dump(mode="json", by_alias=True)}
+    _atomic_write(
+        folder / "summary.json",
+        json.dumps(document | {"seconds": round(seconds, 1)}, indent=2, ensure_ascii=False),
+    )
     lines = [
-        f"# Tuning {summary['tuning']}: {summary['phase']}",
+        f"# Tuning {tuning}: {summary.phase}",
         "",
-        "| DER | development | test (evaluated once) |",
+        "| DER, 95 % CI over files | development (tuned on) | test (evaluated once) |",
         "|---|---|---|",
-        f"| pyannote's default parameters | {percent(summary.get('defaultDer'))} "
-        f"| {percent(summary.get('defaultTestDer'))} |",
-        f"| tuned | {percent(summary.get('bestDer'))} | {percent(summary.get('testDer'))} |",
+        f"| pyannote's default parameters | {_cell(summary.default_der, summary.default_interval)} "
+        f"| {_cell(summary.default_test_der, summary.default_test_interval)} |",
+        f"| tuned | {_cell(summary.best_der, summary.best_interval)} "
+        f"| {_cell(summary.test_der, summary.test_interval)} |",
         "",
-        f"Best trial: {summary.get('bestTrial')}; trials: {summary['trials']} "
-        f"({summary['failed']} failed); wall time: {summary['seconds']:.0f} s.",
     ]
-    if summary.get("message"):
-        lines += ["", summary["message"]]
+    lines += [f"- {gain.text}." for gain in (summary.development_gain, summary.test_gain) if gain]
+    lines += [
+        "",
+        f"Best trial: {summary.best_trial}; trials: {summary.trials} "
+        f"({summary.failed} failed); minimized: {summary.objective} DER; "
+        f"wall time: {seconds:.0f} s.",
+    ]
+    if summary.message:
+        lines += ["", summary.message]
     text = "\n".join(lines) + "\n"
     (folder / "summary.md").write_text(text, encoding="utf-8")
     return text

@@ -6,8 +6,10 @@ so the default configuration of the space is the warm start.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from ConfigSpace import (
@@ -55,6 +57,21 @@ def stage_space(stage: Stage, seed: int) -> ConfigurationSpace:
             )
         space.add(hyperparameter)
     return space
+
+
+def all_configurations(space: ConfigurationSpace) -> Iterator[dict[str, Value]]:
+    """Every configuration of a space without float parameters, in a fixed order."""
+    names = sorted(space.keys())
+    values = []
+    for name in names:
+        hyperparameter = space[name]
+        if isinstance(hyperparameter, CategoricalHyperparameter):
+            values.append(list(hyperparameter.choices))
+        else:
+            assert isinstance(hyperparameter, UniformIntegerHyperparameter), name
+            values.append(list(range(hyperparameter.lower, hyperparameter.upper + 1)))
+    for combination in itertools.product(*values):
+        yield plain(dict(zip(names, combination, strict=True)))
 
 
 def plain(config: Configuration | dict[str, Any]) -> dict[str, Value]:

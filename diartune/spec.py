@@ -1,26 +1,57 @@
 """The one typed model of a DiarizationTuning resource.
 
-It loads exactly the YAML that ``kubectl apply`` takes. The CRD schema is generated
-from these classes (``diartune crd``), so field names and descriptions live here only.
+It takes exactly the YAML that ``kubectl apply`` takes (``spec_file`` reads it). The CRD
+schema is generated from these classes (``diartune crd``), so field names and descriptions
+live here only.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+import re
+import reprlib
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from diartune.params import check_parameter
+from diartune.spec_types import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    Annotations,
+    BoundedInt,
+    DnsLabel,
+    Endpoint,
+    EnvName,
+    FiniteFloat,
+    Image,
+    LabelKey,
+    LabelValue,
+    Location,
+    Model,
+    ObjectName,
+    PositiveFloat,
+    Quantity,
+    Region,
+    ResourceName,
+    SecretKey,
+    Text,
+)
 
 API_VERSION = "diartune.io/v1alpha1"
+Aggregate = Literal["total", "mean", "upperBound"]
 KIND = "DiarizationTuning"
 
 
-# What may change while a tuning runs (plus each stage's maxTrialCount), as in Katib.
-MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
+#: How a model validator separates the problems it reports (``format_errors`` splits them).
+PROBLEMS = "\n"
 
 
 class SpecError(ValueError):
@@ -36,11 +67,13 @@ class _Model(BaseModel):
 class S3(_Model):
     """Where S3 URIs are served from."""
 
-    endpoint: str | None = Field(
-        None, description="S3 endpoint URL, e.g. https://minio.example:9000. Default: AWS."
+    endpoint: Endpoint | None = Field(
+        None,
+        description="S3 endpoint URL, e.g. https://minio.example:9000 (no credentials in it: "
+        "they come from credentialsSecret). Default: AWS.",
     )
-    region: str | None = Field(None, description="S3 region name.")
-    credentials_secret: str | None = Field(
+    region: Region | None = Field(None, description="S3 region name.")
+    credentials_secret: ObjectName | None = Field(
         None,
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, given to trial "
         "pods on Kubernetes. Locally the AWS_* environment variables are used.",
@@ -50,16 +83,16 @@ class S3(_Model):
 class Data(_Model):
     """The corpus: a pyannote.database configuration and protocol."""
 
-    database: str = Field(
+    database: Location = Field(
         description="pyannote.database configuration (database.yml): a local path or s3:// "
-        "URI. With S3, the files it references are fetched from the same prefix.",
-        min_length=1,
+        "URI. With S3, the files it references are fetched from the same prefix."
     )
     protocol: str = Field(
         description="Protocol name, e.g. EMS.SpeakerDiarization.Dispatch. Trials tune on its "
         "development subset, fine-tune on its train subset, and the winner is scored once on "
         "its test subset.",
-        pattern=r"^[^.\s]+\.SpeakerDiarization\.[^.\s]+$",
+        pattern=r"^[A-Za-z0-9_-]+\.SpeakerDiarization\.[A-Za-z0-9_-]+$",
+        max_length=256,
     )
     s3: S3 | None = Field(None, description="S3 settings, needed for s3:// URIs.")
 
@@ -67,26 +100,26 @@ class Data(_Model):
 class Pipeline(_Model):
     """The pyannote SpeakerDiarization pipeline to tune."""
 
-    segmentation: str = Field(
-        description="Segmentation model: local checkpoint, s3:// URI or Hugging Face id.",
-        min_length=1,
+    segmentation: Model = Field(
+        description="Segmentation model: a checkpoint (path or s3:// URI) or a Hugging Face "
+        "id org/name. A relative path starts with ./ or names a file with its extension."
     )
-    embedding: str = Field(
-        description="Speaker embedding model: local checkpoint, s3:// URI or Hugging Face id.",
-        min_length=1,
+    embedding: Model = Field(
+        description="Speaker embedding model: a checkpoint (path or s3:// URI) or a Hugging "
+        "Face id org/name."
     )
     clustering: Literal["AgglomerativeClustering", "VBxClustering"] = Field(
         "AgglomerativeClustering", description="Clustering method of the pipeline."
     )
-    plda: str | None = Field(
-        None, description="PLDA (local folder, s3:// URI or hub id); VBxClustering needs it."
+    plda: Model | None = Field(
+        None, description="PLDA (a folder, s3:// prefix or hub id); VBxClustering needs it."
     )
-    token_secret: str | None = Field(
+    token_secret: ObjectName | None = Field(
         None,
         description="Secret holding a Hugging Face token (key HF_TOKEN), only for hub ids.",
     )
-    segmentation_batch_size: int = Field(32, ge=1, description="Segmentation batch size.")
-    embedding_batch_size: int = Field(32, ge=1, description="Embedding batch size.")
+    segmentation_batch_size: int = Field(32, ge=1, le=4096, description="Segmentation batch.")
+    embedding_batch_size: int = Field(32, ge=1, le=4096, description="Embedding batch size.")
 
     @model_validator(mode="after")
     def _vbx_needs_plda(self) -> Pipeline:
@@ -101,65 +134,96 @@ class Objective(_Model):
     metric: Literal["DiarizationErrorRate"] = Field(
         "DiarizationErrorRate", description="pyannote.metrics metric to minimize."
     )
-    collar: float = Field(0.0, ge=0.0, description="Forgiveness collar, in seconds.")
+    collar: float = Field(
+        0.0, ge=0.0, le=10.0, allow_inf_nan=False, description="Forgiveness collar, seconds."
+    )
     skip_overlap: bool = Field(False, description="Do not score overlapped speech.")
+    aggregate: Aggregate = Field(
+        "total",
+        description="How per-file DERs make the minimized value: total = pyannote's DER over "
+        "all files; mean = mean per-file DER; upperBound = upper end of the 90 % confidence "
+        "interval of the mean per-file DER (as pyannote-audio optimize without "
+        "--average-case).",
+    )
 
 
 class FineTune(_Model):
     """Fine-tune the segmentation model in each trial of a stage."""
 
-    max_epochs: int = Field(10, ge=1, description="Epochs of fine-tuning per trial.")
+    max_epochs: int = Field(10, ge=1, le=10_000, description="Epochs of fine-tuning per trial.")
     batches_per_epoch: int | None = Field(
-        None, ge=1, description="Cap on training batches per epoch (default: the whole set)."
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Cap on training batches per epoch (default: the whole set).",
+    )
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = Field(
+        "32",
+        description="Lightning's trainer precision: 32-bit, or mixed precision on a GPU "
+        "(16-mixed, bf16-mixed); on a CPU a trial always trains in 32-bit.",
+    )
+    checkpoint_every_epochs: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="A trial saves its training state to its artifacts every this many "
+        "epochs; a restarted pod resumes from the last one.",
     )
 
 
+def _check_range(low: float, high: float, log: bool) -> None:
+    if low >= high:
+        raise ValueError(f"low ({low}) must be less than high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"a log scale needs low > 0, got low = {low}")
+
+
 class FloatParameter(_Model):
-    """A float parameter, uniform or log-uniform in [low, high]."""
+    """A float parameter, uniform or log-uniform in [low, high] (finite, within +-1e6)."""
 
     type: Literal["float"]
-    low: float
-    high: float
+    low: FiniteFloat
+    high: FiniteFloat
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> FloatParameter:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log scale needs low > 0, got low = {self.low}")
+        _check_range(self.low, self.high, self.log)
         return self
 
 
 class IntParameter(_Model):
-    """An integer parameter in [low, high]."""
+    """An integer parameter in [low, high] (within +-1e6)."""
 
     type: Literal["int"]
-    low: int
-    high: int
+    low: BoundedInt
+    high: BoundedInt
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> IntParameter:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log scale needs low > 0, got low = {self.low}")
+        _check_range(self.low, self.high, self.log)
         return self
+
+
+Choice = Annotated[
+    Annotated[str, StringConstraints(max_length=64)] | BoundedInt | FiniteFloat | bool,
+    Field(union_mode="left_to_right"),
+]
 
 
 class CategoricalParameter(_Model):
     """A choice among values."""
 
     type: Literal["categorical"]
-    choices: list[Annotated[str | int | float | bool, Field(union_mode="left_to_right")]] = Field(
-        min_length=1, description="The values to choose from."
+    choices: list[Choice] = Field(
+        min_length=1, max_length=256, description="The values to choose from."
     )
 
     @model_validator(mode="after")
     def _check_unique(self) -> CategoricalParameter:
         if len(set(map(str, self.choices))) != len(self.choices):
-            raise ValueError(f"choices must be unique, got {self.choices}")
+            raise ValueError(f"choices must be unique, got {reprlib.repr(self.choices)}")
         return self
 
 
@@ -168,75 +232,183 @@ Parameter = Annotated[
 ]
 
 
+BudgetKind = Literal["epochs", "files"]
+
+
+class Budget(_Model):
+    """A stage's multi-fidelity budget: what a trial's budget buys (optimizer.facade
+    multiFidelity). Each bound defaults from the kind: epochs from fineTune.maxEpochs down
+    to maxEpochs / eta**2; files from 100 % of the development files down to 100 / eta**2 %."""
+
+    kind: BudgetKind | None = Field(
+        None,
+        description="epochs: a trial fine-tunes for its budget's number of epochs (stages "
+        "with fineTune, the default for them); files: a trial scores its budget's percentage "
+        "of the development files, a nested stratified subset (the default without fineTune).",
+    )
+    min_budget: PositiveFloat | None = Field(
+        None, description="The smallest budget: epochs, or percent of the files."
+    )
+    max_budget: PositiveFloat | None = Field(
+        None, description="The largest budget: epochs, or percent of the files (<= 100)."
+    )
+
+
 class Stage(_Model):
     """One stage of the tuning; each starts from the best configuration of those before it."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=30)
+    name: str = Field(pattern=DNS_LABEL, max_length=30)
     fine_tune: FineTune | None = Field(
         None, description="Fine-tune the segmentation model in each trial (training.* params)."
     )
     search_space: dict[str, Parameter] = Field(
         min_length=1,
+        max_length=32,
         description="Parameters to tune, by name: training.*, segmentation.*, clustering.*",
     )
-    max_trial_count: int = Field(ge=1, description="Trials in this stage, failed ones included.")
+    max_trial_count: int = Field(
+        ge=1,
+        le=100_000,
+        description="Trials in this stage, failed ones included; with multiFidelity, each "
+        "budget a configuration runs at is one trial.",
+    )
+    budget: Budget | None = Field(
+        None, description="Multi-fidelity budget (optimizer.facade multiFidelity only)."
+    )
+
+    @property
+    def size(self) -> float:
+        """How many configurations the search space holds (infinite with a float)."""
+        size = 1.0
+        for parameter in self.search_space.values():
+            if isinstance(parameter, CategoricalParameter):
+                size *= len(parameter.choices)
+            elif isinstance(parameter, IntParameter):
+                size *= parameter.high - parameter.low + 1
+            else:
+                return math.inf
+        return size
 
 
 class Optimizer(_Model):
     """The SMAC3 optimizer."""
 
-    facade: Literal["hpo"] = Field(
-        "hpo", description="SMAC facade: hpo = Sobol initial design, random forest, log EI."
+    facade: Literal["hpo", "multiFidelity"] = Field(
+        "hpo",
+        description="SMAC facade: hpo = Sobol initial design, random forest, log EI, each "
+        "trial at full cost; multiFidelity = the same surrogate with Hyperband or successive "
+        "halving over each stage's budget (epochs or development files).",
     )
-    seed: int = Field(0, ge=0, description="Random seed: the same seed gives the same trials.")
+    intensifier: Literal["hyperband", "successiveHalving"] = Field(
+        "hyperband", description="multiFidelity only: how budgets are scheduled."
+    )
+    eta: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="multiFidelity only: each rung keeps 1/eta of its configurations and "
+        "gives them eta times the budget.",
+    )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Random seed: the same seed gives the same trials."
+    )
     initial_design_size: int = Field(
-        8, ge=0, description="Sobol configurations per stage, after pyannote's defaults."
+        8,
+        ge=0,
+        le=256,
+        description="Configurations per stage after pyannote's defaults, before the "
+        "surrogate takes over: Sobol points (hpo), random ones (multiFidelity, as SMAC's "
+        "facade).",
     )
 
 
 class Toleration(_Model):
     """A Kubernetes toleration."""
 
-    key: str | None = None
+    key: LabelKey | None = None
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(None, ge=0, le=365 * 24 * 3600)
+
+
+class SecretKeySelector(_Model):
+    """A key of a Secret in the tuning's namespace."""
+
+    name: ObjectName
+    key: SecretKey
+    optional: bool | None = None
+
+
+class EnvVarSource(_Model):
+    """Where an environment variable's value comes from: a Secret only."""
+
+    secret_key_ref: SecretKeySelector
+
+
+#: Set by diartune from spec.data.s3.credentialsSecret and spec.pipeline.tokenSecret.
+RESERVED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
+_SECRET_NAME = re.compile(
+    r"(secret|token|passw(or)?d|credential|api[-_]?key|private[-_]?key|access[-_]?key)",
+    re.IGNORECASE,
+)
 
 
 class EnvVar(_Model):
-    """A Kubernetes container environment variable (value or valueFrom)."""
+    """An environment variable of the trial container: a value, or a Secret's key."""
 
-    name: str = Field(min_length=1)
-    value: str | None = None
-    value_from: dict[str, Any] | None = None
+    name: EnvName
+    value: Text | None = None
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _check_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(f"{self.name}: give value or valueFrom, not both")
+        if self.name in RESERVED_ENV or self.name.startswith("DIARTUNE_"):
+            raise ValueError(
+                f"{self.name}: set by diartune (from spec.data.s3.credentialsSecret or "
+                "spec.pipeline.tokenSecret); expected another name"
+            )
+        if self.value and _SECRET_NAME.search(self.name):
+            raise ValueError(
+                f"{self.name}: a secret must not be written in the spec; put it in a Secret "
+                "and use valueFrom.secretKeyRef"
+            )
+        return self
 
 
 class Resources(_Model):
     """Kubernetes resource requests and limits of the trial container."""
 
-    requests: dict[str, str | int] = Field(default_factory=dict)
-    limits: dict[str, str | int] = Field(default_factory=dict)
+    requests: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=16)
+    limits: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=16)
 
 
 class TrialTemplate(_Model):
-    """The Kubernetes parts of a trial pod; used by the operator, ignored locally."""
+    """The Kubernetes parts of a trial pod; used by the operator, ignored locally. The
+    pod's service account and security context come from the Helm chart, not from here."""
 
-    image: str = Field("ghcr.io/diartune/trial:0.1.0", description="Trial container image.")
+    image: Image = Field("ghcr.io/diartune/trial:0.1.0", description="Trial container image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: Resources = Field(
         default_factory=lambda: Resources(limits={"nvidia.com/gpu": 1}),
         description="Resources of the trial container, GPUs included.",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    env: list[EnvVar] = Field(default_factory=list)
-    service_account_name: str | None = None
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
     active_deadline_seconds: int = Field(
-        6 * 3600, ge=1, description="A trial running longer than this fails."
+        6 * 3600, ge=1, le=30 * 24 * 3600, description="A trial running longer than this fails."
     )
     backoff_limit: int = Field(
-        2, ge=0, description="Retries of a trial pod lost to node disruption."
+        3,
+        ge=0,
+        le=20,
+        description="Retries of a trial pod that crashed or lost its storage (exit 75), "
+        "with Kubernetes' exponential backoff; the trial fails after the last one. Bad input "
+        "(exit 65) and out-of-memory kills are not retried; pods lost to node disruption "
+        "are retried without counting.",
     )
 
 
@@ -246,13 +418,13 @@ class Spec(_Model):
     data: Data
     pipeline: Pipeline
     objective: Objective = Field(default_factory=Objective)
-    stages: list[Stage] = Field(min_length=1)
+    stages: list[Stage] = Field(min_length=1, max_length=16)
     optimizer: Optimizer = Field(default_factory=Optimizer)
-    parallel_trial_count: int = Field(1, ge=1, description="Trials running at once.")
+    parallel_trial_count: int = Field(1, ge=1, le=1000, description="Trials running at once.")
     max_failed_trial_count: int = Field(
-        3, ge=0, description="The tuning fails when more trials than this have failed."
+        3, ge=0, le=100_000, description="The tuning fails when more trials than this failed."
     )
-    artifacts: str | None = Field(
+    artifacts: Location | None = Field(
         None,
         description="Where trials write results, RTTMs, checkpoints and the shared cache "
         "(s3:// URI or local path). Artifacts go under <artifacts>/<namespace>/<tuning>/.",
@@ -270,6 +442,12 @@ class Spec(_Model):
             if stage.name in seen_stage:
                 problems.append(f"@{where}.name: stage names must be unique: {stage.name!r}")
             seen_stage.add(stage.name)
+            size = stage.size
+            if self.optimizer.facade == "hpo" and size < stage.max_trial_count:
+                problems.append(
+                    f"@{where}.maxTrialCount: the search space holds only {size:.0f} "
+                    f"configurations; expected at most {size:.0f} trials"
+                )
             for name, parameter in stage.search_space.items():
                 field = f"@{where}.searchSpace.{name}"
                 problem = check_parameter(
@@ -280,16 +458,44 @@ class Spec(_Model):
                 if name in seen_param:
                     problems.append(f"{field}: already tuned in stage {seen_param[name]!r}")
                 seen_param[name] = stage.name
+            problems += [f"@{where}.budget{p}" for p in self._budget_problems(stage)]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(PROBLEMS.join(problems))
         return self
 
-    def fixed_part(self) -> dict[str, Any]:
-        """The spec without the fields that may change during a tuning (as JSON)."""
-        document = self.model_dump(mode="json", by_alias=True, exclude=set(MUTABLE_FIELDS))
-        for stage in document["stages"]:
-            del stage["maxTrialCount"]
-        return document
+    def _budget_problems(self, stage: Stage) -> list[str]:
+        multi_fidelity = self.optimizer.facade == "multiFidelity"
+        if stage.budget is not None and not multi_fidelity:
+            return [": a budget needs optimizer.facade multiFidelity"]
+        budget = self.budget(stage)
+        if budget is None:
+            return []
+        problems = []
+        if budget.kind == "epochs" and stage.fine_tune is None:
+            problems.append(".kind: epochs needs fineTune in this stage; expected files")
+        if budget.kind == "epochs" and "training.max_epochs" in stage.search_space:
+            problems.append(".kind: epochs set training.max_epochs; do not tune it as well")
+        if budget.kind == "files" and (budget.max_budget or 0) > 100:
+            problems.append(f".maxBudget: expected at most 100 (%), got {budget.max_budget:g}")
+        if (budget.min_budget or 0) > (budget.max_budget or 0):
+            problems.append(
+                f".minBudget: expected at most maxBudget ({budget.max_budget:g}), "
+                f"got {budget.min_budget:g}"
+            )
+        return problems
+
+    def budget(self, stage: Stage) -> Budget | None:
+        """The stage's multi-fidelity budget with every default filled in, or None (hpo)."""
+        if self.optimizer.facade != "multiFidelity":
+            return None
+        given = stage.budget or Budget()
+        kind = given.kind or ("epochs" if stage.fine_tune else "files")
+        largest = float(stage.fine_tune.max_epochs) if kind == "epochs" and stage.fine_tune else 100
+        max_budget = given.max_budget or largest
+        smallest = max_budget / self.optimizer.eta**2
+        if kind == "epochs":
+            smallest = min(max(1.0, smallest), max_budget)
+        return Budget(kind=kind, min_budget=given.min_budget or smallest, max_budget=max_budget)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name``."""
@@ -304,8 +510,10 @@ class Metadata(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)
-    namespace: str = "default"
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=63)
+    namespace: DnsLabel = "default"
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
+    annotations: Annotations = Field(default_factory=dict)
 
 
 class DiarizationTuning(_Model):
@@ -316,58 +524,3 @@ class DiarizationTuning(_Model):
     metadata: Metadata
     spec: Spec
     status: dict[str, Any] | None = Field(None, description="Written by the operator only.")
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in {"float", "int", "categorical"}:
-            continue  # the discriminated-union tag pydantic inserts
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def format_errors(error: ValidationError, source: str) -> str:
-    """One line per problem: ``source: field.path: what was expected``.
-
-    Cross-field validators report several problems as ``@sub.path: message; ...``,
-    relative to the model that raised them.
-    """
-    lines = []
-    for item in error.errors():
-        path = _field_path(item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field"
-        for piece in message.split("; ") if message.startswith("@") else [message]:
-            where = path
-            if piece.startswith("@"):
-                sub, piece = piece[1:].split(": ", 1)
-                where = f"{path}.{sub}" if path else sub
-            lines.append(f"{source}: {where}: {piece}" if where else f"{source}: {piece}")
-    return "\n".join(lines)
-
-
-def parse_tuning(document: Any, source: str = "<spec>") -> DiarizationTuning:
-    """Validate a parsed YAML/JSON document; raise SpecError naming each bad field."""
-    if not isinstance(document, dict):
-        raise SpecError(f"{source}: expected a DiarizationTuning mapping, got {document!r:.60}")
-    try:
-        return DiarizationTuning.model_validate(document)
-    except ValidationError as error:
-        raise SpecError(format_errors(error, source)) from None
-
-
-def load_tuning(path: str | Path) -> DiarizationTuning:
-    """Load and validate a DiarizationTuning YAML file."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
-    return parse_tuning(document, str(path))

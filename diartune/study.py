@@ -1,80 +1,225 @@
-"""A tuning's progress through its stages, rebuilt from trial records at any time.
+"""Every decision of a tuning's loop, rebuilt from trial records at any time.
 
-The study decides which trials to run next: it asks the current stage's tuner,
-keeps each stage within its budget, starts a stage from the best configuration of
-those before it, and stops when too many trials failed. Executors (local processes,
-Kubernetes Jobs) run what it plans and hand back records.
+The study decides which trials run next: it asks the current stage's tuner, keeps each
+stage within its budget, starts a stage from the best configuration of those before it,
+ends a stage early when its search space is exhausted, fails the tuning when too many
+trials failed, holds back while suspended and, once every stage is done, evaluates the
+winner and pyannote's defaults once on the test subset. Its phase follows from its
+records alone, so a rebuilt study is in the same phase as the one that wrote them.
+
+Drivers (``diartune tune``'s local processes, the operator's Jobs) only launch what
+``plan`` returns, stop what ``stop`` returns, and hand each finished trial back to
+``record``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
+from enum import StrEnum
 
-from diartune.params import Value, pipeline_defaults
-from diartune.records import Components, TrialRecord, TrialRequest
-from diartune.spec import FineTune, Spec, Stage
+from pydantic import Field
+
+from diartune.params import Value, canonical, pipeline_defaults
+from diartune.records import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    Components,
+    Document,
+    FileScores,
+    Subset,
+    Trial,
+    TrialRecord,
+    TrialRequest,
+)
+from diartune.spec import Budget, Spec, Stage
+from diartune.statistics import compare, estimate
 from diartune.storage import join
-from diartune.tuner import StageTuner
+from diartune.tuner import Observation, Proposal, SpaceExhausted, StageTuner
+
+#: The name of the evaluations of pyannote's default parameters (``defaults-test``, ...).
+DEFAULTS = "defaults"
 
 
-@dataclass(frozen=True)
-class PlannedTrial:
-    """A trial to launch."""
+class Phase(StrEnum):
+    """Where a tuning stands."""
 
-    name: str
-    stage: str
-    number: int
-    params: dict[str, Value]
-    full_params: dict[str, Value]
-    segmentation: str
-    fine_tune: FineTune | None
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
 
-    def record(self, **outcome: Any) -> TrialRecord:
-        """This trial's record, with its outcome (``state``, ``der``, ``message``...)."""
-        return TrialRecord(
-            name=self.name,
-            stage=self.stage,
-            number=self.number,
-            params=self.params,
-            full_params=self.full_params,
-            segmentation=self.segmentation,
-            **outcome,
+
+class Interval(Document):
+    """A DER with its 95 % bootstrap confidence interval over the files it was scored on."""
+
+    der: float
+    low: float
+    high: float
+    files: int
+    spread: float = Field(description="Standard deviation of the per-file DERs.")
+
+    @classmethod
+    def of(cls, scores: FileScores | None) -> Interval | None:
+        """The interval of a trial's DER, when its per-file scores are known."""
+        if scores is None or not scores.error:
+            return None
+        found = estimate(scores)
+        return cls(
+            der=found.value, low=found.low, high=found.high, files=found.files, spread=found.spread
         )
 
 
+class Gain(Document):
+    """How much lower the tuned DER is than the defaults' on the same files, and how sure."""
+
+    gain: float = Field(description="Defaults' DER minus the tuned DER: positive is better.")
+    low: float
+    high: float
+    files: int
+    significant: bool
+    text: str
+
+    @classmethod
+    def of(
+        cls, tuned: TrialRecord | None, defaults: TrialRecord | None, subset: str
+    ) -> Gain | None:
+        """The paired comparison of two trials' DER, when both have per-file scores."""
+        if tuned is None or defaults is None or tuned.scores is None or defaults.scores is None:
+            return None
+        if tuned.scores.files != defaults.scores.files:
+            return None
+        found = compare(tuned.scores, defaults.scores)
+        return cls(
+            gain=found.gain,
+            low=found.low,
+            high=found.high,
+            files=found.files,
+            significant=found.significant,
+            text=found.describe(subset),
+        )
+
+
+class Summary(Document):
+    """What a tuning found, in the same form for both drivers. DERs are pyannote's (total
+    over the files); intervals and gains come from bootstraps over files (statistics)."""
+
+    phase: Phase
+    message: str | None
+    stage: str | None
+    trials: int
+    running: int
+    failed: int
+    max_trials: int
+    default_der: float | None
+    best_der: float | None
+    best_trial: str | None
+    best_params: dict[str, Value] | None
+    test_der: float | None
+    test_components: Components | None
+    default_test_der: float | None
+    pipeline: str | None
+    objective: str = Field(description="What the tuning minimized (spec.objective.aggregate).")
+    best_objective: float | None = None
+    best_interval: Interval | None = None
+    default_interval: Interval | None = None
+    test_interval: Interval | None = None
+    default_test_interval: Interval | None = None
+    development_gain: Gain | None = None
+    test_gain: Gain | None = None
+
+
+def _objective(record: TrialRecord) -> float | None:
+    """What the tuning minimizes for this trial (its DER when it predates the field)."""
+    return record.objective if record.objective is not None else record.der
+
+
+def _succeeded(record: TrialRecord | None) -> TrialRecord | None:
+    return record if record is not None and record.state == "Succeeded" else None
+
+
+def evaluation_name(source: str, subset: str) -> str:
+    """``<source>-<subset>``: never the name of a search trial, which ends in digits."""
+    return f"{source}-{subset}"
+
+
 class Study:
-    """The stages of one tuning, their trials and their tuners."""
+    """The stages of one tuning, their trials and tuners, and the final evaluations."""
 
     def __init__(
         self,
         spec: Spec,
-        records: list[TrialRecord] = (),  # type: ignore[assignment]
-        running: list[PlannedTrial] = (),  # type: ignore[assignment]
+        records: Iterable[TrialRecord] = (),
+        running: Iterable[Trial] = (),
+        root: str | None = None,
     ) -> None:
+        """``root``: where the driver puts trial artifacts (``<root>/trials/<name>``); a
+        checkpoint is then always taken from there, never from where a record says it is
+        (a record is the trial's word, a status anyone with patch rights may edit). None
+        for a study that only reads finished records (reports)."""
         self.spec = spec
+        self.root = root
         self.records: list[TrialRecord] = list(records)
-        self.running: dict[str, PlannedTrial] = {trial.name: trial for trial in running}
+        self.running: dict[str, Trial] = {trial.name: trial for trial in running}
         self._tuners: dict[str, StageTuner] = {}
+        self._exhausted: set[str] = set()
+        self._statistics: dict[tuple[str, ...], Interval | Gain | None] = {}
 
-    # -- progress ---------------------------------------------------------------
+    # -- the search -------------------------------------------------------------------
 
     def finished(self, stage: str) -> list[TrialRecord]:
-        """The finished trials of ``stage``."""
-        return [record for record in self.records if record.stage == stage]
+        """The finished search trials of ``stage``."""
+        return [r for r in self.records if r.stage == stage and not r.is_evaluation]
 
     @property
     def failed_count(self) -> int:
-        """Trials that failed, in all stages."""
-        return sum(record.state == "Failed" for record in self.records)
+        """Search trials that failed, in all stages."""
+        return sum(r.state == "Failed" for r in self.records if not r.is_evaluation)
+
+    def stage_done(self, stage: Stage) -> bool:
+        """Whether ``stage`` launches no more trials: budget used up, or space exhausted."""
+        return (
+            len(self.finished(stage.name)) >= stage.max_trial_count or stage.name in self._exhausted
+        )
+
+    def stage_complete(self, stage: Stage) -> bool:
+        """Whether ``stage`` launches no more trials and all of its trials finished."""
+        running = any(t.stage == stage.name for t in self.running.values())
+        return self.stage_done(stage) and not running
 
     @property
     def current_stage(self) -> Stage | None:
-        """The first stage with trials left to finish, or None when all are done."""
-        for stage in self.spec.stages:
-            if len(self.finished(stage.name)) < stage.max_trial_count:
-                return stage
-        return None
+        """The first stage with trials left to launch or finish, or None when all are done."""
+        return next((s for s in self.spec.stages if not self.stage_complete(s)), None)
+
+    @property
+    def exhausted(self) -> list[str]:
+        """Stages that ended early because every configuration of their space was tried."""
+        return [stage.name for stage in self.spec.stages if stage.name in self._exhausted]
+
+    def best(self, stage: str | None = None) -> TrialRecord | None:
+        """The successful search trial with the lowest objective, in ``stage`` or overall.
+
+        With a files budget, only trials scored on the same files compare: those at the
+        largest budget any trial of the stage reached (all files once one got there).
+        An epochs budget scores every trial on all files: a shorter training is a model
+        like any other.
+        """
+        stages = [self.spec.stage(stage)] if stage else self.spec.stages
+        candidates = [record for each in stages for record in self._comparable(each)]
+        return min(candidates, key=lambda r: _objective(r) or 0.0, default=None)
+
+    def _comparable(self, stage: Stage) -> list[TrialRecord]:
+        """The successful search trials of ``stage`` whose objectives compare."""
+        succeeded = [
+            r
+            for r in self.finished(stage.name)
+            if r.state == "Succeeded" and _objective(r) is not None
+        ]
+        if _kind(self.spec.budget(stage)) != "files" or not succeeded:
+            return succeeded
+        largest = max(r.budget or 0.0 for r in succeeded)
+        return [r for r in succeeded if r.budget == largest]
 
     @property
     def failure(self) -> str | None:
@@ -85,67 +230,160 @@ class Study:
                 f"({self.spec.max_failed_trial_count})"
             )
         for stage in self.spec.stages:
-            done = self.finished(stage.name)
-            if len(done) >= stage.max_trial_count and self.best(stage.name) is None:
+            if self.stage_complete(stage) and self.best(stage.name) is None:
                 return f"stage {stage.name!r} finished with no successful trial"
         return None
 
-    @property
-    def complete(self) -> bool:
-        """All stages have finished all their trials."""
-        return self.current_stage is None and not self.running
+    # -- the evaluations --------------------------------------------------------------
 
-    def best(self, stage: str | None = None) -> TrialRecord | None:
-        """The successful trial with the lowest DER, in ``stage`` or overall."""
-        candidates = [
-            record
-            for record in self.records
-            if record.state == "Succeeded"
-            and record.der is not None
-            and (stage is None or record.stage == stage)
-        ]
-        return min(candidates, key=lambda record: record.der or 0.0, default=None)
+    def defaults(self) -> Trial:
+        """pyannote's default parameters with the spec's own models, not fine-tuned."""
+        return Trial(
+            name=DEFAULTS,
+            stage=self.spec.stages[0].name,
+            number=-1,
+            params={},
+            full_params=pipeline_defaults(self.spec.pipeline.clustering),
+            segmentation=self.spec.pipeline.segmentation,
+        )
 
-    # -- planning ---------------------------------------------------------------
+    def _searched_defaults(self) -> TrialRecord | None:
+        """A search trial that ran exactly the defaults (as the first trial of a stage
+        without fine-tuning does when its ranges hold pyannote's defaults)."""
+        defaults = self.defaults()
+        for record in self.records:
+            stage = None if record.is_evaluation else self.spec.stage(record.stage)
+            if (
+                stage is not None
+                and stage.fine_tune is None
+                and record.full_params == defaults.full_params
+                and record.segmentation == defaults.segmentation
+            ):
+                return record
+        return None
 
-    def plan(self) -> list[PlannedTrial]:
-        """New trials of the current stage for the free slots of parallelTrialCount.
+    def default_record(self) -> TrialRecord | None:
+        """The defaults scored on development: by a search trial, else by an evaluation."""
+        return self._searched_defaults() or self.evaluation(
+            evaluation_name(DEFAULTS, "development")
+        )
 
-        None while the tuning cannot go on, is suspended, or waits for an earlier
-        stage's last trials.
-        """
-        stage = self.current_stage
-        if stage is None or self.failure or self.spec.suspend:
+    def evaluation(self, name: str) -> TrialRecord | None:
+        """The record of the evaluation ``name``, once it has finished."""
+        return next((r for r in self.records if r.name == name and r.is_evaluation), None)
+
+    def evaluations(self) -> list[Trial]:
+        """The evaluations a finished search calls for: the winner and the defaults on
+        the test subset (the winner exports the tuned pipeline), and the defaults on
+        development when no search trial ran them."""
+        best = self.best()
+        if best is None:
             return []
-        if any(trial.stage != stage.name for trial in self.running.values()):
-            return []  # an earlier stage is still finishing: its best is not known yet
-        started = len(self.finished(stage.name)) + len(self.running)
-        free_slots = self.spec.parallel_trial_count - len(self.running)
-        count = min(free_slots, stage.max_trial_count - started)
-        base, segmentation = self._starting_point(stage)
-        tuner = self._tuner(stage)
-        planned = []
-        numbers = {r.number for r in self.finished(stage.name)} | {
-            t.number for t in self.running.values()
-        }
-        number = 0
-        for _ in range(max(count, 0)):
-            while number in numbers:
-                number += 1
-            numbers.add(number)
-            params = tuner.ask()
-            trial = PlannedTrial(
-                name=f"{stage.name}-{number:03d}",
-                stage=stage.name,
-                number=number,
-                params=params,
-                full_params={**base, **params},
-                segmentation=segmentation,
-                fine_tune=stage.fine_tune,
+        segmentation, digest = self._model_of(best)
+        winner = Trial.model_validate(
+            best.model_dump(include=set(Trial.model_fields))
+            | {"segmentation": segmentation, "segmentation_sha256": digest, "budget": None}
+        )
+        wanted = [
+            _evaluate(winner, "test", export=True),
+            _evaluate(self.defaults(), "test"),
+        ]
+        if self._searched_defaults() is None:
+            wanted.append(_evaluate(self.defaults(), "development"))
+        return wanted
+
+    # -- the phase --------------------------------------------------------------------
+
+    @property
+    def searching(self) -> bool:
+        """Whether search trials are left to launch or finish."""
+        return self.current_stage is not None
+
+    @property
+    def phase(self) -> Phase:
+        """Where the tuning stands, from its records and running trials alone."""
+        if self.failure:
+            return Phase.FAILED
+        if not self.searching and all(self.evaluation(t.name) for t in self.evaluations()):
+            return Phase.SUCCEEDED
+        if self.spec.suspend:
+            return Phase.SUSPENDED
+        return Phase.RUNNING if self.running else Phase.PENDING
+
+    @property
+    def message(self) -> str:
+        """One line on where the tuning stands, for people."""
+        phase = self.phase
+        if phase is Phase.FAILED:
+            return str(self.failure)
+        if phase is Phase.SUCCEEDED:
+            best = self.best()
+            test = self.evaluation(evaluation_name(best.name, "test")) if best else None
+            if test is not None and test.state == "Failed":
+                return f"test evaluation failed: {test.message}"
+            default_test = _succeeded(self.evaluation(evaluation_name(DEFAULTS, "test")))
+            gain = self._gain(test, default_test, "test") or self._gain(
+                best, self.default_record(), "development"
             )
-            self.running[trial.name] = trial
-            planned.append(trial)
+            return gain.text if gain else "tuned and evaluated on the test subset"
+        if phase is Phase.SUSPENDED:
+            return f"suspended: no new trials ({len(self.running)} still running)"
+        stage = self.current_stage
+        where = f"stage {stage.name}" if stage else "the test evaluation"
+        return f"{len(self.running)} trials running in {where}"
+
+    # -- decisions --------------------------------------------------------------------
+
+    def plan(self) -> list[Trial]:
+        """The trials to launch now, for the free slots of parallelTrialCount.
+
+        Search trials of the current stage, or the evaluations once every stage is done;
+        none while the tuning failed, is suspended, or a stage waits for the last trials
+        of the one before it (it needs its best).
+        """
+        if self.phase in (Phase.FAILED, Phase.SUCCEEDED, Phase.SUSPENDED):
+            return []
+        free = self.spec.parallel_trial_count - len(self.running)
+        stage = self.current_stage
+        if stage is None:
+            wanted = [
+                trial
+                for trial in self.evaluations()
+                if self.evaluation(trial.name) is None and trial.name not in self.running
+            ]
+            return self._start(wanted[: max(free, 0)])
+        if any(trial.stage != stage.name for trial in self.running.values()):
+            return []
+        launched = len(self.finished(stage.name)) + len(self.running)
+        planned: list[Trial] = []
+        for _ in range(min(free, stage.max_trial_count - launched)):
+            try:
+                planned += self._start([self._next(stage)])
+            except SpaceExhausted:
+                self._exhausted.add(stage.name)
+                break
         return planned
+
+    def _start(self, trials: list[Trial]) -> list[Trial]:
+        self.running.update((trial.name, trial) for trial in trials)
+        return trials
+
+    def _next(self, stage: Stage) -> Trial:
+        base, segmentation, digest = self._starting_point(stage)
+        taken = {r.number for r in self.finished(stage.name)}
+        taken |= {t.number for t in self.running.values() if t.stage == stage.name}
+        number = next(n for n in range(len(taken) + 1) if n not in taken)
+        proposal = self._tuner(stage).ask()
+        return Trial(
+            name=f"{stage.name}-{number:03d}",
+            stage=stage.name,
+            number=number,
+            params=proposal.params,
+            full_params={**base, **proposal.params},
+            segmentation=segmentation,
+            segmentation_sha256=digest,
+            budget=proposal.budget,
+        )
 
     def prepare(self, count: int) -> None:
         """Ask the current stage's tuner ahead for up to ``count`` of its next trials.
@@ -161,93 +399,211 @@ class Study:
         tuner.prepare(min(count, left))
 
     def record(self, record: TrialRecord) -> None:
-        """Take the record of a finished trial."""
+        """Take the record of a finished trial (or evaluation)."""
         self.running.pop(record.name, None)
         self.records.append(record)
         tuner = self._tuners.get(record.stage)
-        if tuner is not None:
-            tuner.tell(record.params, record.der if record.state == "Succeeded" else None)
+        if tuner is not None and not record.is_evaluation:
+            tuner.tell(_observation(record))
+
+    def stop(self) -> list[Trial]:
+        """The running trials to stop now (the tuning failed), forgotten by the study."""
+        if self.phase is not Phase.FAILED:
+            return []
+        stopped = list(self.running.values())
+        self.running.clear()
+        return stopped
 
     def forget(self, name: str) -> None:
         """Drop a running trial that will never report (it was interrupted)."""
         self.running.pop(name, None)
 
+    # -- what it found ----------------------------------------------------------------
+
+    def summary(self) -> Summary:
+        """The numbers a tuning reports, development and test, at any time."""
+        best = self.best()
+        default = self.default_record()
+        test = self.evaluation(evaluation_name(best.name, "test")) if best else None
+        default_test = self.evaluation(evaluation_name(DEFAULTS, "test"))
+        current = self.current_stage
+        return Summary(
+            phase=self.phase,
+            message=self.message,
+            stage=current.name if current else None,
+            trials=sum(not r.is_evaluation for r in self.records),
+            running=len(self.running),
+            failed=self.failed_count,
+            max_trials=sum(stage.max_trial_count for stage in self.spec.stages),
+            default_der=default.der if default else None,
+            best_der=best.der if best else None,
+            best_trial=best.name if best else None,
+            best_params=best.full_params if best else None,
+            test_der=test.der if test else None,
+            test_components=test.components if test else None,
+            default_test_der=default_test.der if default_test else None,
+            pipeline=join(test.artifacts, "pipeline") if test and test.artifacts else None,
+            objective=self.spec.objective.aggregate,
+            best_objective=_objective(best) if best else None,
+            best_interval=self._interval(best),
+            default_interval=self._interval(default),
+            test_interval=self._interval(test),
+            default_test_interval=self._interval(default_test),
+            development_gain=self._gain(best, default, "development"),
+            test_gain=self._gain(_succeeded(test), _succeeded(default_test), "test"),
+        )
+
+    def compared(self) -> list[tuple[str, TrialRecord, TrialRecord]]:
+        """(subset, tuned, defaults) for each subset where both were scored file by file."""
+        best = self.best()
+        if best is None:
+            return []
+        pairs = [
+            ("development", best, self.default_record()),
+            (
+                "test",
+                self.evaluation(evaluation_name(best.name, "test")),
+                self.evaluation(evaluation_name(DEFAULTS, "test")),
+            ),
+        ]
+        found = []
+        for subset, tuned, defaults in pairs:
+            tuned, defaults = _succeeded(tuned), _succeeded(defaults)
+            if tuned and defaults and tuned.scores and defaults.scores:
+                found.append((subset, tuned, defaults))
+        return found
+
+    def _interval(self, record: TrialRecord | None) -> Interval | None:
+        """A record's interval, computed once (records do not change)."""
+        if record is None:
+            return None
+        key = ("interval", record.name)
+        if key not in self._statistics:
+            self._statistics[key] = Interval.of(record.scores)
+        return self._statistics[key]  # type: ignore[return-value]
+
+    def _gain(
+        self, tuned: TrialRecord | None, defaults: TrialRecord | None, subset: str
+    ) -> Gain | None:
+        """The comparison of two records, computed once."""
+        if tuned is None or defaults is None:
+            return None
+        key = ("gain", tuned.name, defaults.name)
+        if key not in self._statistics:
+            self._statistics[key] = Gain.of(tuned, defaults, subset)
+        return self._statistics[key]  # type: ignore[return-value]
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _stage(self, name: str) -> Stage | None:
+        return next((stage for stage in self.spec.stages if stage.name == name), None)
+
     def _tuner(self, stage: Stage) -> StageTuner:
         if stage.name not in self._tuners:
-            finished = [
-                (r.params, r.der if r.state == "Succeeded" else None)
-                for r in self.finished(stage.name)
-            ]
-            pending = [t.params for t in self.running.values() if t.stage == stage.name]
-            self._tuners[stage.name] = StageTuner(stage, self.spec.optimizer, finished, pending)
+            self._tuners[stage.name] = StageTuner(
+                stage,
+                self.spec.optimizer,
+                self.spec.budget(stage),
+                finished=[_observation(r) for r in self.finished(stage.name)],
+                pending=[
+                    Proposal(t.params, t.budget)
+                    for t in self.running.values()
+                    if t.stage == stage.name
+                ],
+            )
         return self._tuners[stage.name]
 
-    def _starting_point(self, stage: Stage) -> tuple[dict[str, Value], str]:
-        """Parameters and segmentation model a stage starts from: the earlier stages' best."""
-        params: dict[str, Value] = pipeline_defaults(self.spec.pipeline.clustering)
-        segmentation = self.spec.pipeline.segmentation
+    def _starting_point(self, stage: Stage) -> tuple[dict[str, Value], str, str | None]:
+        """Parameters and segmentation model (with its SHA-256 when diartune made it) a
+        stage starts from: the earlier stages' best."""
+        params = pipeline_defaults(self.spec.pipeline.clustering)
+        segmentation, digest = self.spec.pipeline.segmentation, None
         for earlier in self.spec.stages:
             if earlier.name == stage.name:
                 break
             best = self.best(earlier.name)
             assert best is not None, f"stage {earlier.name!r} has no successful trial"
             params.update(best.full_params)
-            segmentation = best.checkpoint or best.segmentation
-        return params, segmentation
+            segmentation, digest = self._model_of(best)
+        return params, segmentation, digest
 
+    def _checkpoint(self, record: TrialRecord) -> Checkpoint | None:
+        """The checkpoint ``record``'s trial fine-tuned, at the place the driver chose."""
+        if record.checkpoint is None or record.checkpoint_sha256 is None:
+            return None
+        uri = record.checkpoint
+        if self.root is not None:
+            uri = join(self.root, "trials", record.name, CHECKPOINT_FILE)
+        return Checkpoint(uri=uri, sha256=record.checkpoint_sha256)
 
-def trial_request(spec: Spec, trial: PlannedTrial, root: str) -> TrialRequest:
-    """The request that runs ``trial``, with artifacts under ``root/trials/<name>``."""
-    return TrialRequest(
-        name=trial.name,
-        stage=trial.stage,
-        data=spec.data,
-        pipeline=spec.pipeline.model_copy(update={"segmentation": trial.segmentation}),
-        objective=spec.objective,
-        fine_tune=trial.fine_tune,
-        params=trial.full_params,
-        tuned=sorted(trial.params),
-        output=join(root, "trials", trial.name),
-        cache=join(root, "cache"),
-    )
+    def _model_of(self, record: TrialRecord) -> tuple[str, str | None]:
+        """The segmentation model a trial ended with, and its SHA-256 when diartune made it."""
+        checkpoint = self._checkpoint(record)
+        if checkpoint is None:
+            return record.segmentation, record.segmentation_sha256
+        return checkpoint.uri, checkpoint.sha256
 
+    def _continuation(self, trial: Trial) -> Checkpoint | None:
+        """The training state of ``trial``'s configuration at the largest smaller epochs
+        budget, to continue from (Hyperband promoted it)."""
+        earlier = [
+            r
+            for r in self.finished(trial.stage)
+            if r.state == "Succeeded"
+            and r.budget is not None
+            and trial.budget is not None
+            and r.budget < trial.budget
+            and canonical(r.params) == canonical(trial.params)
+        ]
+        best = max(earlier, key=lambda r: r.budget or 0.0, default=None)
+        return self._checkpoint(best) if best is not None else None
 
-def evaluation_request(
-    spec: Spec, record: TrialRecord, name: str, root: str, export: bool
-) -> TrialRequest:
-    """One scoring of ``record``'s configuration on the test subset (no fine-tuning, no
-    cache); with ``export``, the trial also exports the pipeline."""
-    trial = PlannedTrial(
-        name=name,
-        stage=record.stage,
-        number=-1,
-        params=record.params,
-        full_params=record.full_params,
-        segmentation=record.checkpoint or record.segmentation,
-        fine_tune=None,
-    )
-    return trial_request(spec, trial, root).model_copy(
-        update={"subset": "test", "export": export, "cache": None}
-    )
-
-
-def trial_record(
-    trial: PlannedTrial,
-    result: dict[str, Any] | None,
-    error: str | None,
-    bad_input: bool,
-    seconds: float | None,
-) -> TrialRecord:
-    """The record of ``trial`` from its result line (or its error)."""
-    if result is None:
-        return trial.record(
-            state="Failed", message=error or "no result", bad_input=bad_input, seconds=seconds
+    def request(self, trial: Trial) -> TrialRequest:
+        """The request that runs ``trial``, with artifacts under ``<root>/trials/<name>``."""
+        assert self.root is not None, "a study that launches trials knows their root"
+        stage = None if trial.is_evaluation else self.spec.stage(trial.stage)
+        budget = self.spec.budget(stage) if stage else None
+        fine_tune = stage.fine_tune if stage else None
+        continue_from = None
+        if fine_tune is not None and _kind(budget) == "epochs":
+            fine_tune = fine_tune.model_copy(update={"max_epochs": epochs(trial.budget)})
+            continue_from = self._continuation(trial)
+        return TrialRequest(
+            trial=trial,
+            data=self.spec.data,
+            pipeline=self.spec.pipeline.model_copy(update={"segmentation": trial.segmentation}),
+            objective=self.spec.objective,
+            fine_tune=fine_tune,
+            continue_from=continue_from,
+            files=trial.budget if _kind(budget) == "files" else None,
+            output=join(self.root, "trials", trial.name),
+            cache=join(self.root, "cache"),
         )
-    return trial.record(
-        state="Succeeded",
-        der=result["der"],
-        components=Components.model_validate(result["components"]),
-        checkpoint=result.get("checkpoint"),
-        artifacts=result.get("artifacts"),
-        seconds=seconds,
+
+
+def _evaluate(trial: Trial, subset: Subset, export: bool = False) -> Trial:
+    """An evaluation of ``trial``'s configuration and model on ``subset``."""
+    return trial.model_copy(
+        update={
+            "name": evaluation_name(trial.name, subset),
+            "number": -1,
+            "subset": subset,
+            "export": export,
+        }
     )
+
+
+def _observation(record: TrialRecord) -> Observation:
+    """A finished search trial as its stage's tuner is told it."""
+    cost = _objective(record) if record.state == "Succeeded" else None
+    return Observation(record.params, cost, record.budget)
+
+
+def _kind(budget: Budget | None) -> str | None:
+    return budget.kind if budget else None
+
+
+def epochs(budget: float | None) -> int:
+    """The epochs an epochs budget buys (SMAC's budgets are real numbers)."""
+    assert budget is not None
+    return max(1, round(budget))

@@ -58,6 +58,7 @@ FAKE_NODE_TOLERATION: dict[str, str] = {
 FAKE_EXIT_CODE = "fake.diartune.test/exit-code"
 FAKE_DELAY = "fake.diartune.test/delay"
 FAKE_MESSAGE = "fake.diartune.test/message"
+FAKE_REASON = "fake.diartune.test/reason"
 
 STOP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 120.0
@@ -298,7 +299,8 @@ class Cluster:
         apiserver_args: Sequence[str] = (),
     ) -> None:
         """``keep`` (default: env DIARTUNE_KEEP_CLUSTER set) keeps the temp dir and logs;
-        ``apiserver_args`` are extra kube-apiserver flags (e.g. an audit policy)."""
+        ``apiserver_args`` are extra kube-apiserver flags. Every ServiceAccount's requests
+        are logged to ``audit_log`` (the control plane's own components are not)."""
         self.binaries = binaries
         self.stages = stages
         self.apiserver_args = list(apiserver_args)
@@ -320,6 +322,11 @@ class Cluster:
     def ca_path(self) -> Path:
         """CA certificate that signed the apiserver's serving and client certificates."""
         return self.workdir / "ca.crt"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: every request made by a ServiceAccount."""
+        return self.workdir / "audit.log"
 
     def log_path(self, component: str) -> Path:
         """Log file of ``component`` (etcd, kube-apiserver, kube-controller-manager, ...)."""
@@ -418,6 +425,9 @@ class Cluster:
                 "--service-account-key-file=sa.pub",
                 "--service-account-signing-key-file=sa.key",
                 "--client-ca-file=ca.crt",
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
                 *self.apiserver_args,
             ],
         )
@@ -434,6 +444,21 @@ class Cluster:
             self.components,
             apiserver.log,
         )
+
+    def _audit_policy(self) -> Path:
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived", "ResponseStarted"],
+            "rules": [
+                {"level": "None", "namespaces": ["kube-system"]},
+                {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+                {"level": "None"},
+            ],
+        }
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return path
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_path))
@@ -532,10 +557,12 @@ class Cluster:
             **kwargs,
         )
 
-    def create_namespace(self, name: str, timeout: float = 30) -> str:
+    def create_namespace(
+        self, name: str, timeout: float = 30, labels: Mapping[str, str] | None = None
+    ) -> str:
         """Create namespace ``name`` and wait for its default ServiceAccount (pods need it)."""
         core = client.CoreV1Api(self.api_client())
-        core.create_namespace({"metadata": {"name": name}})
+        core.create_namespace({"metadata": {"name": name, "labels": dict(labels or {})}})
         watch_until(
             core.list_namespaced_service_account,
             lambda accounts: "default" in accounts,

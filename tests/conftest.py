@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from trial_requests import request_document
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = "Debug.SpeakerDiarization.Debug"
@@ -139,9 +140,13 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def run_trial(request: dict[str, Any], cwd: Path, **env: str) -> tuple[int, str]:
-    """Run ``diartune trial`` as a process, as a pod would; return its code and output."""
+    """Run ``diartune trial`` as a process, as a pod would; return its code and output.
+
+    ``request`` has the flat fields of ``request_document``.
+    """
+    document = request_document(request)
     path = cwd / f"{request['name']}.request.json"
-    path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "diartune", "trial", "--request", str(path)],
         capture_output=True,

@@ -59,11 +59,28 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _VAR_REF.sub(replace, text)
 
 
+def mount(text: str, mounts: Mapping[str, str]) -> str:
+    """A container path under a mounted volume, as its host path (other text unchanged)."""
+    for container_path, host_path in mounts.items():
+        if text == container_path or text.startswith(container_path + "/"):
+            return host_path + text[len(container_path) :]
+    return text
+
+
 def remap(text: str, path_map: Mapping[str, str]) -> str:
     """Replace every container path in ``path_map`` by its host path."""
     for container_path, host_path in path_map.items():
         text = text.replace(container_path, host_path)
     return text
+
+
+def on_host(text: str, path_map: Mapping[str, str], mounts: Mapping[str, str]) -> str:
+    """``text`` with its container paths as host paths: those of ``path_map`` (the
+    termination log...), else one under a mounted volume. A path already mapped is not
+    mounted again: the runner's host folders may lie under a container mount point
+    (both under /tmp)."""
+    mapped = remap(text, path_map)
+    return mapped if mapped != text else mount(text, mounts)
 
 
 @dataclass
@@ -315,13 +332,16 @@ class NodeRunner:
         """The argv and environment to run ``container`` with on this machine."""
         termination_path = container.termination_message_path or DEFAULT_TERMINATION_PATH
         path_map = {**self.path_map, termination_path: str(running.termination_log)}
+        mounts = self._empty_dirs(pod, container, running)
         container_env = self._container_env(pod, container)
-        container_env = {key: remap(value, path_map) for key, value in container_env.items()}
+        container_env = {
+            key: on_host(value, path_map, mounts) for key, value in container_env.items()
+        }
         argv = [
             expand(arg, container_env)
             for arg in [*(container.command or []), *(container.args or [])]
         ]
-        argv = [remap(arg, path_map) for arg in argv]
+        argv = [on_host(arg, path_map, mounts) for arg in argv]
         if not argv:
             raise ValueError(
                 f"container {container.name} has no command (image entrypoints are unknown)"
@@ -329,6 +349,21 @@ class NodeRunner:
         executable = self.executables.get(argv[0]) or self.executables.get(Path(argv[0]).name)
         argv = [*(executable or argv[:1]), *argv[1:]]
         return argv, {**self.base_env, "HOSTNAME": pod.metadata.name, **container_env}
+
+    @staticmethod
+    def _empty_dirs(
+        pod: client.V1Pod, container: client.V1Container, running: RunningPod
+    ) -> dict[str, str]:
+        """Each emptyDir the container mounts, as a folder of the pod's own: mount path ->
+        host folder (a kubelet gives every pod fresh ones)."""
+        empty = {v.name for v in pod.spec.volumes or [] if v.empty_dir is not None}
+        mounts = {}
+        for volume in container.volume_mounts or []:
+            if volume.name in empty:
+                folder = running.workdir / "volumes" / volume.name
+                folder.mkdir(parents=True, exist_ok=True)
+                mounts[volume.mount_path.rstrip("/")] = str(folder)
+        return mounts
 
     def _container_env(self, pod: client.V1Pod, container: client.V1Container) -> dict[str, str]:
         env: dict[str, str] = {}

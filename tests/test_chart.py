@@ -68,8 +68,23 @@ def render(helm: Path, *args: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+LEASES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [obj for obj in objects if obj["kind"] == kind]
+    """The objects of a kind, but the Role and RoleBinding of the Lease (``leader``)."""
+    return [
+        obj
+        for obj in objects
+        if obj["kind"] == kind and not obj["metadata"]["name"].endswith("-leader")
+    ]
+
+
+def leader(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [found] = [
+        o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith("-leader")
+    ]
+    return found
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,14 +126,37 @@ def test_chart_metadata() -> None:
     assert chart["kubeVersion"] == ">=1.29.0-0"
 
 
-def test_cluster_mode(helm: Path) -> None:
+def test_the_default_watches_the_release_namespace_only(helm: Path) -> None:
     objects = render(helm)
+    assert not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding")
+    [role] = of_kind(objects, "Role")
+    assert role["metadata"]["namespace"] == "ops" and permissions(role) == NAMESPACED
+    assert container(objects)["args"][:2] == ["--namespace", "ops"]
+    accounts = {a["metadata"]["name"]: a for a in of_kind(objects, "ServiceAccount")}
+    trial = accounts["dt-diartune-trial"]
+    assert trial["metadata"]["namespace"] == "ops"
+    assert trial["automountServiceAccountToken"] is False
+    assert env(objects)["DIARTUNE_TRIAL_SERVICE_ACCOUNT"] == "dt-diartune-trial"
+    assert json.loads(env(objects)["DIARTUNE_TRIAL_POLICY"]) == {
+        "allowedImages": [],
+        "allowedSecrets": [],
+        "allowedTolerationKeys": ["nvidia.com/gpu"],
+        "allowedNodeSelectorKeys": [],
+    }
+
+
+def test_cluster_mode(helm: Path) -> None:
+    objects = render(helm, "--set", "rbac.scope=cluster")
     assert sorted(obj["kind"] for obj in objects) == [
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
+    # All namespaces: trial pods run as each namespace's default account (no token).
+    assert env(objects)["DIARTUNE_TRIAL_SERVICE_ACCOUNT"] == "default"
     [role] = of_kind(objects, "ClusterRole")
     assert permissions(role) == NAMESPACED  # kopf scans no namespaces or CRDs
     [binding] = of_kind(objects, "ClusterRoleBinding")
@@ -160,7 +198,7 @@ def test_namespace_mode_renders_roles_only(helm: Path) -> None:
 
 
 def test_cluster_rbac_may_watch_some_namespaces(helm: Path) -> None:
-    objects = render(helm, "--set", "watchNamespaces={speech}")
+    objects = render(helm, "--set", "rbac.scope=cluster", "--set", "watchNamespaces={speech}")
     assert of_kind(objects, "ClusterRole") and not of_kind(objects, "Role")
     assert container(objects)["args"][:2] == ["--namespace", "speech"]
 
@@ -168,7 +206,6 @@ def test_cluster_rbac_may_watch_some_namespaces(helm: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("--set", "rbac.scope=namespace"), "rbac.scope=namespace needs watchNamespaces"),
         (("--set", "rbac.scope=clusterwide"), "value must be one of 'cluster', 'namespace'"),
         (("--set", "watchNamespace={a}"), "additional properties 'watchNamespace' not allowed"),
     ],
@@ -194,7 +231,7 @@ def test_no_secrets_and_no_wildcards(helm: Path, args: tuple[str, ...]) -> None:
 
 def test_rbac_can_be_left_out(helm: Path) -> None:
     objects = render(helm, "--set", "rbac.create=false")
-    assert [obj["kind"] for obj in objects] == ["ServiceAccount", "Deployment"]
+    assert [obj["kind"] for obj in objects] == ["ServiceAccount", "ServiceAccount", "Deployment"]
 
 
 def test_security_contexts(helm: Path) -> None:
@@ -218,11 +255,23 @@ def test_security_contexts(helm: Path) -> None:
     assert "emptyDir" in volume
 
 
-def test_deployment_runs_one_standalone_operator(helm: Path) -> None:
-    objects = render(helm, "--set", "image.operator.tag=1.2.3")
+def test_replicas_take_turns_through_a_lease_in_their_own_namespace(helm: Path) -> None:
+    objects = render(helm, *NAMESPACE_MODE, "--set", "replicaCount=2")
     spec = deployment(objects)["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    role, binding = leader(objects, "Role"), leader(objects, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ops"
+    assert permissions(role) == LEASES
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    env = {var["name"]: var.get("valueFrom") for var in container(objects)["env"]}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_deployment_runs_the_operator(helm: Path) -> None:
+    objects = render(helm, "--set", "image.operator.tag=1.2.3")
+    assert deployment(objects)["spec"]["replicas"] == 1
     operator = container(objects)
     assert operator["image"] == "ghcr.io/diartune/operator:1.2.3"
     assert operator["command"] == ["diartune", "operator"]
@@ -378,7 +427,7 @@ def test_namespace_rbac_on_the_api_server(cluster: Cluster, release: Callable[..
 
 @pytest.mark.cluster
 def test_cluster_rbac_on_the_api_server(cluster: Cluster, release: Callable[..., str]) -> None:
-    account = release()
+    account = release("--set", "rbac.scope=cluster")
     for verb, resource, sub in ALLOWED:
         assert can(cluster, account, verb, resource, sub, "-n", "default"), (verb, resource)
     for verb, resource, sub in DENIED:

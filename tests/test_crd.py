@@ -22,8 +22,11 @@ from cluster import Cluster, cluster_fixture  # noqa: F401  (the session fixture
 from pydantic import BaseModel, Field
 
 from diartune import crd
-from diartune.records import Components, TrialRecord
-from diartune.spec import DiarizationTuning, SpecError, parse_tuning
+from diartune.api import DiarizationTrialSpec, DiarizationTrialStatus
+from diartune.cli import main
+from diartune.records import Components, Trial, TrialRecord
+from diartune.spec import DiarizationTuning, SpecError
+from diartune.spec_file import parse_tuning
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_CRDS = ROOT / "charts/diartune/crds"
@@ -105,7 +108,7 @@ def sample() -> dict[str, Any]:
                             "choices": ["average", "centroid"],
                         },
                     },
-                    "maxTrialCount": 20,
+                    "maxTrialCount": 4,
                 },
             ],
             "optimizer": {"seed": 3, "initialDesignSize": 4},
@@ -299,11 +302,11 @@ def test_checked_in_crds_are_generated() -> None:
     assert sorted(path.name for path in CHART_CRDS.glob("*.yaml")) == sorted(expected)
     for name, text in expected.items():
         assert (CHART_CRDS / name).read_text("utf-8") == text, (
-            f"{name} is stale: run .venv/bin/python -m diartune.crd --output-dir {CHART_CRDS}"
+            f"{name} is stale: run .venv/bin/diartune crd --output-dir {CHART_CRDS}"
         )
 
 
-def test_render_crds_is_both_crds_and_main_writes_them(
+def test_diartune_crd_prints_both_crds_and_regenerates_the_chart_byte_for_byte(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     loaded = list(yaml.safe_load_all(crd.render_crds()))
@@ -312,11 +315,11 @@ def test_render_crds_is_both_crds_and_main_writes_them(
         "diarizationtrials.diartune.io",
     ]
     assert loaded == [crd.tuning_crd(), crd.trial_crd()]
-    assert crd.main([]) == 0
+    assert main(["crd"]) == 0
     assert capsys.readouterr().out == crd.render_crds()
-    assert crd.main(["--output-dir", str(tmp_path)]) == 0
-    for name, text in crd.crd_files().items():
-        assert (tmp_path / name).read_text("utf-8") == text
+    assert main(["crd", "--output-dir", str(tmp_path)]) == 0
+    for path in CHART_CRDS.iterdir():
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 @pytest.mark.parametrize(
@@ -359,6 +362,7 @@ def test_printer_columns() -> None:
     assert columns(crd.trial_crd()) == [
         ("Tuning", ".spec.tuning", "string"),
         ("Stage", ".spec.stage", "string"),
+        ("Budget", ".spec.budget", "number"),
         ("State", ".status.state", "string"),
         ("DER", ".status.der", "number"),
         ("Age", ".metadata.creationTimestamp", "date"),
@@ -403,7 +407,7 @@ def test_tuning_status_is_the_operators() -> None:
     ("make", "models"),
     [
         (crd.tuning_crd, {"spec": DiarizationTuning}),
-        (crd.trial_crd, {"spec": crd.TrialSpec, "status": crd.TrialStatus}),
+        (crd.trial_crd, {"spec": DiarizationTrialSpec, "status": DiarizationTrialStatus}),
     ],
     ids=["tuning", "trial"],
 )
@@ -502,9 +506,9 @@ def test_the_checker_refuses_what_the_crd_refuses(path: str, value: Any, expecte
     assert any(expected in problem for problem in problems), problems
 
 
-def test_trial_resource_holds_a_trial_record() -> None:
+def test_trial_resource_holds_a_trial_and_its_record() -> None:
     record = TrialRecord(
-        name="ems-clustering-3",
+        name="clustering-003",
         stage="clustering",
         number=3,
         params={"clustering.threshold": 0.7, "clustering.method": "centroid"},
@@ -515,26 +519,18 @@ def test_trial_resource_holds_a_trial_record() -> None:
         components=Components(der=0.21, missed=1.0, false_alarm=2.0, confusion=3.0, total=30.0),
         seconds=12.5,
     )
-    dumped = record.model_dump(mode="json", by_alias=True)
-    spec_fields = set(crd.TrialSpec.model_fields) - {"tuning"}
-    status_fields = set(crd.TrialStatus.model_fields) - {"job"}
-    assert not spec_fields & status_fields
-    assert spec_fields | status_fields | {"name"} == set(TrialRecord.model_fields)
-
-    def part(fields: set[str]) -> dict[str, Any]:
-        aliases = [TrialRecord.model_fields[name].alias or name for name in sorted(fields)]
-        return {alias: dumped[alias] for alias in aliases}
-
+    spec = DiarizationTrialSpec(tuning="ems", **record.model_dump(include=set(Trial.model_fields)))
+    status = DiarizationTrialStatus.of(record).model_copy(update={"job": "ems-clustering-003"})
     document = {
         "apiVersion": "diartune.io/v1alpha1",
         "kind": "DiarizationTrial",
-        "metadata": {"name": record.name},
-        "spec": {"tuning": "ems", **part(spec_fields)},
-        "status": {"job": "ems-clustering-3", **part(status_fields)},
+        "metadata": {"name": "ems-clustering-003"},
+        "spec": spec.model_dump(mode="json", by_alias=True),
+        "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
-    crd.TrialSpec.model_validate(document["spec"])
-    crd.TrialStatus.model_validate(document["status"])
     assert check_document(document, openapi(crd.trial_crd())) == []
+    parsed = DiarizationTrialSpec.model_validate(document["spec"]).trial()
+    assert DiarizationTrialStatus.model_validate(document["status"]).record(parsed) == record
     document["status"]["state"] = "Lost"
     [problem] = check_document(document, openapi(crd.trial_crd()))
     assert problem.startswith("status.state: fails enum")
@@ -602,7 +598,7 @@ def test_the_api_server_takes_the_crds_and_the_examples(crds_applied: Cluster) -
         done = dry_run(crds_applied, document)
         assert done.returncode == 0, f"{source}: {done.stderr}"
     explained = crds_applied.kubectl("explain", "diarizationtuning.spec.stages").stdout
-    assert "Trials in this stage, failed ones included." in explained
+    assert "Trials in this stage, failed ones included; with multiFidelity" in explained
 
 
 @pytest.mark.cluster
@@ -664,6 +660,7 @@ def test_trials_and_their_status_on_the_api_server(crds_applied: Cluster) -> Non
         "metadata": {"name": "ems-clustering-3", "namespace": "default"},
         "spec": {
             "tuning": "ems",
+            "name": "clustering-003",
             "stage": "clustering",
             "number": 3,
             "params": {"clustering.threshold": 0.7, "clustering.method": "centroid"},

@@ -7,33 +7,41 @@ from typing import Any
 
 import pytest
 
-from diartune.executors.kubernetes import (
-    EVALUATION,
-    JobDefaults,
-    Owner,
+from diartune.operator.manifests import (
     job_manifest,
     job_outcome,
+    record_status,
     resource_name,
     trial_manifest,
-    trial_record_of,
+    trial_of,
     trial_status,
 )
-from diartune.operator.settings import job_defaults
-from diartune.operator.spec_changes import resolve
+from diartune.operator.settings import JobDefaults, job_defaults
 from diartune.operator.status import Conditions, tuning_status
-from diartune.records import TrialRecord, TrialRequest
+from diartune.records import (
+    SECRET_VARIABLES_ENV,
+    Components,
+    Trial,
+    TrialOutcome,
+    TrialRecord,
+    TrialRequest,
+)
 from diartune.spec import Spec
-from diartune.study import PlannedTrial, Study, trial_record, trial_request
+from diartune.study import Study
+from diartune.trial.run import scrub
 
-OWNER = Owner("diartune.io/v1alpha1", "DiarizationTrial", "demo-clustering-003", "uid-1")
-TRIAL = PlannedTrial(
+TUNING = {
+    "apiVersion": "diartune.io/v1alpha1",
+    "kind": "DiarizationTuning",
+    "metadata": {"name": "demo", "namespace": "ns", "uid": "uid-0"},
+}
+TRIAL = Trial(
     name="clustering-003",
     stage="clustering",
     number=3,
-    params={"clustering.threshold": 0.5},
-    full_params={"clustering.threshold": 0.5, "clustering.min_cluster_size": 12},
+    params={"clustering.threshold": 1.0},
+    full_params={"clustering.threshold": 1.0, "clustering.min_cluster_size": 12},
     segmentation="s3://models/segmentation.ckpt",
-    fine_tune=None,
 )
 
 
@@ -62,10 +70,17 @@ def spec_document(**overrides: Any) -> dict[str, Any]:
     return document | overrides
 
 
+def trial_resource() -> dict[str, Any]:
+    """TRIAL's DiarizationTrial as the API server returns it (with a uid)."""
+    resource = trial_manifest(TUNING, TRIAL)
+    resource["metadata"]["uid"] = "uid-1"
+    return resource
+
+
 def manifest(spec: Spec, defaults: JobDefaults | None = None) -> dict[str, Any]:
     """The Job of TRIAL in namespace ns of tuning demo."""
-    request = trial_request(spec, TRIAL, "s3://artifacts/ns/demo")
-    return job_manifest(OWNER, "ns", "demo", spec, request, defaults or JobDefaults())
+    request = Study(spec, root="s3://artifacts/ns/demo").request(TRIAL)
+    return job_manifest(trial_resource(), "demo", spec, request, defaults or JobDefaults())
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -89,28 +104,68 @@ def test_the_command_is_exactly_the_trial_command() -> None:
 def test_pod_failure_policy_fails_fast_on_bad_input_and_retries_disruption() -> None:
     spec = Spec.model_validate(spec_document(trialTemplate={"backoffLimit": 4}))
     job = manifest(spec)["spec"]
-    fail, ignore = job["podFailurePolicy"]["rules"]
+    fail, ignore, killed = job["podFailurePolicy"]["rules"]
     assert fail == {
         "action": "FailJob",
         "onExitCodes": {"containerName": "trial", "operator": "In", "values": [65]},
     }
     assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert killed == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trial", "operator": "In", "values": [137]},
+    }
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     assert job["backoffLimit"] == 4
     assert job["activeDeadlineSeconds"] == 6 * 3600
-    assert job["ttlSecondsAfterFinished"] == 3600
+    assert "ttlSecondsAfterFinished" not in job  # kept until the tuning is deleted
     assert container(manifest(spec))["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_credentials_and_token_come_from_secrets() -> None:
     env = container(manifest(Spec.model_validate(spec_document())))["env"]
-    refs = {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env}
+    refs = {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env if "valueFrom" in var}
     assert refs == {
         "AWS_ACCESS_KEY_ID": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"},
         "AWS_SECRET_ACCESS_KEY": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"},
         "HF_TOKEN": {"name": "hf", "key": "HF_TOKEN"},
     }
-    assert all("value" not in var for var in env)
+    values = {var["name"]: var["value"] for var in env if "value" in var}
+    assert values == {
+        "HOME": "/tmp",
+        "DIARTUNE_CACHE": "/tmp/diartune",
+        SECRET_VARIABLES_ENV: "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,HF_TOKEN",
+    }  # no secret inline; the trial masks the values of the variables named
+
+
+def test_the_trial_masks_every_secret_variable_it_is_told_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ref = {"secretKeyRef": {"name": "ward", "key": "k"}}
+    document = spec_document(trialTemplate={"env": [{"name": "WARD_KEY", "valueFrom": ref}]})
+    env = container(manifest(Spec.model_validate(document)))["env"]
+    for var in env:
+        value = var.get("value", f"canary-{var['name']}")
+        monkeypatch.setenv(var["name"], value)
+    text = scrub("boom canary-WARD_KEY canary-HF_TOKEN canary-AWS_SECRET_ACCESS_KEY /tmp")
+    assert text == "boom *** *** *** /tmp"
+
+
+def test_trial_pods_are_hardened_and_run_as_the_charts_service_account() -> None:
+    defaults = JobDefaults(service_account="ops-diartune-trial")
+    pod = manifest(Spec.model_validate(spec_document()), defaults)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ops-diartune-trial"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container({"spec": {"template": {"spec": pod}}})["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}}]
+    assert {"name": "scratch", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert resources["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "1"}
 
 
 def test_template_sets_resources_node_selector_tolerations_and_env() -> None:
@@ -120,17 +175,19 @@ def test_template_sets_resources_node_selector_tolerations_and_env() -> None:
         "nodeSelector": {"pool": "a100"},
         "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
-        "serviceAccountName": "trials",
     }
     defaults = JobDefaults(image="default:1", node_selector={"zone": "a"}, tolerations=[{}])
     job = manifest(Spec.model_validate(spec_document(trialTemplate=template)), defaults)
     pod = job["spec"]["template"]["spec"]
     trial = container(job)
     assert trial["image"] == "registry.local/trial:1"
-    assert trial["resources"] == {"limits": {"nvidia.com/gpu": "2", "memory": "16Gi"}}
+    assert trial["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"nvidia.com/gpu": "2", "memory": "16Gi"},
+    }
     assert pod["nodeSelector"] == {"zone": "a", "pool": "a100"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert pod["serviceAccountName"] == "trials"
+    assert pod["serviceAccountName"] == "default"
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in trial["env"]
 
 
@@ -151,7 +208,7 @@ def test_chart_defaults_fill_what_the_template_leaves_out() -> None:
     pod = job["spec"]["template"]["spec"]
     trial = container(job)
     assert trial["image"] == "ghcr.io/diartune/trial:9"
-    assert trial["resources"] == {"limits": {"amd.com/gpu": "1"}}
+    assert trial["resources"]["limits"] == {"memory": "16Gi", "amd.com/gpu": "1"}
     assert pod["nodeSelector"] == {"gpu": "yes"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
     request = json.loads(trial["command"][3])
@@ -181,22 +238,26 @@ def test_owner_references_labels_and_names() -> None:
             "blockOwnerDeletion": True,
         }
     ]
-    tuning = Owner("diartune.io/v1alpha1", "DiarizationTuning", "demo", "uid-0")
-    trial = trial_manifest(tuning, "ns", TRIAL)
+    trial = trial_manifest(TUNING, TRIAL)
     assert trial["metadata"]["name"] == "demo-clustering-003"
+    assert trial["metadata"]["namespace"] == "ns"
     assert trial["metadata"]["labels"] == labels
     assert trial["metadata"]["ownerReferences"][0]["uid"] == "uid-0"
+    assert trial["metadata"]["ownerReferences"][0]["kind"] == "DiarizationTuning"
     assert trial["spec"] == {
         "tuning": "demo",
+        "name": "clustering-003",
         "stage": "clustering",
         "number": 3,
+        "subset": "development",
         "params": TRIAL.params,
         "fullParams": TRIAL.full_params,
         "segmentation": TRIAL.segmentation,
+        "export": False,
     }
+    assert trial_of(trial) == TRIAL
     long = resource_name("t" * 63, "clustering-003")
     assert len(long) == 63 and long.endswith("-clustering-003")
-    assert resource_name("demo", EVALUATION) == "demo-test-evaluation"
 
 
 def _job(kind: str, reason: str = "") -> dict[str, Any]:
@@ -206,8 +267,10 @@ def _job(kind: str, reason: str = "") -> dict[str, Any]:
     return {"metadata": {"name": "j", "uid": "u"}, "status": status}
 
 
-def _pod(code: int, message: str, created: str = "2025-01-01T00:00:00Z") -> dict[str, Any]:
-    terminated = {"exitCode": code, "message": message}
+def _pod(
+    code: int, message: str, created: str = "2025-01-01T00:00:00Z", reason: str = "Error"
+) -> dict[str, Any]:
+    terminated = {"exitCode": code, "message": message, "reason": reason}
     return {
         "metadata": {"creationTimestamp": created},
         "status": {"containerStatuses": [{"name": "trial", "state": {"terminated": terminated}}]},
@@ -215,14 +278,20 @@ def _pod(code: int, message: str, created: str = "2025-01-01T00:00:00Z") -> dict
 
 
 def test_results_are_read_from_termination_messages() -> None:
-    summary = {"name": "clustering-003", "der": 0.25, "components": {}, "artifacts": "s3://a"}
+    components = {"der": 0.25, "missed": 1, "falseAlarm": 2, "confusion": 2, "total": 20}
+    summary = {"name": "clustering-003", "der": 0.25, "components": components, "artifacts": "a"}
     success = job_outcome(_job("Complete"), [_pod(0, json.dumps(summary))])
-    assert (success.result, success.error, success.seconds) == (summary, None, 100.0)
+    assert success.result is not None and success.result.der == 0.25
+    assert (success.error, success.seconds) == (None, 100.0)
 
     bad = job_outcome(
         _job("Failed", "PodFailurePolicy"), [_pod(65, '{"error": "no audio", "badInput": true}')]
     )
     assert (bad.result, bad.error, bad.bad_input) == (None, "no audio", True)
+
+    garbled = job_outcome(_job("Complete"), [_pod(0, '{"der": "not a result"}')])
+    assert garbled.result is None
+    assert garbled.error == "the trial left no result in its termination message"
 
     retried = [_pod(75, "Traceback: boom"), _pod(75, "OSError: disk", "2025-01-01T00:00:50Z")]
     crash = job_outcome(_job("Failed", "BackoffLimitExceeded"), retried)
@@ -231,21 +300,19 @@ def test_results_are_read_from_termination_messages() -> None:
     deadline = job_outcome(_job("Failed", "DeadlineExceeded"), [])
     assert deadline.error == "DeadlineExceeded: why"
 
+    oom = job_outcome(_job("Failed", "PodFailurePolicy"), [_pod(137, "", reason="OOMKilled")])
+    assert oom.error is not None and oom.error.startswith("out of memory (OOMKilled)")
+    assert "resources.limits.memory" in oom.error and not oom.bad_input
+
 
 def test_trial_status_round_trips_to_a_record() -> None:
-    spec = Spec.model_validate(spec_document())
-    result = {
-        "der": 0.3,
-        "components": {"der": 0.3, "missed": 1, "falseAlarm": 2, "confusion": 3, "total": 20},
-        "artifacts": "s3://a/trials/clustering-003",
-    }
-    record = trial_record(TRIAL, result, None, False, 12.5)
-    resource = trial_manifest(
-        Owner("diartune.io/v1alpha1", "DiarizationTuning", "demo", "u"), "ns", TRIAL
-    )
-    assert trial_record_of(resource, spec) is None  # not finished yet
-    resource["status"] = trial_status(record)
-    assert trial_record_of(resource, spec) == record
+    components = Components(der=0.3, missed=1, false_alarm=2, confusion=3, total=20)
+    result = {"name": TRIAL.name, "der": 0.3, "components": components, "artifacts": "s3://a"}
+    record = TRIAL.record(TrialOutcome.model_validate({"result": result, "seconds": 12.5}))
+    resource = trial_manifest(TUNING, TRIAL)
+    assert trial_status(resource).record(trial_of(resource)) is None  # not finished yet
+    resource["status"] = record_status(record)
+    assert trial_status(resource).record(trial_of(resource)) == record
 
 
 def test_status_stays_small_with_a_thousand_trials() -> None:
@@ -264,25 +331,26 @@ def test_status_stays_small_with_a_thousand_trials() -> None:
         )
         for number in range(1000)
     ]
-    conditions = Conditions()
-    for kind in ("Created", "Running", "SpecRejected"):
-        conditions.set(kind, True, kind, "m" * 5000, 3)
-    status = tuning_status(Study(spec, records), "Running", "clustering", conditions, 3, "demo-x")
+    conditions = Conditions(generation=3)
+    conditions.mark_created()
+    conditions.mark_update("m" * 5000)
+    study = Study(spec, records)
+    conditions.mark_running(study.summary())
+    status = tuning_status(study.summary(), study.best(), "demo-x", conditions)
     size = len(json.dumps(status))
     assert size < 64 * 1024, size
     assert status["trialsDone"] == 1000 and status["trialsFailed"] == 143
     assert status["bestDer"] == pytest.approx(0.2001)
 
 
-def test_spec_updates_apply_mutable_fields_and_refuse_others() -> None:
-    accepted = spec_document(parallelTrialCount=1)
-    changed = spec_document(parallelTrialCount=3, optimizer={"seed": 4})
-    changed["stages"] = [dict(changed["stages"][0], maxTrialCount=9)]
-    spec, refused = resolve(accepted, changed)
-    assert spec.parallel_trial_count == 3
-    assert spec.stages[0].max_trial_count == 9
-    assert spec.optimizer.seed == 0
-    assert refused is not None and "spec.optimizer.seed" in refused
-    assert resolve(accepted, spec_document(suspend=True))[1] is None
-    spec, refused = resolve(accepted, spec_document(parallelTrialCount=0))
-    assert spec.parallel_trial_count == 1 and refused and "not valid" in refused
+def test_a_request_digest_survives_the_api_servers_key_order() -> None:
+    """A Job created again from the stored DiarizationTrial (keys sorted by the API server)
+    must find the result its first run wrote."""
+    spec = Spec.model_validate(spec_document())
+    stored = json.loads(json.dumps(trial_manifest(TUNING, TRIAL), sort_keys=True))
+    stored["spec"]["params"]["clustering.threshold"] = 1  # as JSON stores 1.0
+    stored["spec"]["fullParams"]["clustering.threshold"] = 1
+    again = trial_of(stored)
+    assert list(again.full_params) != list(TRIAL.full_params)  # another order...
+    first = Study(spec, root="s3://artifacts/ns/demo").request(TRIAL)
+    assert Study(spec, root="s3://artifacts/ns/demo").request(again).digest == first.digest

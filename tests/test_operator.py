@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -39,6 +41,7 @@ GROUP, VERSION = "diartune.io", "v1alpha1"
 TUNINGS, TRIALS = "diarizationtunings", "diarizationtrials"
 LABEL_TUNING = "diartune.io/tuning"
 CREDENTIALS = "s3-credentials"
+EXTRA = "canary-extra"
 TRIAL_TIMEOUT_S = 900
 
 
@@ -58,21 +61,29 @@ def crds(cluster: Cluster) -> None:
     )
 
 
+def canaries(namespace: str) -> dict[str, dict[str, str]]:
+    """The Secrets of a test namespace, by name: values that must never show anywhere."""
+    return {
+        CREDENTIALS: {
+            "AWS_ACCESS_KEY_ID": f"canary-{namespace}-key-id",
+            "AWS_SECRET_ACCESS_KEY": f"canary-{namespace}-secret-key",
+        },
+        EXTRA: {"VALUE": f"canary-{namespace}-extra"},
+    }
+
+
 @pytest.fixture
 def namespace(cluster: Cluster, crds: None) -> Iterator[str]:
-    """A fresh namespace with the S3 credentials Secret, deleted afterwards."""
-    name = cluster.create_namespace(f"op-{uuid.uuid4().hex[:8]}")
-    secret = {
-        "metadata": {"name": CREDENTIALS},
-        "data": {
-            key: base64.b64encode(value.encode()).decode()
-            for key, value in {
-                "AWS_ACCESS_KEY_ID": "diartune-test",
-                "AWS_SECRET_ACCESS_KEY": "diartune-test-secret",
-            }.items()
-        },
-    }
-    client.CoreV1Api(cluster.api_client()).create_namespaced_secret(name, secret)
+    """A fresh namespace that enforces Pod Security "restricted", with the tunings'
+    Secrets (canary values: S3 accepts any key here), deleted afterwards."""
+    name = cluster.create_namespace(
+        f"op-{uuid.uuid4().hex[:8]}", labels={"pod-security.kubernetes.io/enforce": "restricted"}
+    )
+    for secret, values in canaries(name).items():
+        data = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
+        client.CoreV1Api(cluster.api_client()).create_namespaced_secret(
+            name, {"metadata": {"name": secret}, "data": data}
+        )
     yield name
     client.CoreV1Api(cluster.api_client()).delete_namespace(name)
 
@@ -174,6 +185,12 @@ def tuning_manifest(
                 "nodeSelector": node_selector,
                 "tolerations": [FAKE_NODE_TOLERATION],
                 "activeDeadlineSeconds": TRIAL_TIMEOUT_S,
+                "env": [
+                    {
+                        "name": "EXTRA",
+                        "valueFrom": {"secretKeyRef": {"name": EXTRA, "key": "VALUE"}},
+                    }
+                ],
             },
         },
     }
@@ -259,6 +276,28 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[str]:
     return [event.reason for event in listing.items]
 
 
+def leaks(
+    cluster: Cluster, namespace: str, s3: Any, operator: Operator, runner: NodeRunner
+) -> list[str]:
+    """Where a canary of the namespace's Secrets shows: annotations, statuses, events,
+    Jobs, pods (specs and statuses), the operator's log, the trials' output, artifacts."""
+    values = [value for secret in canaries(namespace).values() for value in secret.values()]
+    places = {
+        kind: cluster.kubectl("get", kind, "-n", namespace, "-o", "json").stdout
+        for kind in ("dtune", "dtrial", "jobs", "pods", "events", "configmaps")
+    }
+    places["operator log"] = operator.log.read_text("utf-8")
+    for pod in list_pods(cluster, namespace):
+        places[f"output of {pod.metadata.name}"] = runner.log(namespace, pod.metadata.name)
+    listing = s3.list_objects_v2(Bucket="artifacts", Prefix=f"{namespace}/")
+    for item in listing.get("Contents", []):
+        body = s3.get_object(Bucket="artifacts", Key=item["Key"])["Body"].read()
+        places[item["Key"]] = body.decode("utf-8", errors="replace")
+    return [
+        f"{value} in {where}" for where, text in places.items() for value in values if value in text
+    ]
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -289,7 +328,7 @@ def test_tuning_runs_real_trials_to_success(
     )
     print(f"tuning took {time.monotonic() - started:.0f} s", file=sys.stderr)
     assert status["phase"] == "Succeeded", status
-    trials = list_trials(cluster, namespace, "ami")
+    trials = [t for t in list_trials(cluster, namespace, "ami") if t["spec"]["number"] >= 0]
     assert len(trials) == 3
     assert all(t["status"]["state"] == "Succeeded" for t in trials), trials
     ders = {t["metadata"]["name"]: t["status"]["der"] for t in trials}
@@ -305,7 +344,7 @@ def test_tuning_runs_real_trials_to_success(
     trials_table = cluster.kubectl(
         "get", "dtrial", "-n", namespace, "-l", f"{LABEL_TUNING}=ami"
     ).stdout
-    assert trials_table.count("Succeeded") == 3, trials_table
+    assert trials_table.count("Succeeded") == 3 + 3, trials_table  # trials and evaluations
     described = cluster.kubectl("describe", "dtune", "ami", "-n", namespace).stdout
     assert "TuningSucceeded" in described and "Best Der" in described, described
     print(table, trials_table, described, sep="\n", file=sys.stderr)
@@ -319,14 +358,24 @@ def test_tuning_runs_real_trials_to_success(
         trial_name = trial["metadata"]["labels"]["diartune.io/trial"]
         assert f"{namespace}/ami/trials/{trial_name}/result.json" in keys
         assert trial["status"]["artifacts"] == f"s3://artifacts/{namespace}/ami/trials/{trial_name}"
-    assert f"{namespace}/ami/trials/test-evaluation/pipeline/config.yaml" in keys, sorted(keys)
-    assert status["pipeline"] == f"s3://artifacts/{namespace}/ami/trials/test-evaluation/pipeline"
+    winner = status["bestTrial"]["name"].removeprefix("ami-")
+    exported = f"{namespace}/ami/trials/{winner}-test/pipeline"
+    assert f"{exported}/config.yaml" in keys, sorted(keys)
+    assert status["pipeline"] == f"s3://artifacts/{exported}"
+    # clustering-000 ran min_cluster_size 10 (pyannote's 12 is outside the range), so
+    # the defaults were also scored on development by an evaluation of their own.
+    evaluations = {f"ami-{winner}-test", "ami-defaults-test", "ami-defaults-development"}
+    assert isinstance(status["defaultDer"], float) and isinstance(status["defaultTestDer"], float)
 
+    jobs = {job.metadata.name for job in list_jobs(cluster, namespace)}
+    assert jobs == {t["metadata"]["name"] for t in trials} | evaluations
     pods = list_pods(cluster, namespace)
-    assert len(pods) == 4  # three trials and the test evaluation, each run once
+    per_job = sorted(pod.metadata.labels["job-name"] for pod in pods)
+    assert per_job == sorted(jobs), per_job  # every Job ran exactly one pod
     assert {pod.spec.node_name for pod in pods} == {RUNNER_NODE}
     reasons = events(cluster, namespace, "ami")
     assert {"NewBest", "StageFinished", "Evaluating", "TuningSucceeded"} <= set(reasons), reasons
+    assert leaks(cluster, namespace, s3, operator, runner) == []
 
 
 def test_gpu_capacity_is_respected_and_delete_cleans_up(
@@ -440,7 +489,7 @@ def test_operator_killed_mid_tuning_finishes_it_without_loss_or_duplicates(
         operator,
     )
     assert status["phase"] == "Succeeded", status
-    trials = list_trials(cluster, namespace, "restart")
+    trials = [t for t in list_trials(cluster, namespace, "restart") if t["spec"]["number"] >= 0]
     assert len(trials) == 5 and status["trialsDone"] == 5
     assert all(t["status"]["state"] == "Succeeded" for t in trials)
     params = [json.dumps(t["spec"]["params"], sort_keys=True) for t in trials]
@@ -450,7 +499,7 @@ def test_operator_killed_mid_tuning_finishes_it_without_loss_or_duplicates(
 
     jobs = {job.metadata.name: job.metadata.uid for job in list_jobs(cluster, namespace)}
     assert {name: jobs.get(name) for name in before} == before  # adopted, not relaunched
-    assert len(jobs) == 6  # five trials and the test evaluation
+    assert len(jobs) == 5 + 3  # five trials; the winner and the defaults on test and development
     pods = list_pods(cluster, namespace)
     per_job = [pod.metadata.labels["job-name"] for pod in pods]
     assert sorted(per_job) == sorted(jobs), per_job  # every Job ran exactly one pod
@@ -460,3 +509,60 @@ def test_operator_killed_mid_tuning_finishes_it_without_loss_or_duplicates(
     assert status.get("testDer") is None
     assert condition(status, "Succeeded")["reason"] == "TestEvaluationFailed"
     assert "test" in condition(status, "Succeeded")["message"]
+
+
+def test_a_tuning_author_gains_no_other_power(
+    cluster: Cluster, namespace: str, operator: Operator, gpu_pool: dict[str, str], tmp_path: Path
+) -> None:
+    """Someone who may only create tunings cannot read a Secret, run as another service
+    account or use an image the chart does not allow, through the operator."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api_client())
+    rule = {"apiGroups": [GROUP], "resources": [TUNINGS], "verbs": ["create", "get", "list"]}
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "author"}, "rules": [rule]})
+    client.CoreV1Api(cluster.api_client()).create_namespaced_service_account(
+        namespace, {"metadata": {"name": "author"}}
+    )
+    subject = {"kind": "ServiceAccount", "name": "author", "namespace": namespace}
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "author"}
+    rbac.create_namespaced_role_binding(
+        namespace, {"metadata": {"name": "author"}, "roleRef": role_ref, "subjects": [subject]}
+    )
+    author = cluster.serviceaccount_kubeconfig(namespace, "author")
+    env = {**cluster.env(), "KUBECONFIG": str(author)}
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
+
+    def as_author(*args: str, document: Any = None) -> subprocess.CompletedProcess[str]:
+        text = yaml.safe_dump(document) if document is not None else None
+        return subprocess.run(
+            [kubectl, *args], env=env, input=text, capture_output=True, text=True, check=False
+        )
+
+    assert "forbidden" in as_author("get", "secret", CREDENTIALS, "-n", namespace).stderr
+    escalating = tuning_manifest("escalate", 2, 1, gpu_pool)
+    template = escalating["spec"]["trialTemplate"]
+    template["image"] = "attacker.example/miner:latest"
+    template["serviceAccountName"] = "ops-diartune"  # unknown to the CRD: pruned
+    secret_ref = {"secretKeyRef": {"name": "ops-diartune-token", "key": "token"}}
+    template["env"] = [{"name": "STOLEN", "valueFrom": secret_ref}]
+    created = as_author("apply", "-n", namespace, "-f", "-", document=escalating)
+    assert created.returncode == 0, created.stderr
+
+    def refused() -> Any:
+        status = get_tuning(cluster, namespace, "escalate").get("status") or {}
+        found = [c for c in status.get("conditions", []) if c["type"] == "TrialTemplateInvalid"]
+        return found[0]["message"] if found and found[0]["status"] == "True" else None
+
+    message = wait("TrialTemplateInvalid", refused, 60, operator)
+    assert "attacker.example/miner:latest" in message and "ops-diartune-token" in message
+    assert list_jobs(cluster, namespace) == []
+    stored = get_tuning(cluster, namespace, "escalate")["spec"]["trialTemplate"]
+    assert "serviceAccountName" not in stored  # pruned by the CRD's structural schema
+
+    allowed = tuning_manifest("allowed", 2, 1, gpu_pool)
+    assert as_author("apply", "-n", namespace, "-f", "-", document=allowed).returncode == 0
+    wait("a Job", lambda: list_jobs(cluster, namespace), 60, operator)
+    [job] = list_jobs(cluster, namespace)
+    pod = job.spec.template.spec
+    assert pod.service_account_name == "ops-diartune-trial"
+    assert pod.automount_service_account_token is False
+    assert pod.security_context.run_as_non_root is True

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from conftest import PROTOCOL, copy_ami, result_line, run_trial
+from fault_proxy import Fault, FaultProxy
 
 from diartune.spec import S3
 from diartune.storage import MissingObject, Storage
 
 pytestmark = pytest.mark.integration
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
 
 
 def upload(client, folder: Path, bucket: str, prefix: str) -> None:  # type: ignore[no-untyped-def]
@@ -66,6 +73,64 @@ def test_trial_reads_data_and_models_from_s3_and_writes_artifacts_there(
 def test_missing_object_is_named(s3_endpoint: str, tmp_path: Path) -> None:
     storage = Storage(S3(endpoint=s3_endpoint))
     storage.client.create_bucket(Bucket="empty")
-    assert not storage.exists("s3://empty/nothing.wav")
     with pytest.raises(MissingObject, match=r"s3://empty/nothing\.wav: no such object"):
         storage.download("s3://empty/nothing.wav", tmp_path / "x.wav")
+
+
+def test_a_trial_survives_s3_faults(
+    s3_endpoint: str, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """5xx bursts, a stall, a truncated body and a reset between the trial and S3: the trial
+    retries and scores exactly what it scores without them."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for bucket in ("faulty", "faulty-models", "faulty-artifacts"):
+        client.create_bucket(Bucket=bucket)
+    database = copy_ami(tmp_path / "ami")
+    upload(client, database.parent, "faulty", "ami")
+    for path in models:
+        client.upload_file(str(path), "faulty-models", path.name)
+
+    def request(endpoint: str, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "stage": "clustering",
+            "data": {
+                "database": "s3://faulty/ami/database.yml",
+                "protocol": PROTOCOL,
+                "s3": {"endpoint": endpoint},
+            },
+            "pipeline": {
+                "segmentation": "s3://faulty-models/segmentation.ckpt",
+                "embedding": "s3://faulty-models/embedding.ckpt",
+            },
+            "params": {"clustering.threshold": 0.3},
+            "tuned": ["clustering.threshold"],
+            "output": f"s3://faulty-artifacts/{name}",
+        }
+
+    code, output = run_trial(
+        request(s3_endpoint, "direct"), tmp_path, DIARTUNE_CACHE=str(tmp_path / "a")
+    )
+    assert code == 0, output[-3000:]
+    expected = result_line(output)["der"]
+
+    proxy = FaultProxy(s3_endpoint).start()
+    try:
+        objects = r"^/faulty(-models)?/[^?]+$"
+        proxy.add(
+            Fault("status", "GET", objects, status=503, times=3, body=SLOW_DOWN),
+            Fault("truncate", "GET", r"^/faulty/ami/dev00\.wav$"),
+            Fault("hang", "GET", r"^/faulty-models/embedding\.ckpt$", seconds=25),
+            Fault("reset", "PUT", r"^/faulty-artifacts/"),
+            Fault("status", "PUT", r"^/faulty-artifacts/", status=500, times=2),
+        )
+        code, output = run_trial(
+            request(proxy.url, "proxied"), tmp_path, DIARTUNE_CACHE=str(tmp_path / "b")
+        )
+        hits = {fault.action + " " + fault.path: fault.hits for fault in proxy.faults}
+    finally:
+        proxy.stop()
+    assert code == 0, output[-3000:]
+    assert result_line(output)["der"] == pytest.approx(expected)
+    assert all(hits.values()), hits
+    assert (tmp_path / "b/data").is_dir()

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from diartune.spec import SpecError, load_tuning, parse_tuning
+from diartune.spec import SpecError
+from diartune.spec_file import load_tuning, parse_tuning
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -159,11 +160,3 @@ def test_missing_file_and_bad_yaml_are_named(tmp_path: Path) -> None:
     listed.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(SpecError, match="expected a DiarizationTuning mapping"):
         load_tuning(listed)
-
-
-def test_fixed_part_ignores_what_may_change() -> None:
-    a = parse_tuning(minimal()).spec
-    b = parse_tuning(with_change("spec/stages/0/maxTrialCount", 50)).spec
-    c = parse_tuning(with_change("spec/optimizer", {"seed": 3})).spec
-    assert a.fixed_part() == b.fixed_part()
-    assert a.fixed_part() != c.fixed_part()

@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from diartune.spec import S3
-from diartune.storage import Storage, atomic_path
+from diartune.storage import ETAGS, Storage, StorageError, atomic_path
 
 
 def test_interleaved_writers_of_one_file_both_succeed(tmp_path: Path) -> None:
@@ -59,4 +59,25 @@ def test_parallel_trials_mirror_one_prefix_into_one_cache(s3_endpoint: str, tmp_
     assert [worker.exitcode for worker in workers] == [0, 0, 0]
     for key, body in payloads.items():
         assert (tmp_path / "cache" / key.removeprefix("corpus/")).read_bytes() == body
-    assert len(list((tmp_path / "cache").iterdir())) == len(payloads)
+    names = {path.name for path in (tmp_path / "cache").iterdir()}
+    assert names == {key.removeprefix("corpus/") for key in payloads} | {ETAGS}  # no partials
+
+
+@pytest.mark.integration
+def test_the_mirror_refetches_replaced_objects_and_refuses_keys_outside_it(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="replaced")
+    client.put_object(Bucket="replaced", Key="corpus/a.wav", Body=b"first")
+    storage = Storage(S3(endpoint=s3_endpoint))
+    mirror = tmp_path / "mirror"
+    storage.download_prefix("s3://replaced/corpus", mirror)
+    client.put_object(Bucket="replaced", Key="corpus/a.wav", Body=b"other")  # same size
+    storage.download_prefix("s3://replaced/corpus", mirror)
+    assert (mirror / "a.wav").read_bytes() == b"other"
+
+    client.put_object(Bucket="replaced", Key="corpus/../../escaped.wav", Body=b"x")
+    with pytest.raises(StorageError, match=r"escaped\.wav: key would be written outside"):
+        storage.download_prefix("s3://replaced/corpus", mirror)
+    assert not list(tmp_path.rglob("escaped.wav"))

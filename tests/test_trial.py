@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import PROTOCOL, copy_ami, result_line, run_trial
+from trial_requests import request_document
 
 from diartune.records import EXIT_BAD_INPUT
 
@@ -59,11 +60,27 @@ def test_trial_scores_the_development_subset_and_reuses_its_cache(
     rttm = (tmp_path / "artifacts/hypothesis.rttm").read_text()
     assert {line.split()[1] for line in rttm.splitlines()} == {"dev00", "dev01"}
 
-    code, output = run_trial(request(ami, models, tmp_path, cache=cache), tmp_path)
+    code, output = run_trial(request(ami, models, tmp_path / "2", cache=cache), tmp_path)
     again = result_line(output)
     assert code == 0 and again["timings"]["cache_hits"] == 2
     assert again["der"] == pytest.approx(line["der"])
     assert again["timings"]["pipeline"] < line["timings"]["pipeline"]
+
+    # The very same request again (its pod ran twice): the result it wrote, not a rerun.
+    code, output = run_trial(request(ami, models, tmp_path, cache=cache), tmp_path)
+    assert code == 0 and "reporting the result it already wrote" in output
+    assert result_line(output) == line
+
+    # A damaged cache entry is recomputed and rewritten, never trusted.
+    entries = sorted(Path(cache).rglob("*.npz"))
+    assert len(entries) == 2
+    entries[0].write_bytes(entries[0].read_bytes()[:100])
+    code, output = run_trial(request(ami, models, tmp_path / "3", cache=cache), tmp_path)
+    assert code == 0, output[-3000:]
+    assert result_line(output)["timings"]["cache_hits"] == 1
+    assert result_line(output)["der"] == pytest.approx(line["der"])
+    code, output = run_trial(request(ami, models, tmp_path / "4", cache=cache), tmp_path)
+    assert result_line(output)["timings"]["cache_hits"] == 2
 
 
 def test_fine_tuning_trial_writes_a_loadable_checkpoint(
@@ -134,7 +151,22 @@ def test_rttm_uris_without_audio_are_bad_input(
     code, output = run_trial(job, tmp_path)
     assert code == EXIT_BAD_INPUT, output[-3000:]
     error = result_line(output, "DIARTUNE_ERROR ")["error"]
-    assert "debug.train.rttm: URIs that match no audio of the train subset: ['trn00']" in error
+    assert "debug.train.rttm:1: URI 'trn00' is not in the subset's list" in error
+
+
+def test_nan_samples_are_bad_input(models: tuple[Path, Path], tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    database = copy_ami(tmp_path / "ami")
+    wav = database.parent / "dev01.wav"
+    audio, rate = soundfile.read(wav, dtype="float32")
+    audio[1000:1010] = np.nan
+    soundfile.write(wav, audio, rate, subtype="FLOAT")
+    code, output = run_trial(request(database, models, tmp_path), tmp_path)
+    assert code == EXIT_BAD_INPUT, output[-3000:]
+    error = result_line(output, "DIARTUNE_ERROR ")["error"]
+    assert error.endswith("dev01.wav: NaN or infinite samples; expected finite audio"), error
 
 
 def test_missing_database_is_bad_input(models: tuple[Path, Path], tmp_path: Path) -> None:
@@ -182,7 +214,7 @@ def test_no_outbound_connection_is_attempted(
     import sys
 
     path = tmp_path / "request.json"
-    path.write_text(json.dumps(request(ami, models, tmp_path)))
+    path.write_text(json.dumps(request_document(request(ami, models, tmp_path))))
     attempts = tmp_path / "attempts.txt"
     env = {k: v for k, v in os.environ.items() if k != "PYANNOTE_METRICS_ENABLED"}
     done = subprocess.run(

@@ -85,8 +85,10 @@ def write(tmp_path: Path, document: dict[str, Any]) -> Path:
 
 
 def records(output: Path) -> list[dict[str, Any]]:
+    """The finished search trials (not the final evaluations)."""
     path = output / "trials.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    found = json.loads(path.read_text()) if path.exists() else []
+    return [record for record in found if record["number"] >= 0]
 
 
 def test_tuning_writes_its_outputs_and_a_rerun_resumes(
@@ -99,23 +101,30 @@ def test_tuning_writes_its_outputs_and_a_rerun_resumes(
     log, _ = done.communicate(timeout=1500)
     assert done.returncode == 0, log[-4000:]
 
-    trials = records(output)
-    assert [t["stage"] for t in trials].count("segmentation") == 2
-    assert [t["stage"] for t in trials].count("clustering") == 3
+    trials = json.loads((output / "trials.json").read_text())
+    search = records(output)
+    assert [t["stage"] for t in search].count("segmentation") == 2
+    assert [t["stage"] for t in search].count("clustering") == 3
     best_segmentation = min(
-        (t for t in trials if t["stage"] == "segmentation"), key=lambda t: t["der"]
+        (t for t in search if t["stage"] == "segmentation"), key=lambda t: t["der"]
     )
     for trial in trials:
         assert trial["state"] == "Succeeded", trial
-        if trial["stage"] == "clustering":  # starts from the fine-tuned winner
+        if trial["stage"] == "clustering" and trial["number"] >= 0:  # from the fine-tuned winner
             assert trial["segmentation"] == best_segmentation["checkpoint"]
     for name in ("trials.csv", "best.yaml", "der.png", "summary.md"):
         assert (output / name).stat().st_size > 0
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["bestDer"] == min(t["der"] for t in trials)
-    assert summary["defaultDer"] == trials[0]["der"] or summary["defaultDer"] in [
-        t["der"] for t in trials if t["name"] == "segmentation-000"
-    ]
+    best = min(search, key=lambda t: t["der"])
+    assert (summary["bestDer"], summary["bestTrial"]) == (best["der"], best["name"])
+    # The first stage fine-tunes, so pyannote's defaults (the spec's own model, not
+    # fine-tuned) were scored on development by an evaluation of their own.
+    evaluations = {t["name"]: t for t in trials if t["number"] < 0}
+    assert set(evaluations) == {f"{best['name']}-test", "defaults-test", "defaults-development"}
+    assert summary["defaultDer"] == evaluations["defaults-development"]["der"]
+    assert summary["testDer"] == evaluations[f"{best['name']}-test"]["der"]
+    assert summary["defaultTestDer"] == evaluations["defaults-test"]["der"]
+    assert evaluations["defaults-test"]["segmentation"] == str(models[0])
     assert 0 < summary["testDer"] < 2
 
     from pyannote.audio import Pipeline
@@ -130,7 +139,7 @@ def test_tuning_writes_its_outputs_and_a_rerun_resumes(
     log, _ = again.communicate(timeout=600)
     assert again.returncode == 0, log[-4000:]
     assert "resuming: 5 trials already finished" in log
-    assert records(output) == trials
+    assert json.loads((output / "trials.json").read_text()) == trials
     assert sorted((output / "logs").iterdir()) == logs  # no trial ran again
 
 
@@ -201,3 +210,30 @@ def test_a_killed_trial_fails_alone_and_the_tuning_goes_on(
     failed = [t for t in trials if t["state"] == "Failed"]
     assert len(trials) == 4 and len(failed) == 1
     assert "exit code -9" in failed[0]["message"]
+
+
+def test_a_suspended_spec_launches_nothing_and_says_how_to_resume(
+    ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    document = spec(ami, models, fine_tune=False, trials=2)
+    document["spec"]["suspend"] = True
+    path = write(tmp_path, document)
+    output = tmp_path / "out"
+    run = tune(path, output)
+    log, _ = run.communicate(timeout=300)
+    assert run.returncode == 3, log[-4000:]
+    assert "suspended: no trial was launched" in log
+    assert records(output) == []
+    assert json.loads((output / "summary.json").read_text())["phase"] == "Suspended"
+
+    # What may change on Kubernetes may change here: the trial template, for one.
+    document["spec"]["trialTemplate"] = {"image": "registry.local/trial:2"}
+    run = tune(write(tmp_path, document), output)
+    log, _ = run.communicate(timeout=300)
+    assert run.returncode == 3, log[-4000:]
+
+    document["spec"]["optimizer"]["seed"] = 7  # a different tuning: refused, by field
+    run = tune(write(tmp_path, document), output)
+    log, _ = run.communicate(timeout=300)
+    assert run.returncode == 2, log[-4000:]
+    assert "spec.optimizer.seed" in log and "Use another --output" in log

@@ -11,16 +11,24 @@ from collections.abc import Sequence
 
 
 def run(namespaces: Sequence[str], clusterwide: bool, liveness: str | None = None) -> None:
-    """Run the operator until it is stopped (standalone: one replica, no peering)."""
+    """Run the operator until it is stopped.
+
+    Replicas act one at a time: each holds the Lease in its own namespace (``POD_NAMESPACE``,
+    else the first watched namespace) before acting (``diartune.operator.leader``); kopf's
+    own peering is not used.
+    """
     import kopf
 
     from diartune.operator import handlers  # noqa: F401  (registers the handlers)
+    from diartune.operator.leader import LeaseSettings
 
     level = os.environ.get("DIARTUNE_LOG_LEVEL", "info").lower()
     kopf.configure(debug=level == "debug", quiet=level in ("warning", "error"))
+    lease = LeaseSettings.from_environment(namespaces[0] if namespaces else "default")
     kopf.run(
         standalone=True,
         namespaces=list(namespaces),
         clusterwide=clusterwide,
         liveness_endpoint=liveness,
+        memo=kopf.Memo(lease=lease),
     )

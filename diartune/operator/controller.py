@@ -1,249 +1,368 @@
 """One DiarizationTuning driven through Kubernetes: what ``diartune tune`` does locally.
 
-A ``TuningController`` holds a tuning's ``Study`` in memory, rebuilt at any time from
-the tuning's DiarizationTrials: finished ones are its records, unfinished ones are
-adopted as running trials (their Job is recreated only if it is missing). A trial's
-DiarizationTrial is created before its Job, so no trial is ever lost or run twice.
+Each tuning has a ``TuningController`` with a worker task of its own. kopf's handlers
+only hand it what changed (the tuning, or one of its Jobs) and wake it; the worker
+reconciles, one pass at a time:
 
-Everything a controller does happens under its lock, in reaction to a change of the
-tuning or of one of its Jobs; SMAC's asks and tells run in a worker thread. After each
-launch, the next trials are asked of SMAC ahead, in one background thread shared by all
-tunings, so that a freed slot gets its successor without waiting for SMAC's surrogate
-to retrain (seconds, after hundreds of trials).
+1. load: rebuild the study from the tuning's DiarizationTrials (owned by this tuning's
+   UID): finished ones are its records, unfinished ones its running trials, whose Jobs
+   are created if missing (a trial's DiarizationTrial is created before its Job);
+2. take the latest spec (``diartune.spec_changes``: what may change is applied, the rest
+   refused with a condition);
+3. record the trials whose Jobs finished (result from the pod's termination message);
+4. act on the study's decisions: stop, launch, evaluate;
+5. publish the status.
+
+A pass that fails (an API error, a timeout) is retried with backoff, and every
+``resync_seconds`` the worker looks at the Jobs of its running trials even without an
+event, so that no transient error or missed event leaves a tuning unattended. SMAC's
+asks and tells run in a worker thread; after each launch, the next trials are asked of
+SMAC ahead in one background thread shared by all tunings, so that a freed slot gets
+its successor without waiting for SMAC's surrogate to retrain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
-from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from typing import Any
 
 import kopf
+from kubernetes.client import ApiException
+from urllib3.exceptions import HTTPError
 
-from diartune.crd import GROUP
-from diartune.executors.kubernetes import (
-    EVALUATION,
-    LABEL_TRIAL,
-    JobDefaults,
-    JobOutcome,
+from diartune.api import GROUP, LABEL_TRIAL
+from diartune.operator.kube import Kube
+from diartune.operator.manifests import (
     Manifest,
-    Owner,
     artifacts_root,
     finished_condition,
     job_manifest,
     job_outcome,
-    planned_trial,
+    record_status,
     resource_name,
     trial_manifest,
-    trial_record_of,
+    trial_of,
     trial_status,
 )
-from diartune.operator.kube import Kube
-from diartune.operator.spec_changes import parse_spec, resolve
-from diartune.operator.status import TERMINAL_PHASES, Conditions, tuning_status
-from diartune.records import TrialRecord
-from diartune.spec import Spec, SpecError
-from diartune.storage import join
-from diartune.study import PlannedTrial, Study, evaluation_request, trial_record, trial_request
+from diartune.operator.policy import TrialPolicy
+from diartune.operator.settings import JobDefaults
+from diartune.operator.status import Conditions, tuning_status
+from diartune.records import Trial, TrialRecord
+from diartune.report import percent
+from diartune.spec import SpecError
+from diartune.spec_changes import MUTABLE_KEYS, resolve
+from diartune.spec_file import parse_spec
+from diartune.study import Phase, Study
 
 ACCEPTED_SPEC = f"{GROUP}/accepted-spec"
 STOPPED = "stopped: the tuning failed"
 #: Trials asked of SMAC ahead of need: as many as SMAC itself hands out per surrogate
 #: fit (its retrain_after), so prepared trials are no staler than SMAC's own batches.
 PREPARED_TRIALS = 8
+RESYNC_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 60.0
 _SMAC_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diartune-smac")
 logger = logging.getLogger(__name__)
 
 
-def _percent(der: float | None) -> str:
-    return "-" if der is None else f"{100 * der:.2f} %"
+class StaleTrial(RuntimeError):
+    """A DiarizationTrial of this name exists, owned by an earlier tuning of the same name."""
+
+
+class Lifecycle(enum.Enum):
+    """Where a controller stands with its tuning."""
+
+    NEW = "not loaded yet"
+    ACTIVE = "driving its study"
+    REFUSED = "its spec cannot run"
+    GONE = "the tuning was deleted"
 
 
 class TuningController:
-    """The in-memory state of one tuning and the reactions to its changes."""
+    """The in-memory state of one tuning and its reconcile loop."""
 
-    def __init__(self, kube: Kube, defaults: JobDefaults, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        defaults: JobDefaults,
+        namespace: str,
+        name: str,
+        leading: asyncio.Event | None = None,
+        policy: TrialPolicy | None = None,
+    ) -> None:
         self.kube = kube
+        self.leading = leading
+        self.policy = policy or TrialPolicy()
         self.defaults = defaults
         self.namespace = namespace
         self.name = name
-        self.lock = asyncio.Lock()
-        self.loaded = False
-        self.gone = False
-        self.phase: str | None = None  # set once Succeeded or Failed
-        self.owner: Owner | None = None
-        self.generation = 0
+        self.lifecycle = Lifecycle.NEW
+        self.body: Manifest | None = None
+        self.changed_jobs: dict[str, tuple[str | None, Manifest]] = {}
+        self.wake = asyncio.Event()
+        self.resync_seconds = RESYNC_SECONDS
         self.conditions = Conditions()
         self.accepted: dict[str, Any] = {}
-        self.rejected: str | None = None
+        self.applied_generation: int | None = None
         self.root = ""
         self.study: Study | None = None
         self.trial_states: dict[str, str] = {}
-        self.evaluating = False
-        self.test: dict[str, Any] = {}
+        self.jobless: set[str] = set()
         self.published: dict[str, Any] | None = None
+        self.phase: Phase | None = None
         self.preparing: Future[None] | None = None
+
+    # -- what the handlers hand over --------------------------------------------------
+
+    def take_tuning(self, body: Manifest) -> None:
+        """The tuning as last seen (created, found at startup, or changed)."""
+        self.body = body
+        self.wake.set()
+
+    def take_job(self, event_type: str | None, job: Manifest) -> None:
+        """One of the tuning's Jobs changed (or was deleted)."""
+        trial = job["metadata"].get("labels", {}).get(LABEL_TRIAL)
+        if trial:
+            self.changed_jobs[trial] = (event_type, job)
+            self.wake.set()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile whenever woken (and every ``resync_seconds``), until the tuning is gone."""
+        if self.leading is not None:
+            await self.leading.wait()  # a standby replica follows events but does not act
+        backoff = 1.0
+        resync = False
+        while self.lifecycle is not Lifecycle.GONE:
+            self.wake.clear()
+            try:
+                await self.reconcile(resync)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # retried from the cluster, the source of truth
+                self._log_failure(error, backoff)
+                if self.lifecycle is Lifecycle.ACTIVE:
+                    self._unload()
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, MAX_BACKOFF_SECONDS)
+                self.wake.set()
+                continue
+            backoff = 1.0
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.resync_seconds)
+                resync = False
+            except TimeoutError:
+                resync = True
+
+    def _log_failure(self, error: Exception, backoff: float) -> None:
+        where = f"{self.namespace}/{self.name}"
+        if isinstance(error, ApiException | HTTPError | OSError | TimeoutError | StaleTrial):
+            logger.warning("%s: %s; retrying in %.0f s", where, _brief(error), backoff)
+        else:
+            logger.exception("%s: reconciling failed; retrying in %.0f s", where, backoff)
+
+    def _unload(self) -> None:
+        """Forget the in-memory state, to be rebuilt from the cluster on the next pass:
+        a pass that failed half-way may have left a trial without its Job."""
+        self.lifecycle = Lifecycle.NEW
+        self.study = None
+        self.changed_jobs.clear()
+        self.trial_states.clear()
+        self.jobless.clear()
+
+    async def reconcile(self, resync: bool = False) -> None:
+        """One pass: load if needed, take the spec and finished Jobs, act, publish."""
+        if self.lifecycle is Lifecycle.NEW:
+            await self._load()
+        if self.lifecycle is not Lifecycle.ACTIVE:
+            return
+        self._apply_spec()
+        if resync:
+            await self._resync()
+        await self._take_jobs()
+        if self.lifecycle is Lifecycle.ACTIVE:
+            await self._ensure_jobs()
+            await self._act()
+            await self._publish()
+
+    async def _resync(self) -> None:
+        """Look at every Job of the running trials, as if each had sent an event."""
+        assert self.study is not None
+        jobs = await self.kube.list_jobs(self.namespace, self.name)
+        for job in jobs:
+            self.take_job(None, job)
+        with_job = {job["metadata"].get("labels", {}).get(LABEL_TRIAL) for job in jobs}
+        self.jobless |= set(self.study.running) - with_job
 
     # -- loading ----------------------------------------------------------------------
 
-    @property
-    def active(self) -> bool:
-        """Whether the tuning still runs (not finished, failed, rejected or deleted)."""
-        return self.loaded and not self.gone and self.phase is None and self.study is not None
-
-    def _reference(self) -> kopf.Body:
-        """The tuning, as kopf's event poster wants it."""
-        assert self.owner is not None
-        raw: Any = {
-            "apiVersion": self.owner.api_version,
-            "kind": self.owner.kind,
-            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.owner.uid},
-        }
-        return kopf.Body(raw)
-
-    async def load(self, body: Manifest) -> None:
-        """Rebuild the study from the tuning and its DiarizationTrials and Jobs."""
-        self.loaded = True
-        self.owner = Owner.of(body)
-        meta = body["metadata"]
-        self.generation = meta.get("generation", 0)
-        status = body.get("status") or {}
-        self.conditions = Conditions.load(status)
-        self.test = {k: status[k] for k in ("testDer", "testComponents", "pipeline") if k in status}
-        saved = (meta.get("annotations") or {}).get(ACCEPTED_SPEC)
-        if status.get("phase") in TERMINAL_PHASES:
-            self.phase = status["phase"]
+    async def _load(self) -> None:
+        """Accept the spec and rebuild the study from the tuning's trials and Jobs."""
+        body = self.body or await self.kube.get_tuning(self.namespace, self.name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.lifecycle = Lifecycle.GONE
             return
+        self.body = body
+        meta = body["metadata"]
+        status = body.get("status") or {}
+        self.conditions = Conditions.load(status, meta.get("generation", 0))
+        self.published = status
+        self.phase = Phase(status["phase"]) if status.get("phase") in set(Phase) else None
+        saved = _readable_spec((meta.get("annotations") or {}).get(ACCEPTED_SPEC))
         if saved is None:
             try:
                 parse_spec(body["spec"])
             except SpecError as error:
                 await self._refuse(str(error))
                 return
-            annotations = {ACCEPTED_SPEC: json.dumps(body["spec"], sort_keys=True)}
+            if ACCEPTED_SPEC in (meta.get("annotations") or {}):
+                message = f"the {ACCEPTED_SPEC} annotation was unreadable: the current spec is now"
+                kopf.warn(self._reference(), reason="AcceptedSpecRestored", message=message)
+            self.accepted = _accepted_part(body["spec"])
+            annotations = {ACCEPTED_SPEC: json.dumps(self.accepted, sort_keys=True)}
             await self.kube.patch_tuning(
                 self.namespace, self.name, {"metadata": {"annotations": annotations}}
             )
-        self.accepted = json.loads(saved) if saved is not None else body["spec"]
-        spec, self.rejected = resolve(self.accepted, body["spec"])
+        else:
+            self.accepted = saved
+        spec, _ = resolve(self.accepted, body["spec"])
         root = artifacts_root(spec, self.defaults, self.namespace, self.name)
         if root is None:
             await self._refuse("no artifacts location: set spec.artifacts (an s3:// URI)")
             return
         self.root = root
-        self.conditions.set("Created", True, "Created", "trials are launched", self.generation)
-        await self._adopt(spec)
+        self.conditions.mark_created()
+        await self._adopt(spec, meta["uid"])
+        self.lifecycle = Lifecycle.ACTIVE
 
-    async def _adopt(self, spec: Spec) -> None:
-        trials = await self.kube.list_trials(self.namespace, self.name)
+    async def _adopt(self, spec: Any, uid: str) -> None:
+        records: list[TrialRecord] = []
+        running: list[Trial] = []
         jobs = {
             job["metadata"]["name"]: job
             for job in await self.kube.list_jobs(self.namespace, self.name)
         }
-        records: list[TrialRecord] = []
-        running: list[tuple[PlannedTrial, Manifest]] = []
-        for resource in trials:
-            record = trial_record_of(resource, spec)
+        for resource in await self.kube.list_trials(self.namespace, self.name):
+            if not _owned_by(resource, uid):  # left from an earlier tuning of this name
+                continue
+            trial = trial_of(resource)
+            status = trial_status(resource)
+            record = status.record(trial)
             if record is not None:
                 records.append(record)
-            else:
-                running.append((planned_trial(resource, spec), resource))
-        self.study = Study(spec, records, [trial for trial, _ in running])
-        for trial, resource in running:
-            self.trial_states[trial.name] = (resource.get("status") or {}).get("state") or "Pending"
+                continue
+            running.append(trial)
+            self.trial_states[trial.name] = status.state or "Pending"
             job = jobs.get(resource["metadata"]["name"])
             if job is None:  # lost between the trial's creation and its Job's
-                await self._create_job(trial, Owner.of(resource))
-            elif finished_condition(job) is not None:  # it finished while nobody watched
-                await self.job_changed(None, job)
-        evaluation = jobs.get(resource_name(self.name, EVALUATION))
-        self.evaluating = evaluation is not None
-        if evaluation is not None:
-            await self.job_changed(None, evaluation)
+                self.jobless.add(trial.name)
+            else:
+                self.take_job(None, job)
+        self.study = Study(spec, records, running, root=self.root)
 
     async def _refuse(self, message: str) -> None:
         """Fail a tuning whose spec cannot run at all."""
-        self.phase = "Failed"
-        self.conditions.set("SpecRejected", True, "InvalidSpec", message, self.generation)
-        self.conditions.set("Failed", True, "InvalidSpec", message, self.generation)
+        self.lifecycle = Lifecycle.REFUSED
+        self.conditions.mark_invalid(message)
         kopf.warn(self._reference(), reason="SpecRejected", message=message)
         await self.kube.patch_tuning_status(
             self.namespace,
             self.name,
             {
-                "phase": "Failed",
+                "phase": str(Phase.FAILED),
+                "message": message,
                 "conditions": self.conditions.as_list(),
-                "observedGeneration": self.generation,
+                "observedGeneration": self.conditions.generation,
             },
         )
 
     # -- changes ----------------------------------------------------------------------
 
-    def update(self, body: Manifest) -> None:
-        """Take a new spec: apply its mutable fields, refuse the rest (with a condition)."""
-        self.generation = body["metadata"].get("generation", self.generation)
-        if not self.active:
+    def _apply_spec(self) -> None:
+        """Follow the latest spec: its changeable fields apply, other changes are refused."""
+        assert self.body is not None and self.study is not None
+        generation = self.body["metadata"].get("generation", 0)
+        if generation == self.applied_generation:
             return
-        assert self.study is not None
-        spec, rejected = resolve(self.accepted, body["spec"])
-        if rejected and rejected != self.rejected:
-            kopf.warn(self._reference(), reason="SpecRejected", message=rejected)
-        self.rejected = rejected
+        self.applied_generation = generation
+        self.conditions.generation = generation
+        spec, refused = resolve(self.accepted, self.body["spec"], self.study.spec)
+        rejected = self.conditions.items.get("SpecRejected", {})
+        if refused and refused != rejected.get("message"):
+            kopf.warn(self._reference(), reason="SpecRejected", message=refused)
+        self.conditions.mark_update(refused)
         self.study.spec = spec
 
-    async def job_changed(self, event_type: str | None, job: Manifest) -> None:
-        """React to a change of one of the tuning's Jobs."""
-        if not self.active:
-            return
+    async def _take_jobs(self) -> None:
+        """Record the trials whose Jobs finished; follow the others' progress."""
         assert self.study is not None
-        name = job["metadata"]["labels"][LABEL_TRIAL]
-        if name == EVALUATION:
-            await self._evaluation_changed(event_type, job)
-            return
-        trial = self.study.running.get(name)
-        if trial is None:
-            return
-        if finished_condition(job) is not None:
+        changed, self.changed_jobs = self.changed_jobs, {}
+        for name, (event_type, job) in changed.items():
+            trial = self.study.running.get(name)
+            if trial is None:
+                continue
+            try:
+                await self._take_job(trial, event_type, job)
+            except BaseException:
+                self.changed_jobs.setdefault(name, (event_type, job))  # retried next pass
+                raise
+
+    async def _take_job(self, trial: Trial, event_type: str | None, job: Manifest) -> None:
+        name = resource_name(self.name, trial.name)
+        condition = finished_condition(job)
+        if event_type == "DELETED":
+            if not await self._tuning_deleted():
+                self.jobless.add(trial.name)  # created again: the trial reports what it wrote
+        elif condition is not None:
             pods = await self.kube.job_pods(self.namespace, job["metadata"]["uid"])
-            await self._finish(trial, job_outcome(job, pods))
-        elif event_type == "DELETED":
-            if await self._tuning_deleted():
+            outcome = job_outcome(job, pods)
+            if outcome.result is None and condition["type"] == "Complete" and not pods:
+                # It succeeded but its pod, and the result in its termination message,
+                # are gone: run it again, and it reports the result.json it wrote.
+                await self.kube.delete_job(self.namespace, name)
+                self.jobless.add(trial.name)
                 return
-            await self._finish(trial, JobOutcome(None, "its Job was deleted", False, None))
-        elif (job.get("status") or {}).get("ready") and self.trial_states.get(name) == "Pending":
-            self.trial_states[name] = "Running"
-            await self.kube.patch_trial_status(
-                self.namespace, resource_name(self.name, name), {"state": "Running"}
-            )
+            await self._finish(trial, trial.record(outcome))
+        elif (job.get("status") or {}).get("ready") and self.trial_states.get(trial.name) in (
+            None,
+            "Pending",
+        ):
+            self.trial_states[trial.name] = "Running"
+            await self.kube.patch_trial_status(self.namespace, name, {"state": "Running"})
 
     async def _tuning_deleted(self) -> bool:
         body = await self.kube.get_tuning(self.namespace, self.name)
-        self.gone = body is None or bool(body["metadata"].get("deletionTimestamp"))
-        return self.gone
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.lifecycle = Lifecycle.GONE
+        return self.lifecycle is Lifecycle.GONE
 
     # -- trials -----------------------------------------------------------------------
 
-    async def advance(self) -> None:
-        """Launch the trials that fit, or evaluate the winner, or fail; then publish."""
-        if not self.active:
-            return
+    async def _act(self) -> None:
+        """Stop, launch or evaluate, as the study decides."""
         study = self.study
         assert study is not None
-        failure = study.failure
-        if failure:
-            await self._fail(failure)
-        elif study.complete:
-            if not (self.evaluating or study.spec.suspend):
-                await self._evaluate()
-        else:
-            for trial in await asyncio.to_thread(study.plan):
-                await self._launch(trial)
+        for trial in study.stop():
+            name = resource_name(self.name, trial.name)
+            await self.kube.delete_job(self.namespace, name)
+            await self.kube.patch_trial_status(
+                self.namespace, name, {"state": "Failed", "message": STOPPED}
+            )
+            self.trial_states.pop(trial.name, None)
+        if self._refused_by_policy():  # nothing is launched until the trialTemplate allows it
+            return
+        for trial in await asyncio.to_thread(study.plan):
+            await self._launch(trial)
+            if trial.is_evaluation and trial.export:
+                message = f"evaluating {trial.name} with the tuned pipeline"
+                kopf.info(self._reference(), reason="Evaluating", message=message)
+        if study.searching and not study.failure:
             self._prepare(study)
-        await self.publish()
 
     def _prepare(self, study: Study) -> None:
         """Ask SMAC for the next trials in the background, unless it is already at it."""
@@ -252,146 +371,154 @@ class TuningController:
             self.preparing = _SMAC_THREAD.submit(study.prepare, count)
             self.preparing.add_done_callback(_log_failure)
 
-    async def _launch(self, trial: PlannedTrial) -> None:
-        assert self.owner is not None
-        resource = await self.kube.create_trial(trial_manifest(self.owner, self.namespace, trial))
+    async def _launch(self, trial: Trial) -> None:
+        assert self.body is not None
+        resource = await self.kube.create_trial(trial_manifest(self.body, trial))
+        if not _owned_by(resource, self.body["metadata"]["uid"]):
+            # Left from an earlier tuning of the same name: remove it, retry the pass.
+            await self.kube.delete_trial(self.namespace, resource["metadata"]["name"])
+            raise StaleTrial(f"{resource['metadata']['name']} belongs to an earlier tuning")
         self.trial_states[trial.name] = "Pending"
-        await self._create_job(trial, Owner.of(resource))
         name = resource["metadata"]["name"]
         await self.kube.patch_trial_status(self.namespace, name, {"state": "Pending", "job": name})
+        await self._create_job(trial, resource)
 
-    async def _create_job(self, trial: PlannedTrial, owner: Owner) -> None:
+    async def _ensure_jobs(self) -> None:
+        """Create the Job of every running trial that has none (never created, deleted,
+        or lost with its result): a trial whose Job runs again reports the result it
+        already wrote instead of running twice."""
         assert self.study is not None
-        spec = self.study.spec
-        request = trial_request(spec, trial, self.root)
-        manifest = job_manifest(owner, self.namespace, self.name, spec, request, self.defaults)
-        await self.kube.create_job(manifest)
+        pending, self.jobless = self.jobless, set()
+        for name in sorted(pending):
+            trial = self.study.running.get(name)
+            if trial is None:
+                continue
+            resource = await self.kube.get_trial(self.namespace, resource_name(self.name, name))
+            if resource is None:  # deleted by hand: its slot goes to a new trial
+                self.study.forget(name)
+            else:
+                await self._create_job(trial, resource)
 
-    async def _finish(self, trial: PlannedTrial, outcome: JobOutcome) -> None:
+    async def _create_job(self, trial: Trial, resource: Manifest) -> None:
+        """Create the trial's Job (an existing one is adopted); a template the API server
+        refuses becomes the TrialTemplateInvalid condition and is retried on change."""
+        assert self.study is not None
+        if self._refused_by_policy():  # a re-created Job runs the current trialTemplate
+            self.jobless.add(trial.name)
+            return
+        spec = self.study.spec
+        request = self.study.request(trial)
+        manifest = job_manifest(resource, self.name, spec, request, self.defaults)
+        try:
+            await self.kube.create_job(manifest)
+        except ApiException as error:
+            if error.status != 422:
+                raise
+            self.conditions.mark_template(f"the API server refused its Job: {_api_message(error)}")
+            self.jobless.add(trial.name)
+            return
+        self.conditions.mark_template(None)
+
+    def _refused_by_policy(self) -> bool:
+        """Whether the chart's trial policy refuses the trialTemplate (then say why)."""
+        assert self.study is not None
+        refused = self.policy.refusals(self.study.spec, self.defaults.image)
+        if refused:
+            self.conditions.mark_template("; ".join(refused))
+        return bool(refused)
+
+    async def _finish(self, trial: Trial, record: TrialRecord) -> None:
         study = self.study
         assert study is not None
-        record = trial_record(
-            trial, outcome.result, outcome.error, outcome.bad_input, outcome.seconds
-        )
         name = resource_name(self.name, trial.name)
-        await self.kube.patch_trial_status(self.namespace, name, trial_status(record))
+        await self.kube.patch_trial_status(self.namespace, name, record_status(record))
         before = study.best()
         await asyncio.to_thread(study.record, record)
         self.trial_states.pop(trial.name, None)
         reference = self._reference()
         if record.state == "Failed":
             kopf.warn(reference, reason="TrialFailed", message=f"{name}: {record.message}")
+        elif record.is_evaluation:
+            message = f"{name}: {record.subset} DER {percent(record.der)}"
+            kopf.info(reference, reason="Evaluated", message=message)
         elif before is None or (record.der or 0.0) < (before.der or 0.0):
-            kopf.info(reference, reason="NewBest", message=f"{name}: DER {_percent(record.der)}")
-        stage = study.spec.stage(trial.stage)
-        if len(study.finished(stage.name)) == stage.max_trial_count:
+            kopf.info(reference, reason="NewBest", message=f"{name}: DER {percent(record.der)}")
+        stage = None if record.is_evaluation else study.spec.stage(trial.stage)
+        if stage is not None and study.stage_complete(stage):
             best = study.best(stage.name)
-            der = best.der if best else None
-            message = f"stage {stage.name} finished: best DER {_percent(der)}"
+            message = f"stage {stage.name} finished: best DER {percent(best.der if best else None)}"
             kopf.info(reference, reason="StageFinished", message=message)
-
-    async def _fail(self, failure: str) -> None:
-        """Fail the tuning and stop its running trials, so that nothing keeps running."""
-        study = self.study
-        assert study is not None
-        for trial in list(study.running.values()):
-            name = resource_name(self.name, trial.name)
-            await self.kube.delete_job(self.namespace, name)
-            await self.kube.patch_trial_status(
-                self.namespace, name, {"state": "Failed", "message": STOPPED}
-            )
-            study.forget(trial.name)
-        self.phase = "Failed"
-        self.conditions.set("Failed", True, "TrialsFailed", failure, self.generation)
-        kopf.warn(self._reference(), reason="TuningFailed", message=failure)
-
-    # -- the test evaluation ----------------------------------------------------------
-
-    async def _evaluate(self) -> None:
-        """Run the best trial once on the test subset, exporting the tuned pipeline."""
-        assert self.study is not None and self.owner is not None
-        best = self.study.best()
-        assert best is not None  # a complete study with no success has failed
-        request = evaluation_request(self.study.spec, best, EVALUATION, self.root, export=True)
-        manifest = job_manifest(
-            self.owner, self.namespace, self.name, self.study.spec, request, self.defaults
-        )
-        await self.kube.create_job(manifest)
-        self.evaluating = True
-        message = f"evaluating {resource_name(self.name, best.name)} on the test subset"
-        kopf.info(self._reference(), reason="Evaluating", message=message)
-
-    async def _evaluation_changed(self, event_type: str | None, job: Manifest) -> None:
-        assert self.study is not None
-        if not self.study.complete:
-            return
-        if finished_condition(job) is None:
-            if event_type == "DELETED" and not await self._tuning_deleted():
-                self.evaluating = False  # run it again
-            return
-        outcome = job_outcome(job, await self.kube.job_pods(self.namespace, job["metadata"]["uid"]))
-        reference = self._reference()
-        if outcome.result is not None:
-            result = outcome.result
-            self.test = {
-                "testDer": result["der"],
-                "testComponents": result["components"],
-                "pipeline": join(result["artifacts"], "pipeline"),
-            }
-            reason, message = "Succeeded", f"test DER {_percent(result['der'])}"
-            kopf.info(reference, reason="TuningSucceeded", message=message)
-        else:
-            self.test = {"testDer": None}
-            reason, message = "TestEvaluationFailed", f"test evaluation failed: {outcome.error}"
-            kopf.warn(reference, reason="TestEvaluationFailed", message=message)
-        self.phase = "Succeeded"
-        self.conditions.set("Succeeded", True, reason, message, self.generation)
-        await self.publish()
 
     # -- status -----------------------------------------------------------------------
 
-    async def publish(self) -> None:
-        """Write the tuning's status if it changed."""
+    async def _publish(self) -> None:
+        """Write the tuning's status if it changed; post an event when the phase changes."""
         study = self.study
-        if study is None or self.gone:
-            return
-        evaluating = self.evaluating and self.phase is None
-        running = bool(study.running) or evaluating
-        if self.phase is not None:
-            phase = self.phase
-        elif study.spec.suspend:
-            phase = "Suspended"
-        else:
-            phase = "Running" if running else "Pending"
-        current = study.current_stage
-        stage = EVALUATION if evaluating else current.name if current else None
-        generation = self.generation
-        if study.running:
-            reason, message = "TrialsRunning", f"{len(study.running)} trials running"
-        elif evaluating:
-            reason, message = "Evaluating", "the best trial runs on the test subset"
-        else:
-            reason, message = phase, f"no trial running ({phase})"
-        self.conditions.set("Running", running, reason, message, generation)
-        if self.rejected:
-            self.conditions.set("SpecRejected", True, "ImmutableField", self.rejected, generation)
-        elif "SpecRejected" in self.conditions.items:
-            self.conditions.set(
-                "SpecRejected", False, "Accepted", "the spec is applied", generation
-            )
+        assert study is not None
+        summary = study.summary()
+        self.conditions.mark_running(summary)
+        self.conditions.mark_finished(summary)
+        self.conditions.mark_exhausted(study.exhausted)
         best = study.best()
-        status = tuning_status(
-            study,
-            phase,
-            stage,
-            self.conditions,
-            generation,
-            best_name=resource_name(self.name, best.name) if best else None,
-            test=self.test,
-        )
+        best_name = resource_name(self.name, best.name) if best else None
+        status = tuning_status(summary, best, best_name, self.conditions)
         if status != self.published:
             await self.kube.patch_tuning_status(self.namespace, self.name, status)
             self.published = status
+        if summary.phase != self.phase:
+            self.phase = summary.phase
+            message = summary.message or ""
+            if summary.phase is Phase.SUCCEEDED:
+                kopf.info(self._reference(), reason="TuningSucceeded", message=message)
+            elif summary.phase is Phase.FAILED:
+                kopf.warn(self._reference(), reason="TuningFailed", message=message)
+
+    def _reference(self) -> kopf.Body:
+        """The tuning, as kopf's event poster wants it."""
+        assert self.body is not None
+        meta = self.body["metadata"]
+        raw: Any = {
+            "apiVersion": self.body["apiVersion"],
+            "kind": self.body["kind"],
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": meta["uid"]},
+        }
+        return kopf.Body(raw)
+
+
+def _accepted_part(spec: Manifest) -> Manifest:
+    """What the accepted-spec annotation keeps: the spec without the fields that may
+    change (which are always taken from the current spec), so that no trialTemplate
+    (its env included) is copied into an annotation."""
+    return {key: value for key, value in spec.items() if key not in MUTABLE_KEYS}
+
+
+def _readable_spec(annotation: str | None) -> Manifest | None:
+    """The accepted spec in the annotation, or None if absent or unreadable (hand-edited)."""
+    try:
+        document = json.loads(annotation or "")
+        parse_spec({**document, "trialTemplate": {}})
+    except (ValueError, TypeError, SpecError):
+        return None
+    return dict(document)
+
+
+def _owned_by(resource: Manifest, uid: str) -> bool:
+    references = resource["metadata"].get("ownerReferences") or []
+    return any(reference.get("uid") == uid for reference in references)
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's own message in an error response."""
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)
+
+
+def _brief(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"API error {error.status} {error.reason}"
+    return f"{type(error).__name__}: {error}"
 
 
 def _log_failure(future: Future[None]) -> None:
@@ -400,57 +527,62 @@ def _log_failure(future: Future[None]) -> None:
 
 
 class Registry:
-    """The controllers of the tunings this operator watches."""
+    """The controllers of the tunings this operator watches, each with its worker task."""
 
-    def __init__(self, kube: Kube, defaults: JobDefaults) -> None:
+    def __init__(self, kube: Kube, defaults: JobDefaults, policy: TrialPolicy) -> None:
         self.kube = kube
         self.defaults = defaults
+        self.policy = policy
         self.controllers: dict[tuple[str, str], TuningController] = {}
+        self.workers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.leading = asyncio.Event()
 
-    def _controller(self, namespace: str, name: str) -> TuningController:
+    def controller(self, namespace: str, name: str) -> TuningController:
+        """The tuning's controller, started if new."""
         key = (namespace, name)
         if key not in self.controllers:
-            self.controllers[key] = TuningController(self.kube, self.defaults, namespace, name)
+            controller = TuningController(
+                self.kube, self.defaults, namespace, name, self.leading, self.policy
+            )
+            self.controllers[key] = controller
+            self.workers[key] = asyncio.create_task(controller.run(), name=f"{namespace}/{name}")
         return self.controllers[key]
 
-    @asynccontextmanager
-    async def _locked(self, namespace: str, name: str) -> AsyncIterator[TuningController]:
-        """The tuning's controller, alone; dropped on error, to be reloaded from the cluster."""
-        controller = self._controller(namespace, name)
-        async with controller.lock:
-            try:
-                yield controller
-            except BaseException:
-                if self.controllers.get((namespace, name)) is controller:
-                    del self.controllers[namespace, name]
-                raise
-
-    async def tuning_changed(self, body: Manifest) -> None:
-        """A tuning was created, found at startup, or its spec changed."""
+    def tuning_changed(self, event_type: str | None, body: Manifest) -> None:
+        """A tuning was created, found at startup, changed or deleted."""
         meta = body["metadata"]
-        async with self._locked(meta["namespace"], meta["name"]) as controller:
-            if controller.loaded:
-                controller.update(body)
-            else:
-                await controller.load(body)
-            await controller.advance()
+        if event_type == "DELETED":
+            self.forget(meta["namespace"], meta["name"])
+        else:
+            self.controller(meta["namespace"], meta["name"]).take_tuning(body)
 
-    async def job_changed(
+    def job_changed(
         self, namespace: str, tuning: str, event_type: str | None, job: Manifest
     ) -> None:
-        """A Job of ``tuning`` changed (or was listed at startup, or deleted)."""
-        async with self._locked(namespace, tuning) as controller:
-            if not controller.loaded:
-                body = await self.kube.get_tuning(namespace, tuning)
-                if body is None:
-                    self.forget(namespace, tuning)
-                    return
-                await controller.load(body)
-            await controller.job_changed(event_type, job)
-            await controller.advance()
+        """A Job of ``tuning`` changed (or was listed at startup, or deleted).
+
+        Parameters
+        ----------
+        namespace, tuning
+            The tuning the Job belongs to (its label).
+        event_type
+            ``ADDED``, ``MODIFIED``, ``DELETED``, or None when listed at startup.
+        job
+            The Job as the event carried it.
+        """
+        self.controller(namespace, tuning).take_job(event_type, job)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted tuning (its trials and Jobs go with it, by garbage collection)."""
         controller = self.controllers.pop((namespace, name), None)
+        worker = self.workers.pop((namespace, name), None)
         if controller is not None:
-            controller.gone = True
+            controller.lifecycle = Lifecycle.GONE
+        if worker is not None:
+            worker.cancel()
+
+    async def stop(self) -> None:
+        """Stop every worker."""
+        for worker in self.workers.values():
+            worker.cancel()
+        await asyncio.gather(*self.workers.values(), return_exceptions=True)

@@ -1,50 +1,59 @@
 """The kopf handlers: they only hand each change to the tuning's controller.
 
 Run with ``diartune operator`` (or ``kopf run -m diartune.operator.handlers``).
-Deletion needs no handler and no finalizer: the DiarizationTrials and Jobs carry owner
-references, so the garbage collector removes them even while the operator is down.
+Every handler is an ``on.event`` handler that makes no API call and cannot fail: the
+controllers' workers do the work and retry it. So kopf keeps no per-object state of its
+own (no progress or last-handled-configuration annotations, which would copy the spec),
+and deletion needs no handler and no finalizer: the DiarizationTrials and Jobs carry
+owner references, so the garbage collector removes them even while the operator is down.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from diartune.crd import GROUP, VERSION
-from diartune.executors.kubernetes import LABEL_TUNING, TUNING_PLURAL
+from diartune.api import GROUP, LABEL_TUNING, TUNING_PLURAL, VERSION
 from diartune.operator.controller import Registry
 from diartune.operator.kube import Kube, connect
+from diartune.operator.leader import Leader, exit_lost_leadership
+from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import configure, job_defaults
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Configure kopf and connect to the cluster."""
+    """Configure kopf, connect to the cluster, and stand by until this replica leads."""
     configure(settings)
-    memo.registry = Registry(Kube(connect()), job_defaults())
+    api = connect()
+    memo.registry = Registry(Kube(api), job_defaults(), TrialPolicy.from_environment())
+    memo.leader = Leader(api, memo.lease)
+    loop = asyncio.get_running_loop()
+
+    def lead() -> None:
+        memo.leader.acquire()
+        memo.leader.keep(lost=exit_lost_leadership)
+        loop.call_soon_threadsafe(memo.registry.leading.set)
+
+    threading.Thread(target=lead, name="diartune-election", daemon=True).start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
-    """Close the API client."""
+    """Stop the controllers' workers, hand the Lease back and close the API client."""
+    await memo.registry.stop()
+    await asyncio.to_thread(memo.leader.release)
     memo.registry.kube.api.close()
 
 
-@kopf.on.create(GROUP, VERSION, TUNING_PLURAL)
-@kopf.on.resume(GROUP, VERSION, TUNING_PLURAL)
-@kopf.on.update(GROUP, VERSION, TUNING_PLURAL, field="spec")
-async def tuning_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A tuning was created, found at startup, or its spec changed."""
-    await memo.registry.tuning_changed(dict(body))
-
-
 @kopf.on.event(GROUP, VERSION, TUNING_PLURAL)
-async def tuning_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Forget a deleted tuning (kopf calls no deletion handler without a finalizer)."""
-    if type == "DELETED" and namespace:
-        memo.registry.forget(namespace, name)
+async def tuning_event(type: str | None, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """A tuning was created, found at startup, changed or deleted."""
+    memo.registry.tuning_changed(type, dict(event["object"]))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TUNING: kopf.PRESENT})
@@ -56,7 +65,20 @@ async def job_event(
     memo: Any,
     **_: Any,
 ) -> None:
-    """A trial Job changed: a result to read, a pod now running, or a Job gone."""
+    """A trial Job changed: a result to read, a pod now running, or a Job gone.
+
+    Parameters
+    ----------
+    type
+        The watch event's type (None when listed at startup).
+    event
+        The raw event; its object is the Job.
+    namespace
+        The Job's namespace.
+    labels
+        The Job's labels; ``diartune.io/tuning`` names its tuning.
+    memo
+        kopf's memo, holding the registry.
+    """
     if namespace:
-        job = dict(event["object"])
-        await memo.registry.job_changed(namespace, labels[LABEL_TUNING], type, job)
+        memo.registry.job_changed(namespace, labels[LABEL_TUNING], type, dict(event["object"]))

@@ -11,13 +11,11 @@ from typing import Any
 
 from kubernetes import client, config
 
-from diartune.crd import GROUP, VERSION
-from diartune.executors.kubernetes import (
-    LABEL_TUNING,
-    TRIAL_PLURAL,
-    TUNING_PLURAL,
-    Manifest,
-)
+from diartune.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSION
+from diartune.operator.manifests import Manifest
+
+#: Seconds to connect, and to wait for an answer, on every call.
+REQUEST_TIMEOUT = (10, 30)
 
 
 def connect() -> client.ApiClient:
@@ -39,6 +37,9 @@ class Kube:
         self.core = client.CoreV1Api(api)
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        # A request that hangs (a stalled connection) fails after a while and is retried,
+        # instead of holding its tuning's worker forever.
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         result = await asyncio.to_thread(method, *args, **kwargs)
         return self.api.sanitize_for_serialization(result)
 
@@ -74,15 +75,7 @@ class Kube:
 
     async def patch_tuning_status(self, namespace: str, name: str, status: Manifest) -> None:
         """Merge-patch the tuning's status (ignored if the tuning is gone)."""
-        await self._ignore_gone(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            TUNING_PLURAL,
-            name,
-            {"status": status},
-        )
+        await self._patch_status(TUNING_PLURAL, namespace, name, status)
 
     async def list_trials(self, namespace: str, tuning: str) -> list[Manifest]:
         """The DiarizationTrials of a tuning."""
@@ -97,27 +90,62 @@ class Kube:
         return list(listing["items"])
 
     async def create_trial(self, manifest: Manifest) -> Manifest:
-        """Create a DiarizationTrial; return it as stored."""
+        """Create a DiarizationTrial; return it as stored, or the one of that name that
+        exists already."""
         meta = manifest["metadata"]
-        return dict(
-            await self._call(
-                self.custom.create_namespaced_custom_object,
+        arguments = (GROUP, VERSION, meta["namespace"], TRIAL_PLURAL)
+        try:
+            created = await self._call(
+                self.custom.create_namespaced_custom_object, *arguments, manifest
+            )
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+            created = await self._call(
+                self.custom.get_namespaced_custom_object, *arguments, meta["name"]
+            )
+        return dict(created)
+
+    async def get_trial(self, namespace: str, name: str) -> Manifest | None:
+        """A DiarizationTrial, or None if it is gone."""
+        try:
+            found = await self._call(
+                self.custom.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
-                meta["namespace"],
+                namespace,
                 TRIAL_PLURAL,
-                manifest,
+                name,
             )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(found)
+
+    async def delete_trial(self, namespace: str, name: str) -> None:
+        """Delete a DiarizationTrial (its Job goes with it, by garbage collection)."""
+        await self._ignore_gone(
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            TRIAL_PLURAL,
+            name,
+            propagation_policy="Background",
         )
 
     async def patch_trial_status(self, namespace: str, name: str, status: Manifest) -> None:
         """Merge-patch a DiarizationTrial's status (ignored if it is gone)."""
+        await self._patch_status(TRIAL_PLURAL, namespace, name, status)
+
+    async def _patch_status(self, plural: str, namespace: str, name: str, status: Manifest) -> None:
         await self._ignore_gone(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
             namespace,
-            TRIAL_PLURAL,
+            plural,
             name,
             {"status": status},
         )

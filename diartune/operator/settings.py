@@ -8,17 +8,60 @@ overrides them field by field.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from diartune.crd import GROUP
-from diartune.executors.kubernetes import LABEL_TUNING, JobDefaults
+from diartune.api import LABEL_TUNING
 
-DEFAULT_JOB_TTL_SECONDS = 3600
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """Cluster-wide defaults of trial Jobs that a tuning's trialTemplate overrides.
+
+    Attributes
+    ----------
+    image, image_pull_policy
+        The trial image and its pull policy (the chart's ``image.trial``).
+    gpu_resource
+        The extended resource that schedules a GPU, requested once per trial by default.
+    node_selector, tolerations
+        Where trial pods may run.
+    s3_endpoint
+        The S3 endpoint when ``spec.data.s3.endpoint`` is not set.
+    artifacts
+        Where trials write artifacts when ``spec.artifacts`` is not set.
+    service_account
+        The service account of every trial pod (the chart's, with no API permission and
+        no token mounted): a tuning cannot choose another.
+    run_as_user
+        The non-root user of trial containers (the images' 10001).
+    requests, limits
+        CPU and memory of trial containers, unless the trialTemplate gives them.
+    scratch_size
+        The emptyDir mounted on /tmp, the only place a trial writes (downloads, caches).
+
+    Finished Jobs are kept, with their pods' logs, until their tuning is deleted: the
+    operator never loses a result to a Job's time to live while it is down.
+    """
+
+    image: str | None = None
+    image_pull_policy: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    s3_endpoint: str | None = None
+    artifacts: str | None = None
+    service_account: str = "default"
+    run_as_user: int = 10001
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "8Gi"})
+    limits: dict[str, str] = field(default_factory=lambda: {"memory": "16Gi"})
+    scratch_size: str = "20Gi"
 
 
 def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
@@ -34,7 +77,8 @@ def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
         except json.JSONDecodeError as error:
             raise ValueError(f"{name}: not valid JSON: {error}") from None
 
-    return JobDefaults(
+    resources = dict(document("DIARTUNE_TRIAL_RESOURCES", {}))
+    found = JobDefaults(
         image=text("DIARTUNE_TRIAL_IMAGE"),
         image_pull_policy=text("DIARTUNE_TRIAL_IMAGE_PULL_POLICY"),
         gpu_resource=text("DIARTUNE_GPU_RESOURCE") or "nvidia.com/gpu",
@@ -42,19 +86,19 @@ def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
         tolerations=list(document("DIARTUNE_TRIAL_TOLERATIONS", [])),
         s3_endpoint=text("DIARTUNE_S3_ENDPOINT"),
         artifacts=text("DIARTUNE_ARTIFACTS"),
-        ttl_seconds=int(text("DIARTUNE_JOB_TTL_SECONDS") or DEFAULT_JOB_TTL_SECONDS),
+        service_account=text("DIARTUNE_TRIAL_SERVICE_ACCOUNT") or "default",
+    )
+    return dataclasses.replace(
+        found,
+        requests=resources.get("requests", found.requests),
+        limits=resources.get("limits", found.limits),
+        scratch_size=text("DIARTUNE_TRIAL_SCRATCH_SIZE") or found.scratch_size,
     )
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Set kopf's settings explicitly rather than rely on its defaults."""
-    # Handler progress and the last handled spec live in annotations of our own
-    # prefix, never in the status (which the operator writes whole).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Only on.event handlers: kopf keeps no progress, diff base or finalizer on tunings.
     # Only our trial Jobs are streamed, filtered by the API server.
     settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_TUNING
     # Reconnect watches before the API server's own timeout cuts them.

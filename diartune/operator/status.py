@@ -1,7 +1,9 @@
-"""The status of a DiarizationTuning: phase, counts, best trial and conditions.
+"""The status of a DiarizationTuning: phase, counts, best trial, test DER and conditions.
 
-It is rebuilt whole from the study at every change and holds no per-trial list, so
-its size does not grow with the number of trials (the DiarizationTrials keep them).
+It is rebuilt whole from the study's summary at every change and holds no per-trial
+list, so its size does not grow with the number of trials (the DiarizationTrials keep
+them). Conditions are set only through the named ``mark_*`` helpers, each with its
+reason, as Katib's ``MarkExperimentStatus*`` do.
 """
 
 from __future__ import annotations
@@ -10,12 +12,40 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from diartune.records import TrialRecord
-from diartune.study import Study
+from pydantic import BaseModel
 
-CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "SpecRejected")
-TERMINAL_PHASES = ("Succeeded", "Failed")
-MAX_MESSAGE = 1024
+from diartune.api import MAX_MESSAGE
+from diartune.records import TrialRecord
+from diartune.study import Phase, Summary
+
+
+class Reason:
+    """The reasons of the tuning's conditions."""
+
+    CREATED = "TuningCreated"
+    TRIALS_RUNNING = "TrialsRunning"
+    EVALUATING = "Evaluating"
+    IDLE = "NoTrialRunning"
+    SUCCEEDED = "TuningSucceeded"
+    TEST_EVALUATION_FAILED = "TestEvaluationFailed"
+    TRIALS_FAILED = "TrialsFailed"
+    INVALID_SPEC = "InvalidSpec"
+    IMMUTABLE_FIELD = "ImmutableField"
+    ACCEPTED = "SpecAccepted"
+    REFUSED = "TrialPodRefused"
+    TEMPLATE_ACCEPTED = "JobsCreated"
+    EXHAUSTED = "AllConfigurationsTried"
+
+
+CONDITION_TYPES = (
+    "Created",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "SpecRejected",
+    "TrialTemplateInvalid",
+    "SearchSpaceExhausted",
+)
 
 
 def now() -> str:
@@ -27,16 +57,16 @@ def now() -> str:
 class Conditions:
     """The conditions of a tuning, one per type, keeping their last transition times."""
 
+    generation: int = 0
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, status: dict[str, Any] | None) -> Conditions:
+    def load(cls, status: dict[str, Any] | None, generation: int) -> Conditions:
         """The conditions found in a stored status."""
         found = (status or {}).get("conditions") or []
-        return cls({item["type"]: dict(item) for item in found if item.get("type")})
+        return cls(generation, {item["type"]: dict(item) for item in found if item.get("type")})
 
-    def set(self, kind: str, status: bool, reason: str, message: str, generation: int) -> bool:
-        """Set a condition; return whether its status changed (a transition)."""
+    def _set(self, kind: str, status: bool, reason: str, message: str) -> None:
         value = "True" if status else "False"
         before = self.items.get(kind)
         changed = before is None or before.get("status") != value
@@ -46,13 +76,63 @@ class Conditions:
             "reason": reason,
             "message": message[:MAX_MESSAGE],
             "lastTransitionTime": now() if changed else before["lastTransitionTime"],  # type: ignore[index]
-            "observedGeneration": generation,
+            "observedGeneration": self.generation,
         }
-        return changed
 
-    def is_true(self, kind: str) -> bool:
-        """Whether condition ``kind`` is there and True."""
-        return self.items.get(kind, {}).get("status") == "True"
+    def mark_created(self) -> None:
+        """The spec was accepted and trials are launched."""
+        self._set("Created", True, Reason.CREATED, "trials are launched")
+
+    def mark_running(self, summary: Summary) -> None:
+        """Whether trials (or the test evaluation) run now, and how many."""
+        if summary.running and summary.stage is None:
+            self._set("Running", True, Reason.EVALUATING, "the winner runs on the test subset")
+        elif summary.running:
+            self._set("Running", True, Reason.TRIALS_RUNNING, summary.message or "")
+        else:
+            self._set("Running", False, Reason.IDLE, f"no trial running ({summary.phase})")
+
+    def mark_finished(self, summary: Summary) -> None:
+        """Succeeded or Failed, as the study's phase says."""
+        message = summary.message or ""
+        if summary.phase is Phase.SUCCEEDED:
+            failed_test = message.startswith("test evaluation failed")
+            reason = Reason.TEST_EVALUATION_FAILED if failed_test else Reason.SUCCEEDED
+            self._set("Succeeded", True, reason, message)
+            self.items.pop("Failed", None)
+        elif summary.phase is Phase.FAILED:
+            self._set("Failed", True, Reason.TRIALS_FAILED, message)
+            self.items.pop("Succeeded", None)
+        else:  # resumed, e.g. by a larger maxFailedTrialCount or maxTrialCount
+            self.items.pop("Succeeded", None)
+            self.items.pop("Failed", None)
+
+    def mark_invalid(self, message: str) -> None:
+        """The spec cannot run at all: the tuning fails at once."""
+        self._set("SpecRejected", True, Reason.INVALID_SPEC, message)
+        self._set("Failed", True, Reason.INVALID_SPEC, message)
+
+    def mark_update(self, refused: str | None) -> None:
+        """An update was refused (the previous spec is kept), or the spec is applied."""
+        if refused:
+            self._set("SpecRejected", True, Reason.IMMUTABLE_FIELD, refused)
+        elif "SpecRejected" in self.items:
+            self._set("SpecRejected", False, Reason.ACCEPTED, "the spec is applied")
+
+    def mark_template(self, refused: str | None) -> None:
+        """The trial pods cannot be made as the trialTemplate asks (the API server or the
+        chart's trial policy refused it), or they can."""
+        if refused:
+            message = f"no trial is launched: {refused}; fix spec.trialTemplate"
+            self._set("TrialTemplateInvalid", True, Reason.REFUSED, message)
+        elif "TrialTemplateInvalid" in self.items:
+            self._set("TrialTemplateInvalid", False, Reason.TEMPLATE_ACCEPTED, "Jobs are created")
+
+    def mark_exhausted(self, stages: list[str]) -> None:
+        """Stages that ended early because every configuration of their space was tried."""
+        if stages:
+            message = f"every configuration was tried in stage(s) {', '.join(stages)}"
+            self._set("SearchSpaceExhausted", True, Reason.EXHAUSTED, message)
 
     def as_list(self) -> list[dict[str, Any]]:
         """The conditions in a stable order."""
@@ -72,30 +152,46 @@ def best_trial(record: TrialRecord, resource_name: str) -> dict[str, Any]:
     }
 
 
+def _dump(model: BaseModel | None) -> dict[str, Any] | None:
+    return model.model_dump(mode="json", by_alias=True) if model is not None else None
+
+
 def tuning_status(
-    study: Study,
-    phase: str,
-    stage: str | None,
-    conditions: Conditions,
-    generation: int,
-    best_name: str | None = None,
-    test: dict[str, Any] | None = None,
+    summary: Summary, best: TrialRecord | None, best_name: str | None, conditions: Conditions
 ) -> dict[str, Any]:
-    """The whole status of a tuning, bounded in size whatever its number of trials."""
-    done = len(study.records)
-    total = sum(stage.max_trial_count for stage in study.spec.stages)
-    best = study.best()
-    status: dict[str, Any] = {
-        "phase": phase,
-        "stage": stage,
-        "trialsDone": done,
-        "trialsRunning": len(study.running),
-        "trialsFailed": study.failed_count,
-        "maxTrials": total,
-        "progress": f"{done}/{total}",
-        "bestDer": best.der if best else None,
+    """The whole status of a tuning, bounded in size whatever its number of trials.
+
+    Parameters
+    ----------
+    summary
+        What the study found.
+    best
+        The best trial's record, if any.
+    best_name
+        The best trial's DiarizationTrial name.
+    conditions
+        The tuning's conditions.
+    """
+    return {
+        "phase": str(summary.phase),
+        "message": (summary.message or "")[:MAX_MESSAGE],
+        "stage": summary.stage,
+        "trialsDone": summary.trials,
+        "trialsRunning": summary.running,
+        "trialsFailed": summary.failed,
+        "maxTrials": summary.max_trials,
+        "progress": f"{summary.trials}/{summary.max_trials}",
+        "defaultDer": summary.default_der,
+        "bestDer": summary.best_der,
         "bestTrial": best_trial(best, best_name or best.name) if best else None,
+        "testDer": summary.test_der,
+        "testComponents": (
+            summary.test_components.model_dump(by_alias=True) if summary.test_components else None
+        ),
+        "defaultTestDer": summary.default_test_der,
+        "developmentGain": _dump(summary.development_gain),
+        "testGain": _dump(summary.test_gain),
+        "pipeline": summary.pipeline,
         "conditions": conditions.as_list(),
-        "observedGeneration": generation,
+        "observedGeneration": conditions.generation,
     }
-    return status | (test or {})

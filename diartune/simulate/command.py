@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diartune.database import SUBSETS
 from diartune.simulate.options import (
+    SPLIT_NAMES,
     SimulationError,
     default_splits,
     load_options,
@@ -18,10 +18,10 @@ from diartune.simulate.options import (
 
 
 def _split_counts(texts: list[str]) -> dict[str, int]:
-    counts = {}
+    counts: dict[str, int] = {}
     for text in texts:
         subset, _, number = text.partition("=")
-        if subset not in SUBSETS or not number.isdigit():
+        if subset not in SPLIT_NAMES or not number.isdigit():
             raise SimulationError(f"--conversations: expected SUBSET=N (train=200), got {text!r}")
         counts[subset] = int(number)
     return counts

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from diartune.spec_file import format_errors
+
 SplitName = Literal["train", "development", "test"]
 SPLIT_NAMES: tuple[SplitName, ...] = get_args(SplitName)
 NoiseKind = Literal["engine", "siren", "squelch"]
@@ -247,8 +249,6 @@ class SimulationOptions(_Options):
 
 def parse_options(document: Any, source: str = "<options>") -> SimulationOptions:
     """Validate a parsed YAML/JSON document; SimulationError names the first bad option."""
-    from diartune.spec import format_errors
-
     try:
         return SimulationOptions.model_validate(document)
     except ValidationError as error:

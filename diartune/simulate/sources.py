@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from diartune.database import declared_file, declared_subsets
+from diartune.corpus import Subset, protocol_subsets
 from diartune.simulate.options import PoolSource, ProtocolSource, SimulationError, Source
 
 SAMPLE_RATE = 16000
@@ -124,32 +124,30 @@ def _protocol_files(protocol: Any, index: int, subsets: list[str]) -> dict[str, 
     return files
 
 
-def _subsets(source: ProtocolSource, index: int, database: Path) -> list[str]:
-    declared = declared_subsets(database, source.protocol)
-    wanted = source.subsets or declared
+def _subsets(source: ProtocolSource, index: int, database: Path) -> list[Subset]:
+    """The subsets to read, each with an RTTM file that exists."""
+    declared = {subset.name: subset for subset in protocol_subsets(database, source.protocol)}
+    wanted: list[str] = list(source.subsets or declared)
     missing = [subset for subset in wanted if subset not in declared]
     if missing or not wanted:
         raise SimulationError(
             f"{_where(index)}.subsets: {database} declares no {missing or 'subset'} "
             f"for {source.protocol}"
         )
-    return list(wanted)
-
-
-def _rttm(source: ProtocolSource, index: int, database: Path, subset: str) -> Path:
-    rttm = declared_file(database, source.protocol, subset, "annotation")
-    if rttm is None:
-        raise SimulationError(
-            f"{_where(index)}: the {subset} subset of {source.protocol} has no annotation "
-            "(RTTM); a protocol source needs reference speaker turns"
-        )
-    if not rttm.is_file():
-        raise SimulationError(f"{_where(index)}: {rttm}: no such RTTM file")
-    return rttm
+    for name in wanted:
+        rttm = declared[name].annotation
+        if rttm is None:
+            raise SimulationError(
+                f"{_where(index)}: the {name} subset of {source.protocol} has no annotation "
+                "(RTTM); a protocol source needs reference speaker turns"
+            )
+        if not rttm.is_file():
+            raise SimulationError(f"{_where(index)}: {rttm}: no such RTTM file")
+    return [declared[name] for name in wanted]
 
 
 def _annotations(
-    source: ProtocolSource, index: int, database: Path, subsets: list[str], files: dict[str, Path]
+    source: ProtocolSource, index: int, subsets: list[Subset], files: dict[str, Path]
 ) -> tuple[dict[str, list[tuple[int, int, str]]], dict[str, list[tuple[int, int]]]]:
     """Turns (start_ms, end_ms, NFC label) and annotated regions per NFC audio URI.
 
@@ -157,16 +155,15 @@ def _annotations(
     ----------
     source, index
         The source and its place in the options (for messages).
-    database
-        Its database.yml.
     subsets
-        The subsets to read.
+        The subsets to read (each with an RTTM file, ``_subsets``).
     files
         NFC URI -> audio path of those subsets.
     """
     from pyannote.database.util import load_rttm, load_uem
 
     aliases = {nfc(key): nfc(value) for key, value in source.uri_aliases.items()}
+    names = [subset.name for subset in subsets]
     used: set[str] = set()
 
     def audio_uri(uri: str, where: Path) -> str:
@@ -175,7 +172,7 @@ def _annotations(
             closest = difflib.get_close_matches(name, files, n=1)
             hint = f" (closest: {closest[0]!r})" if closest else ""
             raise SimulationError(
-                f"{where}: URI {uri!r} matches no audio of {source.protocol} {subsets}{hint}; "
+                f"{where}: URI {uri!r} matches no audio of {source.protocol} {names}{hint}; "
                 f"fix the file or map it with {_where(index)}.uriAliases"
             )
         used.add(nfc(uri))
@@ -184,13 +181,13 @@ def _annotations(
     turns: dict[str, list[tuple[int, int, str]]] = {uri: [] for uri in files}
     annotated: dict[str, list[tuple[int, int]]] = {}
     for subset in subsets:
-        rttm = _rttm(source, index, database, subset)
-        for uri, annotation in load_rttm(rttm).items():
-            name = audio_uri(uri, rttm)
+        assert subset.annotation is not None  # _subsets checked it
+        for uri, annotation in load_rttm(subset.annotation).items():
+            name = audio_uri(uri, subset.annotation)
             for segment, _, label in annotation.itertracks(yield_label=True):
                 start, end = round(segment.start * 1000), round(segment.end * 1000)
                 turns[name].append((start, end, nfc(str(label))))
-        uem = declared_file(database, source.protocol, subset, "annotated")
+        uem = subset.annotated
         if uem is not None and uem.is_file():
             for uri, timeline in load_uem(uem).items():
                 annotated[audio_uri(uri, uem)] = [
@@ -227,10 +224,8 @@ def _protocol_speakers(source: ProtocolSource, index: int) -> dict[str, list[Pie
     name = _name(source.name or source.protocol.split(".")[0].lower())
     protocol = _protocol(source, index, database)
     subsets = _subsets(source, index, database)
-    for subset in subsets:
-        _rttm(source, index, database, subset)
-    files = _protocol_files(protocol, index, subsets)
-    turns, annotated = _annotations(source, index, database, subsets, files)
+    files = _protocol_files(protocol, index, [subset.name for subset in subsets])
+    turns, annotated = _annotations(source, index, subsets, files)
     speakers: dict[str, list[Piece]] = {}
     for uri, path in sorted(files.items()):
         try:

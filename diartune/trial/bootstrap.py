@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diartune.corpus import fetch_database
 from diartune.spec import Data, FineTune
-from diartune.storage import Storage
-from diartune.trial.data import fetch_database, load_protocol, subset_files
+from diartune.storage import Storage, cache_root
+from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.finetune import fine_tune, new_segmentation_model
 from diartune.trial.models import build_resemblyzer_checkpoint
-from diartune.trial.run import cache_root
 
 
 def make_models(
@@ -26,7 +26,7 @@ def make_models(
     if not segmentation.exists():
         database = fetch_database(data, Storage(data.s3), cache_root())
         protocol = load_protocol(database, data.protocol)
-        subset_files(protocol, database, "train", load=False)
+        subset_files(protocol, "train", load=False)
         partial = output / "segmentation.ckpt.part"
         fine_tune(
             new_segmentation_model(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,21 @@ class FeatureCache:
         except (MissingObject, FileNotFoundError):
             self.misses += 1
             return False
-        with np.load(local) as stored:
-            window = SlidingWindow(*stored["window"].tolist())
-            file[SEGMENTATION] = SlidingWindowFeature(stored["segmentation"], window)
-            if "embeddings" in stored:
-                file[EMBEDDINGS] = {"embeddings": stored["embeddings"]}
-            if "threshold" in stored:
-                file[EMBEDDINGS]["segmentation.threshold"] = float(stored["threshold"])
+        try:
+            with np.load(local) as stored:
+                window = SlidingWindow(*stored["window"].tolist())
+                entries: dict[str, Any] = {
+                    SEGMENTATION: SlidingWindowFeature(stored["segmentation"], window)
+                }
+                if "embeddings" in stored:
+                    embeddings = {"embeddings": stored["embeddings"]}
+                    if "threshold" in stored:
+                        embeddings["segmentation.threshold"] = float(stored["threshold"])
+                    entries[EMBEDDINGS] = embeddings
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            self.misses += 1  # a damaged entry is recomputed and overwritten, never trusted
+            return False
+        file.update(entries)
         self.hits += 1
         return True
 

@@ -1,45 +1,28 @@
-"""Data of a trial: fetch the pyannote.database corpus, load a protocol, check its files."""
+"""Data of a trial: load a protocol of the fetched corpus, decode and check its files."""
 
 from __future__ import annotations
 
-import hashlib
-import unicodedata
+import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from pyannote.audio import Audio
 from pyannote.database import FileFinder, registry
-from pyannote.database.util import load_rttm
 
-from diartune.database import declared_file
-from diartune.spec import Data
-from diartune.storage import MissingObject, Storage, is_s3
+from diartune.corpus import BadInput, corpus_problems
 
 
-class BadInput(ValueError):
-    """Input that no retry can fix: the message names the file or field at fault."""
-
-
-def fetch_database(data: Data, storage: Storage, cache_dir: Path) -> Path:
-    """A local database.yml for ``data.database``: S3 prefixes are mirrored into the cache."""
-    if not is_s3(data.database):
-        path = Path(data.database)
-        if not path.is_file():
-            raise BadInput(f"spec.data.database: {path}: no such file")
-        return path.resolve()
-    prefix, _, name = data.database.rpartition("/")
-    local = cache_dir / "data" / hashlib.sha256(prefix.encode()).hexdigest()[:16]
-    try:
-        storage.download_prefix(prefix, local)
-    except MissingObject as error:
-        raise BadInput(f"spec.data.database: {error}") from error
-    if not (local / name).is_file():
-        raise BadInput(f"spec.data.database: {data.database}: no such object")
-    return local / name
-
-
-def load_protocol(database: Path, name: str) -> Any:
-    """The pyannote.database protocol ``name`` defined in ``database``."""
+def load_protocol(
+    database: Path, name: str, subsets: tuple[str, ...] = (), confined: bool = False
+) -> Any:
+    """The pyannote.database protocol ``name`` defined in ``database``, once the lists,
+    annotations and paths of ``subsets`` (all when empty) passed ``diartune.corpus``'s
+    checks (BadInput otherwise). ``confined``: audio paths must stay in the database's
+    folder (an S3 mirror)."""
+    problems = corpus_problems(database, name, confined, subsets)
+    if problems:
+        raise BadInput("\n".join(problems))
     try:
         registry.load_database(str(database))
         return registry.get_protocol(name, preprocessors={"audio": FileFinder()})
@@ -47,13 +30,23 @@ def load_protocol(database: Path, name: str) -> Any:
         raise BadInput(f"spec.data.protocol: {name!r} in {database}: {error}") from error
 
 
-def subset_files(
-    protocol: Any, database: Path, subset: str, load: bool = True
-) -> list[dict[str, Any]]:
+def subset_files(protocol: Any, subset: str, load: bool = True) -> list[dict[str, Any]]:
     """The files of ``subset``, each checked and, with ``load``, decoded into memory.
 
-    Raises BadInput naming the file when audio is missing, cannot be decoded or is
-    empty, or when the subset's RTTM names URIs that have no audio.
+    Parameters
+    ----------
+    protocol
+        A pyannote.database protocol (``load_protocol``).
+    subset
+        ``train``, ``development`` or ``test``.
+    load
+        Decode the audio (else only check that it has a duration).
+
+    Raises
+    ------
+    BadInput
+        Naming the file when audio is missing, cannot be decoded, is empty, or holds NaN
+        or infinite samples.
     """
     try:
         files = list(getattr(protocol, subset)())
@@ -61,14 +54,6 @@ def subset_files(
         raise BadInput(f"{protocol.name}: cannot read its {subset} subset: {error}") from error
     if not files:
         raise BadInput(f"{protocol.name}: the {subset} subset has no files")
-    rttm = declared_file(database, protocol.name, subset, "annotation")
-    if rttm is not None and rttm.is_file():
-        known = {unicodedata.normalize("NFC", file["uri"]) for file in files}
-        orphans = sorted(
-            uri for uri in load_rttm(rttm) if unicodedata.normalize("NFC", uri) not in known
-        )
-        if orphans:
-            raise BadInput(f"{rttm}: URIs that match no audio of the {subset} subset: {orphans}")
     audio = Audio(sample_rate=16000, mono="downmix")
     loaded = []
     for file in files:
@@ -87,6 +72,8 @@ def subset_files(
             raise BadInput(f"{path}: unreadable audio ({error})") from error
         if empty:
             raise BadInput(f"{path}: the audio is empty (0 samples)")
+        if load and not bool(torch.isfinite(waveform).all()):
+            raise BadInput(f"{path}: NaN or infinite samples; expected finite audio")
         entry = {"uri": uri, "audio": str(path)}
         if load:
             entry |= {
@@ -97,3 +84,49 @@ def subset_files(
             }
         loaded.append(entry)
     return loaded
+
+
+def _radical_inverse(index: int) -> float:
+    """Van der Corput's base-2 sequence: 0, 1/2, 1/4, 3/4, ... spread over [0, 1)."""
+    value, scale = 0.0, 0.5
+    while index:
+        value += scale * (index & 1)
+        index >>= 1
+        scale /= 2
+    return value
+
+
+def budget_order(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files in the order a files budget takes them, deterministic and stratified.
+
+    Files are ranked by number of speakers, then reference speech, then URI, and taken
+    at van der Corput positions of that ranking, so that every prefix spreads over the
+    strata (few to many speakers, short to long) and a larger budget's subset contains
+    every smaller one's.
+    """
+    ranked = sorted(
+        files,
+        key=lambda f: (
+            len(f["annotation"].labels()),
+            f["annotation"].get_timeline().support().duration(),
+            f["uri"],
+        ),
+    )
+    # Van der Corput orders indices of a power-of-two range; scale them to this one.
+    size = 1 << max(len(ranked) - 1, 0).bit_length()
+    taken: list[int] = []
+    seen: set[int] = set()
+    for index in sorted(range(size), key=_radical_inverse):
+        position = index * len(ranked) // size
+        if position not in seen:
+            seen.add(position)
+            taken.append(position)
+    return [ranked[i] for i in taken]
+
+
+def budget_files(files: list[dict[str, Any]], percent: float | None) -> list[dict[str, Any]]:
+    """The first ``percent`` % of the files in budget order (at least one); all with None."""
+    if percent is None or percent >= 100:
+        return files
+    count = max(1, math.ceil(len(files) * percent / 100))
+    return budget_order(files)[:count]

@@ -14,9 +14,9 @@ from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.core import Annotation
 
+from diartune.corpus import BadInput
 from diartune.params import Value, pipeline_defaults
 from diartune.trial.cache import FeatureCache
-from diartune.trial.data import BadInput
 
 
 class _NoPLDA(PLDA):
@@ -81,7 +81,28 @@ def build_pipeline(
     plda: Any = None,
     batch_sizes: tuple[int, int] = (32, 32),
 ) -> OfflineSpeakerDiarization:
-    """An instantiated pipeline; BadInput when a tuned parameter does not apply."""
+    """pyannote's SpeakerDiarization pipeline, instantiated with a trial's parameters.
+
+    Parameters
+    ----------
+    segmentation, embedding
+        The models (pyannote ``Model`` instances).
+    clustering
+        ``AgglomerativeClustering`` or ``VBxClustering``.
+    params
+        Every parameter of the trial; those the pipeline does not have are left out.
+    tuned
+        The parameters the stage tunes: one the pipeline lacks is bad input.
+    plda
+        The PLDA, for VBx clustering.
+    batch_sizes
+        Segmentation and embedding batch sizes.
+
+    Raises
+    ------
+    BadInput
+        When a tuned parameter does not apply to this pipeline.
+    """
     pipeline = OfflineSpeakerDiarization(
         segmentation=segmentation,
         embedding=embedding,
@@ -129,7 +150,24 @@ def diarize(
     cache: FeatureCache | None,
     timings: dict[str, float],
 ) -> dict[str, Annotation]:
-    """Run the pipeline on each file, reusing and filling the feature cache."""
+    """Run the pipeline on each file, reusing and filling the feature cache.
+
+    Parameters
+    ----------
+    pipeline
+        An instantiated pipeline.
+    files
+        The files of a subset, decoded (``subset_files``).
+    cache
+        Segmentations and embeddings from earlier trials, or None.
+    timings
+        Seconds per pipeline step, added to in place.
+
+    Returns
+    -------
+    dict
+        The hypothesis of each file, by URI.
+    """
     pipeline.training = cache is not None  # makes pyannote use the cached features
     hypotheses = {}
     for file in files:
@@ -148,7 +186,19 @@ def export_pipeline(
     clustering: str,
     params: dict[str, dict[str, Value]],
 ) -> Path:
-    """Write a pipeline that ``pyannote.audio.Pipeline.from_pretrained(folder)`` loads."""
+    """Write a pipeline that ``pyannote.audio.Pipeline.from_pretrained(folder)`` loads.
+
+    Parameters
+    ----------
+    folder
+        Where to write ``config.yaml`` and the models.
+    segmentation, embedding
+        The models' checkpoints, copied into the folder.
+    clustering
+        The clustering method.
+    params
+        The pipeline's parameters, nested by group.
+    """
     for name, checkpoint in (("segmentation", segmentation), ("embedding", embedding)):
         (folder / name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, folder / name / "pytorch_model.bin")

@@ -18,27 +18,44 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import torch
 from pyannote.audio import Model
 from pyannote.core import Annotation
+from pydantic import ValidationError
 
+from diartune.corpus import BadInput, fetch_database
 from diartune.params import pipeline_defaults
 from diartune.records import (
+    CHECKPOINT_FILE,
     ERROR_PREFIX,
     EXIT_BAD_INPUT,
     EXIT_INFRASTRUCTURE,
+    RECORD_FILE,
+    RESULT_FILE,
     RESULT_PREFIX,
+    SECRET_VARIABLES_ENV,
+    FileScores,
+    TrialOutcome,
     TrialRequest,
     TrialResult,
 )
-from diartune.storage import MissingObject, Storage, is_s3, join
+from diartune.statistics import objective_value
+from diartune.storage import (
+    MissingObject,
+    Storage,
+    StorageError,
+    cache_root,
+    is_s3,
+    join,
+    sha256_file,
+)
 from diartune.trial.cache import FeatureCache
-from diartune.trial.data import BadInput, fetch_database, load_protocol, subset_files
+from diartune.trial.data import budget_files, load_protocol, subset_files
+from diartune.trial.device import device
 from diartune.trial.evaluate import score
 from diartune.trial.finetune import fine_tune
-from diartune.trial.models import load_model, load_plda, save_checkpoint
+from diartune.trial.models import fetch_checkpoint, load_model, load_plda, save_checkpoint
 from diartune.trial.pipeline import (
     build_pipeline,
     diarize,
@@ -47,11 +64,7 @@ from diartune.trial.pipeline import (
     nested,
     pipeline_params,
 )
-
-
-def cache_root() -> Path:
-    """Local scratch for downloads: $DIARTUNE_CACHE, else ~/.cache/diartune."""
-    return Path(os.environ.get("DIARTUNE_CACHE") or Path.home() / ".cache" / "diartune")
+from diartune.trial.progress import StateKeeper
 
 
 def model_digest(model: Model) -> str:
@@ -90,29 +103,46 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     token = os.environ.get("HF_TOKEN")
     with timings.phase("data"):
         database = fetch_database(request.data, storage, scratch)
-        protocol = load_protocol(database, request.data.protocol)
-        files = subset_files(protocol, database, request.subset)
+        subsets = (request.trial.subset, *(("train",) if request.fine_tune else ()))
+        confined = is_s3(request.data.database)
+        protocol = load_protocol(database, request.data.protocol, subsets, confined)
+        files = budget_files(subset_files(protocol, request.trial.subset), request.files)
     with timings.phase("models"):
-        segmentation = load_model(request.pipeline.segmentation, storage, scratch, token)
+        segmentation = load_model(
+            request.pipeline.segmentation,
+            storage,
+            scratch,
+            token,
+            sha256=request.trial.segmentation_sha256,
+        )
         embedding = load_model(request.pipeline.embedding, storage, scratch, token)
     checkpoint = None
+    keeper = StateKeeper(request, storage, scratch)
     if request.fine_tune is not None:
-        subset_files(protocol, database, "train", load=False)
+        subset_files(protocol, "train", load=False)
         with timings.phase("fine_tune"):
+            resume = keeper.load()
+            if resume is None and request.continue_from is not None:
+                resume = fetch_checkpoint(request.continue_from, storage, scratch)
             checkpoint = fine_tune(
-                segmentation, protocol, request.params, request.fine_tune, workdir / "model.ckpt"
+                segmentation,
+                protocol,
+                request.params,
+                request.fine_tune,
+                workdir / CHECKPOINT_FILE,
+                resume=resume,
+                save_state=keeper.save,
             )
             segmentation = load_model(str(checkpoint), storage, scratch)
-    segmentation.eval()
-    embedding.eval()
-    if torch.cuda.is_available():
-        segmentation.to(torch.device("cuda"))
-        embedding.to(torch.device("cuda"))
+    segmentation.eval().to(device())
+    embedding.eval().to(device())
     params = {**pipeline_defaults(request.pipeline.clustering), **request.params}
     plda = None
     if request.pipeline.plda:
         with timings.phase("models"):
-            plda = load_plda(request.pipeline.plda, storage, scratch, token)
+            plda = load_plda(
+                request.pipeline.plda, storage, scratch, cast(int, embedding.dimension), token
+            )
     pipeline = build_pipeline(
         segmentation,
         embedding,
@@ -139,15 +169,16 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     with timings.phase("scoring"):
         total, per_file = score(files, hypotheses, request.objective)
     if total.der is None:
-        raise BadInput(f"{request.data.protocol}: the {request.subset} subset has no speech")
+        raise BadInput(f"{request.data.protocol}: the {request.trial.subset} subset has no speech")
     artifacts = workdir / "artifacts"
     artifacts.mkdir()
     _write_rttm(hypotheses, artifacts / "hypothesis.rttm")
-    checkpoint_uri = None
+    checkpoint_uri = checkpoint_sha256 = None
     if checkpoint is not None:
-        (artifacts / "segmentation.ckpt").write_bytes(checkpoint.read_bytes())
-        checkpoint_uri = join(request.output, "segmentation.ckpt")
-    if request.export:
+        (artifacts / CHECKPOINT_FILE).write_bytes(checkpoint.read_bytes())
+        checkpoint_uri = join(request.output, CHECKPOINT_FILE)
+        checkpoint_sha256 = sha256_file(checkpoint)
+    if request.trial.export:
         export_pipeline(
             artifacts / "pipeline",
             save_checkpoint(segmentation, workdir / "export" / "segmentation.ckpt"),
@@ -157,22 +188,55 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         )
     if cache is not None:
         timings["cache_hits"] = cache.hits
+    scores = FileScores.of(per_file)
     result = TrialResult(
         name=request.name,
         der=total.der,
+        objective=objective_value(scores, request.objective.aggregate),
         components=total,
         per_file=per_file,
+        scores=scores,
         checkpoint=checkpoint_uri,
+        checkpoint_sha256=checkpoint_sha256,
         artifacts=request.output,
         timings=dict(timings),
+        request_digest=request.digest,
     )
-    (artifacts / "result.json").write_text(result.model_dump_json(by_alias=True, indent=2))
-    if is_s3(request.output):
-        storage.upload_tree(artifacts, request.output)
-    else:
-        Path(request.output).mkdir(parents=True, exist_ok=True)
-        storage.upload_tree(artifacts, str(Path(request.output).resolve()))
+    (artifacts / RESULT_FILE).write_text(result.model_dump_json(by_alias=True, indent=2))
+    output = request.output if is_s3(request.output) else str(Path(request.output).resolve())
+    storage.upload_tree(artifacts, output, last=RESULT_FILE)
+    keeper.clear()
     return result
+
+
+def earlier_result(request: TrialRequest, storage: Storage) -> TrialResult | None:
+    """The result this very request already wrote, if any: a trial whose pod or process
+    ran again (its Job recreated, its pod lost after finishing) reports it again instead
+    of running twice. ``result.json`` is written last, so its checkpoint is there too."""
+    try:
+        text = storage.read_text(join(request.output, RESULT_FILE))
+    except MissingObject:
+        return None
+    try:
+        result = TrialResult.model_validate_json(text)
+    except ValidationError:
+        return None  # unreadable: run the trial and overwrite it
+    return result if result.request_digest == request.digest else None
+
+
+#: Environment variables whose values never leave the trial, even inside an error message.
+SECRET_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
+MAX_ERROR = 1000
+
+
+def scrub(text: str) -> str:
+    """An error message fit for a status or an event: secrets masked, length bounded."""
+    listed = os.environ.get(SECRET_VARIABLES_ENV, "").split(",")
+    for name in {*SECRET_VARIABLES, *listed}:
+        value = os.environ.get(name) if name else None
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
 
 
 def _report(line: str, summary: dict[str, Any], termination_log: Path | None) -> None:
@@ -185,16 +249,45 @@ def _report(line: str, summary: dict[str, Any], termination_log: Path | None) ->
 
 
 def main(request: TrialRequest, termination_log: Path | None) -> int:
-    """Run a trial as a command: print its result line and return its exit code."""
+    """Run a trial as a command: print its result line, leave its record beside its
+    artifacts, and return its exit code."""
+    start = time.monotonic()
+    storage = Storage(request.data.s3)
     try:
-        with tempfile.TemporaryDirectory(prefix="diartune-trial-") as workdir:
-            result = run_trial(request, Path(workdir))
+        result = earlier_result(request, storage)
+        if result is not None:
+            print(f"{request.name}: reporting the result it already wrote", flush=True)
+        else:
+            with tempfile.TemporaryDirectory(prefix="diartune-trial-") as workdir:
+                result = run_trial(request, Path(workdir))
     except (BadInput, MissingObject) as error:
-        _report(ERROR_PREFIX, {"error": str(error), "badInput": True}, termination_log)
-        return EXIT_BAD_INPUT
+        outcome = TrialOutcome(error=scrub(str(error)), bad_input=True)
+        code = EXIT_BAD_INPUT
     except Exception as error:
-        print(f"diartune trial: {type(error).__name__}: {error}", file=sys.stderr)
-        _report(ERROR_PREFIX, {"error": f"{type(error).__name__}: {error}"}, termination_log)
-        return EXIT_INFRASTRUCTURE
-    _report(RESULT_PREFIX, result.summary(), termination_log)
-    return 0
+        outcome = TrialOutcome(error=scrub(f"{type(error).__name__}: {error}"))
+        print(f"diartune trial: {outcome.error}", file=sys.stderr)
+        code = EXIT_INFRASTRUCTURE
+    else:
+        outcome = TrialOutcome(result=result)
+        code = 0
+    seconds = round(time.monotonic() - start, 2)
+    _leave_record(request, outcome.model_copy(update={"seconds": seconds}), storage)
+    if outcome.result is not None:
+        _report(RESULT_PREFIX, outcome.result.summary(), termination_log)
+    else:
+        document = {"error": outcome.error, **({"badInput": True} if outcome.bad_input else {})}
+        _report(ERROR_PREFIX, document, termination_log)
+    return code
+
+
+def _leave_record(request: TrialRequest, outcome: TrialOutcome, storage: Storage) -> None:
+    """Write the trial's record to ``<output>/record.json`` (best effort: a trial that
+    cannot reach its storage still reports through its exit code and output)."""
+    record = request.trial.record(outcome)
+    with tempfile.TemporaryDirectory(prefix="diartune-record-") as folder:
+        local = Path(folder) / RECORD_FILE
+        local.write_text(record.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
+        try:
+            storage.upload(local, join(request.output, RECORD_FILE))
+        except (StorageError, OSError) as error:
+            print(f"diartune trial: its record was not written: {scrub(str(error))}", flush=True)

@@ -47,6 +47,19 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/*
+The trial pods' ServiceAccount. Watching all namespaces, the chart cannot create one in
+each: trial pods then run as each namespace's "default" (with no token mounted).
+*/}}
+{{- define "diartune.trialServiceAccountName" -}}
+{{- $namespaces := include "diartune.watchNamespaces" . | fromJsonArray }}
+{{- if and .Values.trialPolicy.serviceAccount.create $namespaces }}
+{{- default (printf "%s-trial" (include "diartune.fullname" .)) .Values.trialPolicy.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.trialPolicy.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{/* repository:tag of an image of .Values.image (operator or trial); the tag defaults to appVersion. */}}
 {{- define "diartune.image" -}}
 {{- $image := index .root.Values.image .which }}
@@ -55,13 +68,14 @@ app.kubernetes.io/component: operator
 
 {{/* The watched namespaces, checked against rbac.scope. */}}
 {{- define "diartune.watchNamespaces" -}}
-{{- if and (eq .Values.rbac.scope "namespace") (empty .Values.watchNamespaces) }}
-{{- fail "rbac.scope=namespace needs watchNamespaces: the namespaces to watch (empty means all namespaces, which needs rbac.scope=cluster)" }}
-{{- end }}
 {{- if not (has .Values.rbac.scope (list "cluster" "namespace")) }}
 {{- fail (printf "rbac.scope must be cluster or namespace, not %q" .Values.rbac.scope) }}
 {{- end }}
+{{- if and (eq .Values.rbac.scope "namespace") (empty .Values.watchNamespaces) }}
+{{- toJson (list .Release.Namespace) }}
+{{- else }}
 {{- toJson (uniq .Values.watchNamespaces) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -69,7 +83,7 @@ The RBAC rules the operator needs in each namespace it watches. It reads no Secr
 trial pods get credentials through secretKeyRef.
 */}}
 {{- define "diartune.namespacedRules" -}}
-# The tunings: watched and patched by kopf (finalizers, annotations); status written.
+# The tunings: watched; the accepted-spec annotation patched; status written.
 - apiGroups: ["diartune.io"]
   resources: ["diarizationtunings"]
   verbs: ["get", "list", "watch", "patch", "update"]

@@ -1,12 +1,12 @@
-"""Trials as Kubernetes resources: the manifests of DiarizationTrials and Jobs, and results.
+"""Trials as Kubernetes resources: the manifests of DiarizationTrials and Jobs, and outcomes.
 
-Each trial is a DiarizationTrial (its durable record: parameters, then state and DER)
+Each trial is a DiarizationTrial (its durable record: the trial, then its state and DER)
 and a batch/v1 Job of the same name that runs ``diartune trial``. The Job's container
 writes its small result JSON to its termination message, which the operator reads
 from the Job's pod when the Job finishes: no sidecar, no log scraping.
 
 Everything here works on plain dicts (the JSON of Kubernetes objects, camelCase), so
-it needs no Kubernetes client and is unit-tested without a cluster.
+it needs no API server and is unit-tested without a cluster.
 """
 
 from __future__ import annotations
@@ -14,68 +14,41 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from diartune.crd import GROUP, TRIAL_KIND, VERSION
-from diartune.records import EXIT_BAD_INPUT, Components, TrialRecord, TrialRequest
+import kopf
+from pydantic import ValidationError
+
+from diartune.api import (
+    GROUP,
+    LABEL_STAGE,
+    LABEL_TRIAL,
+    LABEL_TUNING,
+    MAX_MESSAGE,
+    TRIAL_KIND,
+    VERSION,
+    DiarizationTrialSpec,
+    DiarizationTrialStatus,
+)
+from diartune.operator.settings import JobDefaults
+from diartune.records import (
+    EXIT_BAD_INPUT,
+    SECRET_VARIABLES_ENV,
+    Trial,
+    TrialOutcome,
+    TrialRecord,
+    TrialRequest,
+    TrialResult,
+)
 from diartune.spec import S3, Spec
 from diartune.storage import join
-from diartune.study import PlannedTrial
 
-LABEL_TUNING = f"{GROUP}/tuning"
-LABEL_TRIAL = f"{GROUP}/trial"
-LABEL_STAGE = f"{GROUP}/stage"
-TRIAL_PLURAL = "diarizationtrials"
-TUNING_PLURAL = "diarizationtunings"
-EVALUATION = "test-evaluation"
 CONTAINER = "trial"
+EXIT_KILLED = 137  # SIGKILL: out of memory, when no disruption condition explains it
 TERMINATION_LOG = "/dev/termination-log"
 MAX_NAME = 63  # a Job's name is also the value of its pods' job-name label
-MAX_MESSAGE = 1024
 
 Manifest = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The object a resource belongs to (garbage-collected with it)."""
-
-    api_version: str
-    kind: str
-    name: str
-    uid: str
-
-    @classmethod
-    def of(cls, body: Manifest) -> Owner:
-        """The owner reference target for a Kubernetes object."""
-        meta = body["metadata"]
-        return cls(body["apiVersion"], body["kind"], meta["name"], meta["uid"])
-
-    def reference(self) -> Manifest:
-        """An ownerReference to this object, as its controller."""
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-
-@dataclass(frozen=True)
-class JobDefaults:
-    """Cluster-wide defaults of trial Jobs that a tuning's trialTemplate overrides."""
-
-    image: str | None = None
-    image_pull_policy: str | None = None
-    gpu_resource: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] | None = None
-    tolerations: list[Manifest] | None = None
-    s3_endpoint: str | None = None
-    artifacts: str | None = None
-    ttl_seconds: int = 3600
 
 
 def resource_name(tuning: str, trial: str) -> str:
@@ -89,92 +62,64 @@ def resource_name(tuning: str, trial: str) -> str:
 
 
 def artifacts_root(spec: Spec, defaults: JobDefaults, namespace: str, tuning: str) -> str | None:
-    """``<artifacts>/<namespace>/<tuning>``, or None when no artifacts location is set."""
+    """``<artifacts>/<namespace>/<tuning>``, or None when no artifacts location is set.
+
+    Parameters
+    ----------
+    spec
+        The tuning's spec (``spec.artifacts`` wins).
+    defaults
+        The chart's trial defaults (``trialDefaults.artifacts``).
+    namespace, tuning
+        Where the tuning lives and its name.
+    """
     base = spec.artifacts or defaults.artifacts
     return join(base, namespace, tuning) if base else None
 
 
-def labels(tuning: str, trial: str, stage: str) -> dict[str, str]:
+def labels(tuning: str, trial: Trial) -> dict[str, str]:
     """The labels of a trial's resources (DiarizationTrial, Job and pod)."""
-    return {LABEL_TUNING: tuning, LABEL_TRIAL: trial, LABEL_STAGE: stage}
+    return {LABEL_TUNING: tuning, LABEL_TRIAL: trial.name, LABEL_STAGE: trial.stage}
 
 
 # -- DiarizationTrial -----------------------------------------------------------------
 
 
-def trial_manifest(owner: Owner, namespace: str, trial: PlannedTrial) -> Manifest:
-    """The DiarizationTrial of ``trial``, owned by its tuning."""
-    return {
+def trial_manifest(tuning: Manifest, trial: Trial) -> Manifest:
+    """The DiarizationTrial of ``trial``, owned by the tuning ``tuning`` (its body)."""
+    meta = tuning["metadata"]
+    spec = DiarizationTrialSpec(tuning=meta["name"], **trial.model_dump())
+    manifest: Manifest = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": TRIAL_KIND,
         "metadata": {
-            "name": resource_name(owner.name, trial.name),
-            "namespace": namespace,
-            "labels": labels(owner.name, trial.name, trial.stage),
-            "ownerReferences": [owner.reference()],
+            "name": resource_name(meta["name"], trial.name),
+            "namespace": meta["namespace"],
+            "labels": labels(meta["name"], trial),
         },
-        "spec": {
-            "tuning": owner.name,
-            "stage": trial.stage,
-            "number": trial.number,
-            "params": trial.params,
-            "fullParams": trial.full_params,
-            "segmentation": trial.segmentation,
-        },
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
+    owner: Any = tuning
+    kopf.append_owner_reference(manifest, owner=kopf.Body(owner))
+    return manifest
 
 
-def planned_trial(resource: Manifest, spec: Spec) -> PlannedTrial:
-    """The trial a DiarizationTrial describes (its stage's fineTune comes from the spec)."""
-    trial = resource["spec"]
-    return PlannedTrial(
-        name=resource["metadata"]["labels"][LABEL_TRIAL],
-        stage=trial["stage"],
-        number=trial["number"],
-        params=trial["params"],
-        full_params=trial["fullParams"],
-        segmentation=trial["segmentation"],
-        fine_tune=spec.stage(trial["stage"]).fine_tune,
-    )
+def trial_of(resource: Manifest) -> Trial:
+    """The trial a DiarizationTrial runs."""
+    return DiarizationTrialSpec.model_validate(resource["spec"]).trial()
 
 
-def trial_record_of(resource: Manifest, spec: Spec) -> TrialRecord | None:
-    """The record of a finished DiarizationTrial (None while it has not finished)."""
-    status = resource.get("status") or {}
-    if status.get("state") not in ("Succeeded", "Failed"):
-        return None
-    components = status.get("components")
-    return planned_trial(resource, spec).record(
-        state=status["state"],
-        der=status.get("der"),
-        components=Components.model_validate(components) if components else None,
-        checkpoint=status.get("checkpoint"),
-        artifacts=status.get("artifacts"),
-        message=status.get("message"),
-        bad_input=bool(status.get("badInput")),
-        seconds=status.get("seconds"),
-    )
+def trial_status(resource: Manifest) -> DiarizationTrialStatus:
+    """A DiarizationTrial's status (empty while the operator has written none)."""
+    return DiarizationTrialStatus.model_validate(resource.get("status") or {})
 
 
-def trial_status(record: TrialRecord) -> Manifest:
-    """The status of a finished DiarizationTrial."""
-    status = record.model_dump(
-        mode="json",
-        by_alias=True,
-        include={
-            "state",
-            "der",
-            "components",
-            "checkpoint",
-            "artifacts",
-            "message",
-            "bad_input",
-            "seconds",
-        },
-    )
-    if status["message"]:
-        status["message"] = status["message"][:MAX_MESSAGE]
-    return dict(status)
+def record_status(record: TrialRecord) -> Manifest:
+    """The status of a finished DiarizationTrial, its message bounded."""
+    status = DiarizationTrialStatus.of(record)
+    if status.message:
+        status.message = status.message[:MAX_MESSAGE]
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 # -- Job --------------------------------------------------------------------------------
@@ -206,20 +151,42 @@ def _env(spec: Spec) -> list[Manifest]:
         env.append(_secret_env("HF_TOKEN", spec.pipeline.token_secret, "HF_TOKEN"))
     for var in spec.trial_template.env:
         env.append(var.model_dump(mode="json", by_alias=True, exclude_none=True))
+    secret = [var["name"] for var in env if "valueFrom" in var]
+    if secret:
+        env.append({"name": SECRET_VARIABLES_ENV, "value": ",".join(secret)})
     return env
+
+
+#: Where a trial may write: its root filesystem is read-only.
+SCRATCH = "/tmp"
+_HARDENED = {
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _resources(spec: Spec, defaults: JobDefaults) -> Manifest:
+    """The template's resources over the chart's defaults (one GPU, CPU and memory)."""
+    given = spec.trial_template.resources
+    if "resources" not in spec.trial_template.model_fields_set:
+        given = given.model_copy(update={"limits": {defaults.gpu_resource: 1}})
+    merged = {
+        "requests": {**defaults.requests, **given.requests},
+        "limits": {**defaults.limits, **given.limits},
+    }
+    return {
+        kind: {name: str(value) for name, value in amounts.items()}
+        for kind, amounts in merged.items()
+        if amounts
+    }
 
 
 def _pod_spec(spec: Spec, defaults: JobDefaults, command: list[str]) -> Manifest:
     template = spec.trial_template
     given = template.model_fields_set
-    resources = template.resources.model_dump(mode="json", by_alias=True)
-    if "resources" not in given:
-        resources = {"requests": {}, "limits": {defaults.gpu_resource: 1}}
-    quantities = {
-        kind: {name: str(value) for name, value in amounts.items()}
-        for kind, amounts in resources.items()
-        if amounts
-    }
     tolerations = [
         t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in template.tolerations
     ]
@@ -232,20 +199,33 @@ def _pod_spec(spec: Spec, defaults: JobDefaults, command: list[str]) -> Manifest
             else defaults.image_pull_policy or template.image_pull_policy
         ),
         "command": command,
-        "env": _env(spec),
-        "resources": quantities,
+        "env": [
+            {"name": "HOME", "value": SCRATCH},
+            {"name": "DIARTUNE_CACHE", "value": f"{SCRATCH}/diartune"},
+            *_env(spec),
+        ],
+        "resources": _resources(spec, defaults),
+        "securityContext": {**_HARDENED, "runAsUser": defaults.run_as_user},
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod: Manifest = {
+    return {
         "restartPolicy": "Never",
+        "serviceAccountName": defaults.service_account,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": defaults.run_as_user,
+            "runAsGroup": defaults.run_as_user,
+            "fsGroup": defaults.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": defaults.scratch_size}}],
         "nodeSelector": {**(defaults.node_selector or {}), **template.node_selector},
         "tolerations": tolerations if "tolerations" in given else list(defaults.tolerations or []),
     }
-    if template.service_account_name:
-        pod["serviceAccountName"] = template.service_account_name
-    return pod
 
 
 def trial_command(request: TrialRequest) -> list[str]:
@@ -261,30 +241,33 @@ def trial_command(request: TrialRequest) -> list[str]:
 
 
 def job_manifest(
-    owner: Owner,
-    namespace: str,
-    tuning: str,
-    spec: Spec,
-    request: TrialRequest,
-    defaults: JobDefaults,
+    trial_resource: Manifest, tuning: str, spec: Spec, request: TrialRequest, defaults: JobDefaults
 ) -> Manifest:
-    """The Job that runs ``request``, named like its DiarizationTrial and owned by ``owner``."""
-    name = resource_name(tuning, request.name)
-    trial_labels = labels(tuning, request.name, request.stage)
+    """The Job that runs ``request``, named like its DiarizationTrial and owned by it.
+
+    Parameters
+    ----------
+    trial_resource
+        The trial's DiarizationTrial as stored (its name, labels and UID are used).
+    tuning
+        The tuning's name.
+    spec
+        The tuning's spec: its trialTemplate shapes the pod.
+    request
+        What the trial runs (its container command).
+    defaults
+        The chart's trial defaults, for what the trialTemplate leaves out.
+    """
+    meta = trial_resource["metadata"]
+    job_labels = dict(meta["labels"])
     command = trial_command(with_s3_default(request, defaults))
-    return {
+    manifest: Manifest = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": trial_labels,
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": job_labels},
         "spec": {
             "backoffLimit": spec.trial_template.backoff_limit,
             "activeDeadlineSeconds": spec.trial_template.active_deadline_seconds,
-            "ttlSecondsAfterFinished": defaults.ttl_seconds,
             "podFailurePolicy": {
                 "rules": [
                     # Bad input: no retry can help.
@@ -298,27 +281,30 @@ def job_manifest(
                     },
                     # A pod lost to node disruption (preemption, drain) is retried for free.
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    # Killed for memory: the same configuration would be killed again.
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_KILLED],
+                        },
+                    },
+                    # Anything else (75: storage, a crash) is retried with backoff.
                 ]
             },
             "template": {
-                "metadata": {"labels": trial_labels},
+                "metadata": {"labels": job_labels},
                 "spec": _pod_spec(spec, defaults, command),
             },
         },
     }
+    owner: Any = trial_resource
+    kopf.append_owner_reference(manifest, owner=kopf.Body(owner))
+    return manifest
 
 
-# -- results ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """How a finished trial Job ended, from its condition and its pod's termination."""
-
-    result: dict[str, Any] | None
-    error: str | None
-    bad_input: bool
-    seconds: float | None
+# -- outcomes ---------------------------------------------------------------------------
 
 
 def finished_condition(job: Manifest) -> Manifest | None:
@@ -351,16 +337,23 @@ def _last_terminated(pods: list[Manifest]) -> Manifest | None:
     return ended[-1][1] if ended else None
 
 
-def _parse_message(message: str) -> dict[str, Any] | None:
+def _parse_message(message: str) -> dict[str, Any]:
     try:
         document = json.loads(message)
     except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _result(document: dict[str, Any]) -> TrialResult | None:
+    try:
+        return TrialResult.model_validate(document)
+    except ValidationError:
         return None
-    return document if isinstance(document, dict) else None
 
 
-def job_outcome(job: Manifest, pods: list[Manifest]) -> JobOutcome:
-    """The outcome of a finished Job: the result JSON on success, else why it failed."""
+def job_outcome(job: Manifest, pods: list[Manifest]) -> TrialOutcome:
+    """The outcome of a finished Job: its result on success, else why it failed."""
     condition = finished_condition(job) or {}
     status = job.get("status") or {}
     start = _time(status.get("startTime"))
@@ -369,11 +362,17 @@ def job_outcome(job: Manifest, pods: list[Manifest]) -> JobOutcome:
     state = _last_terminated(pods) or {}
     code = state.get("exitCode")
     message = (state.get("message") or "").strip()
-    document = _parse_message(message) or {}
-    if condition.get("type") == "Complete" and code == 0 and "der" in document:
-        return JobOutcome(document, None, False, seconds)
+    document = _parse_message(message)
+    result = _result(document) if code == 0 else None
+    if condition.get("type") == "Complete" and result is not None:
+        return TrialOutcome(result=result, seconds=seconds)
     bad_input = code == EXIT_BAD_INPUT or bool(document.get("badInput"))
-    if "error" in document:
+    if code == EXIT_KILLED and state.get("reason") == "OOMKilled":
+        error = (
+            "out of memory (OOMKilled): raise spec.trialTemplate.resources.limits.memory "
+            "or lower training.batch_size"
+        )
+    elif "error" in document:
         error = str(document["error"])
     elif code is not None and code != 0:
         error = f"exit code {code}: {message[-MAX_MESSAGE // 2 :]}".rstrip(": ")
@@ -381,4 +380,4 @@ def job_outcome(job: Manifest, pods: list[Manifest]) -> JobOutcome:
         error = f"{condition.get('reason')}: {condition.get('message')}"
     else:
         error = "the trial left no result in its termination message"
-    return JobOutcome(None, error[:MAX_MESSAGE], bad_input, seconds)
+    return TrialOutcome(error=error[:MAX_MESSAGE], bad_input=bad_input, seconds=seconds)

@@ -16,38 +16,37 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diartune.records import ERROR_PREFIX, EXIT_BAD_INPUT, RESULT_PREFIX, TrialRequest
+from diartune.records import (
+    ERROR_PREFIX,
+    EXIT_BAD_INPUT,
+    RESULT_PREFIX,
+    TrialOutcome,
+    TrialRequest,
+    TrialResult,
+)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How a trial process ended."""
-
-    name: str
-    exit_code: int
-    result: dict[str, Any] | None  # the result line's JSON, when it succeeded
-    error: str | None
-    seconds: float
-
-    @property
-    def bad_input(self) -> bool:
-        """The trial failed on input that no retry can fix."""
-        return self.exit_code == EXIT_BAD_INPUT
-
-
-def parse_output(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The result JSON and the error message found in a trial's output."""
+def parse_output(text: str, exit_code: int, seconds: float) -> TrialOutcome:
+    """How a trial process ended, from its output (result or error line) and exit code."""
     result = error = None
     for line in text.splitlines():
         if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
+            result = TrialResult.model_validate_json(line[len(RESULT_PREFIX) :])
         elif line.startswith(ERROR_PREFIX):
             error = json.loads(line[len(ERROR_PREFIX) :]).get("error")
-    return result, error
+    if exit_code != 0:
+        result = None
+        if error is None:
+            error = f"exit code {exit_code}: " + " | ".join(text.strip().splitlines()[-3:])
+    return TrialOutcome(
+        result=result,
+        error=error,
+        bad_input=exit_code == EXIT_BAD_INPUT,
+        seconds=round(seconds, 2),
+    )
 
 
 class LocalExecutor:
@@ -59,7 +58,7 @@ class LocalExecutor:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["diartune.trial.run"])
         self._processes: dict[str, Any] = {}
-        self._done: queue.Queue[Outcome] = queue.Queue()
+        self._done: queue.Queue[tuple[str, TrialOutcome]] = queue.Queue()
 
     @property
     def running(self) -> int:
@@ -86,25 +85,22 @@ class LocalExecutor:
         process.join()
         code = process.exitcode if process.exitcode is not None else -1
         text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-        result, error = parse_output(text)
-        if code != 0 and error is None:
-            error = f"exit code {code}: " + " | ".join(text.strip().splitlines()[-3:])
-        self._done.put(Outcome(name, code, result, error, time.monotonic() - start))
+        self._done.put((name, parse_output(text, code, time.monotonic() - start)))
 
-    def wait(self) -> Outcome:
-        """Block until a trial finishes, and hand it back."""
-        outcome = self._done.get()
-        self._processes.pop(outcome.name, None)
-        return outcome
+    def wait(self) -> tuple[str, TrialOutcome]:
+        """Block until a trial finishes; hand back its name and outcome."""
+        name, outcome = self._done.get()
+        self._processes.pop(name, None)
+        return name, outcome
 
-    def stop_all(self) -> None:
-        """Stop every running trial (SIGTERM) and wait for them."""
-        for process in self._processes.values():
+    def stop(self, names: list[str] | None = None) -> None:
+        """Stop the named running trials, or all of them (SIGTERM), and wait for them."""
+        stopping = [self._processes.pop(n) for n in names or list(self._processes)]
+        for process in stopping:
             if process.is_alive():
                 process.terminate()
-        for process in self._processes.values():
+        for process in stopping:
             process.join()
-        self._processes.clear()
 
 
 def _trial_process(request_json: str, log: str) -> None:

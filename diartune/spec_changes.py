@@ -1,8 +1,11 @@
-"""Which spec a running tuning follows after an update.
+"""What may change while a tuning runs, and which spec a tuning follows after a change.
 
-The spec accepted at creation is kept in an annotation. An update may change the
-mutable fields (``MUTABLE_FIELDS`` and each stage's maxTrialCount); those changes are
-applied, and any other change is refused, with the fields it touched named.
+The rule, as in Katib: ``parallelTrialCount``, ``maxFailedTrialCount``, ``suspend``,
+``trialTemplate`` and each stage's ``maxTrialCount`` may change; anything else makes a
+different tuning. The spec accepted when the tuning started is kept (the operator in an
+annotation, ``diartune tune`` in its output folder); a later spec contributes its
+changeable fields, and any other change is refused with the fields it touched named.
+Both drivers apply this one rule.
 """
 
 from __future__ import annotations
@@ -10,21 +13,22 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from diartune.spec import MUTABLE_FIELDS, Spec, SpecError, format_errors
+from diartune.spec import Spec, SpecError
+from diartune.spec_file import parse_spec
 
+MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
 MUTABLE_KEYS = tuple(to_camel(name) for name in MUTABLE_FIELDS)
 ALLOWED = "parallelTrialCount, maxTrialCount, maxFailedTrialCount, suspend and trialTemplate"
 
 
-def parse_spec(document: Any) -> Spec:
-    """A validated spec; SpecError names each bad field."""
-    try:
-        return Spec.model_validate(document)
-    except ValidationError as error:
-        raise SpecError(format_errors(error, "spec")) from None
+def fixed_part(spec: Spec) -> dict[str, Any]:
+    """The spec without the fields that may change during a tuning (as JSON)."""
+    document = spec.model_dump(mode="json", by_alias=True, exclude=set(MUTABLE_FIELDS))
+    for stage in document["stages"]:
+        del stage["maxTrialCount"]
+    return document
 
 
 def _with_mutable_fields(accepted: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -61,19 +65,22 @@ def differences(old: Any, new: Any, path: str = "spec") -> list[str]:
     return [] if old == new else [path]
 
 
-def resolve(accepted: dict[str, Any], current: dict[str, Any]) -> tuple[Spec, str | None]:
-    """The spec to run (accepted, plus the current mutable fields) and why, if at all,
-    part of the current spec is refused."""
-    base = parse_spec(accepted)
+def resolve(
+    accepted: dict[str, Any], current: dict[str, Any], previous: Spec | None = None
+) -> tuple[Spec, str | None]:
+    """The spec to run (accepted, plus the current changeable fields) and why, if at all,
+    part of the current spec is refused. An invalid update keeps ``previous``, the spec
+    that ran until now (else the accepted one)."""
     try:
         merged = parse_spec(_with_mutable_fields(accepted, current))
     except SpecError as error:
-        return base, f"the update is not valid, the previous spec is kept: {error}"
+        kept = previous or parse_spec(accepted)
+        return kept, f"the update is not valid, the previous spec is kept: {error}"
     try:
         wanted = parse_spec(current)
     except SpecError as error:
         return merged, f"the update is not valid: {error}"
-    changed = differences(base.fixed_part(), wanted.fixed_part())
+    changed = differences(fixed_part(parse_spec(accepted)), fixed_part(wanted))
     if changed:
         return merged, (
             f"only {ALLOWED} may change while a tuning runs; refused changes to "

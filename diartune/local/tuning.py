@@ -1,0 +1,133 @@
+"""``diartune tune spec.yaml``: the study's trials as local processes, resumable.
+
+The output folder is the durable state: the accepted spec (``spec.json``) and every
+finished trial (``trials.json``). Rerunning the same command resumes: finished trials
+are never run again, and a changed spec is held to the same rule as on Kubernetes
+(``diartune.spec_changes``). Ctrl-C stops the running trials cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from diartune.local.executor import LocalExecutor
+from diartune.report import load_records, percent, plot, save_best, save_records, write_summary
+from diartune.spec import DiarizationTuning, Spec, SpecError
+from diartune.spec_changes import resolve
+from diartune.storage import is_s3
+from diartune.study import Phase, Study, Summary
+
+ACCEPTED_SPEC = "spec.json"
+
+
+def accepted_spec(folder: Path, tuning: DiarizationTuning) -> Spec:
+    """The spec to run in ``folder``: the one it was started with, plus what may change.
+
+    A new folder accepts the given spec; SpecError when the given spec changes more
+    than a running tuning may.
+    """
+    saved = folder / ACCEPTED_SPEC
+    current = tuning.spec.model_dump(mode="json", by_alias=True)
+    if not saved.exists():
+        saved.write_text(json.dumps(current, indent=2, ensure_ascii=False), encoding="utf-8")
+        return tuning.spec
+    spec, refused = resolve(json.loads(saved.read_text("utf-8")), current)
+    if refused:
+        raise SpecError(f"{folder} holds another tuning: {refused}. Use another --output.")
+    return spec
+
+
+class LocalTuning:
+    """One tuning run on this machine."""
+
+    def __init__(self, tuning: DiarizationTuning, folder: Path, console: Console | None = None):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.name = tuning.metadata.name
+        self.spec = accepted_spec(folder, tuning)
+        self.folder = folder
+        self.console = console or Console(stderr=True)
+        self.root = self.spec.artifacts or str(folder.resolve())
+        self.study = Study(self.spec, load_records(folder), root=self.root)
+        self.executor = LocalExecutor(folder / "logs")
+
+    def run(self) -> Summary:
+        """Run trials until the study has nothing left to launch; return its summary."""
+        start = time.monotonic()
+        summary = self.study.summary()
+        if summary.trials:
+            self.console.print(f"resuming: {summary.trials} trials already finished")
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best DER {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console) as progress:
+            task = progress.add_task(
+                self.name,
+                total=summary.max_trials,
+                completed=summary.trials,
+                best=percent(summary.best_der),
+            )
+            try:
+                self._loop(progress, task)
+            except BaseException:
+                self.executor.stop()
+                raise
+        return self.finish(time.monotonic() - start)
+
+    def _loop(self, progress: Progress, task: Any) -> None:
+        while True:
+            for trial in self.study.plan():
+                self.executor.start(self.study.request(trial))
+            stopped = self.study.stop()
+            if stopped:
+                self.executor.stop([trial.name for trial in stopped])
+            if not self.executor.running:
+                return
+            name, outcome = self.executor.wait()
+            running = self.study.running.get(name)
+            if running is None:  # stopped meanwhile
+                continue
+            record = running.record(outcome)
+            self.study.record(record)
+            save_records(self.folder, self.study.records)
+            if not record.is_evaluation:
+                best = self.study.best()
+                progress.update(task, advance=1, best=percent(best.der if best else None))
+            state = f"DER {percent(record.der)}" if record.der is not None else record.message
+            progress.console.print(f"{record.name}: {record.state}: {state}")
+
+    def finish(self, seconds: float) -> Summary:
+        """Write the plot, best configuration, exported pipeline and summary."""
+        summary = self.study.summary()
+        stages = [stage.name for stage in self.spec.stages]
+        plot(self.folder, self.study.records, stages, self.study.compared())
+        best = self.study.best()
+        if best is not None:
+            save_best(self.folder, best, summary)
+        if summary.phase is Phase.SUCCEEDED and summary.pipeline and not is_s3(summary.pipeline):
+            local = self.folder / "pipeline"
+            if Path(summary.pipeline).resolve() != local.resolve():
+                shutil.rmtree(local, ignore_errors=True)
+                shutil.copytree(summary.pipeline, local)
+            summary = summary.model_copy(update={"pipeline": str(local)})
+        self.console.print(write_summary(self.folder, self.name, summary, seconds))
+        return summary

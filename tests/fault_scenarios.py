@@ -1,0 +1,296 @@
+"""The fault scenarios: each runs one tuning under one kind of fault and returns its row.
+
+Run by tests/test_faults.py (those that fit CI's time, with assertions) and by
+bench/faults.py (all of them, for the table in docs/reliability.md). A row says what the
+tuning did (``faults.Run.count``) plus what the scenario observed (``facts``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cluster import Cluster
+from fault_proxy import Fault
+from faults import Run, start, tuning_manifest
+from kubernetes import client
+from workload import Ending
+
+from diartune.api import GROUP, TUNING_PLURAL, VERSION
+
+JOBS = r"/apis/batch/v1/namespaces/[^/]+/jobs"
+TRIALS = r"/apis/diartune\.io/v1alpha1/namespaces/[^/]+/diarizationtrials"
+TUNINGS = r"/apis/diartune\.io/v1alpha1/namespaces/[^/]+/diarizationtunings"
+Row = dict[str, Any]
+
+
+@contextmanager
+def scenario(cluster: Cluster, folder: Path, **options: Any) -> Iterator[Run]:
+    """A started run, stopped afterwards; the operators' tracebacks are counted."""
+    run, stop = start(cluster, folder, **options)
+    try:
+        yield run
+    finally:
+        stop.set()
+        run.stop()
+
+
+def tracebacks(run: Run) -> int:
+    """Tracebacks in the operators' logs: transient faults must be warnings only."""
+    return sum(
+        operator.log.read_text("utf-8").count("Traceback")
+        for operator in run.operators
+        if operator.log.exists()
+    )
+
+
+def finish(run: Run, name: str, trials: int, **facts: Any) -> Row:
+    """Wait for the tuning to end; its row."""
+    run.finished(name)
+    row = run.count(name, trials)
+    row["tracebacks"] = tracebacks(run)
+    row["facts"] = facts
+    return row
+
+
+def _kill(run: Run, index: int = 0) -> Callable[[], None]:
+    def kill() -> None:
+        process = run.operators[index].process
+        if process is not None:
+            process.kill()
+
+    return kill
+
+
+def api_errors(cluster: Cluster, folder: Path) -> Row:
+    """5xx, 429 and 409 answers, a reset, a stalled request and expired watches."""
+    with scenario(cluster, folder, proxy=True) as run:
+        assert run.proxy is not None
+        run.proxy.add(
+            Fault("status", "POST", JOBS + r"$", status=500, skip=1),
+            Fault("status", "POST", TRIALS + r"$", status=429, skip=2),
+            Fault("status", "POST", TRIALS + r"$", status=409, skip=4),
+            Fault("status", "PATCH", TRIALS + r"/[^/]+/status", status=500, times=2, skip=3),
+            Fault("reset", "PATCH", TUNINGS + r"/[^/]+/status", skip=2),
+            Fault("hang", "GET", r"/api/v1/namespaces/[^/]+/pods\?", seconds=40, skip=1),
+            Fault("expire_watch", "GET", JOBS + r"\?.*watch=true", skip=1),
+            Fault("expire_watch", "GET", TUNINGS + r"\?.*watch=true", skip=1),
+        )
+        run.apply(tuning_manifest("api"))
+        row = finish(run, "api", 6)
+        row["facts"] = {
+            "faults_hit": {f"{f.action} {f.method} {f.path}": f.hits for f in run.proxy.faults}
+        }
+        return row
+
+
+def crash_points(cluster: Cluster, folder: Path) -> Row:
+    """The operator exits right after creating a trial, creating a Job, patching a trial's
+    status and patching the tuning's status, once each."""
+    with scenario(cluster, folder, proxy=True) as run:
+        assert run.proxy is not None
+        for method, path, skip in (
+            ("POST", TRIALS + r"$", 1),
+            ("POST", JOBS + r"$", 2),
+            ("PATCH", TRIALS + r"/[^/]+/status", 5),
+            ("PATCH", TUNINGS + r"/[^/]+/status", 4),
+        ):
+            run.proxy.add(Fault("after", method, path, skip=skip, then=_kill(run)))
+        run.apply(tuning_manifest("crash"))
+        return finish(run, "crash", 6)
+
+
+def random_kills(cluster: Cluster, folder: Path, kills: int = 20, seed: int = 0) -> Row:
+    """SIGKILL at ``kills`` random moments of one tuning."""
+    chooser = random.Random(seed)
+    with scenario(cluster, folder, duration=(4.0, 8.0)) as run:
+        run.apply(tuning_manifest("kills", trials=16, parallel=3))
+        done = 0
+        while done < kills and run.phases.get("kills") not in ("Succeeded", "Failed"):
+            run.wait("the operator to run", lambda: run.operators[0].process is not None)
+            time.sleep(chooser.uniform(1.0, 12.0))
+            process = run.operators[0].process
+            if process is not None and process.poll() is None:
+                process.kill()
+                done += 1
+            run.supervise()
+        return finish(run, "kills", 16, kills=done)
+
+
+def pod_fates(cluster: Cluster, folder: Path) -> Row:
+    """Out of memory fails a trial at once; exit 75 is retried by its Job; a preempted pod
+    is replaced without counting."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        if trial.endswith("clustering-001"):
+            return Ending(137, reason="OOMKilled")
+        if trial.endswith("clustering-002") and attempt == 1:
+            return Ending(75, message='{"error": "S3 503: Slow Down"}')
+        if trial.endswith("clustering-003") and attempt == 1:
+            return Ending(0, seconds=60)  # long enough to be preempted
+        return None
+
+    with scenario(cluster, folder, fate=fate) as run:
+        run.apply(tuning_manifest("fates"))
+        pod = _running_pod(run, "clustering-003")
+        core = client.CoreV1Api(cluster.api_client())
+        eviction = client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=run.namespace)
+        )
+        core.create_namespaced_pod_eviction(pod.metadata.name, run.namespace, eviction)
+        row = finish(run, "fates", 6)
+        row["facts"] = {
+            "states": {t["spec"]["name"]: t["status"] for t in run.trials("fates")},
+            "attempts": dict(run.workload.attempts),
+        }
+        return row
+
+
+def node_deleted(cluster: Cluster, folder: Path) -> Row:
+    """The node of a running trial pod is deleted: the pod goes with it, and its Job
+    starts another (a disruption, not a failure)."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        return Ending(0, seconds=60) if trial.endswith("clustering-002") and attempt == 1 else None
+
+    with scenario(cluster, folder, fate=fate) as run:
+        run.apply(tuning_manifest("node"))
+        pod = _running_pod(run, "clustering-002")
+        cluster.delete_nodes([pod.spec.node_name])
+        row = finish(run, "node", 6, node=pod.spec.node_name)
+        cluster.add_gpu_nodes(1, gpus_per_node=2, prefix="faults-gpu-", labels={"pool": "faults"})
+        return row
+
+
+def image_pull_deadline(cluster: Cluster, folder: Path) -> Row:
+    """A trial whose pod never starts (an image that cannot be pulled, stuck waiting)
+    fails at its activeDeadlineSeconds, and the tuning goes on."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        return Ending(0, seconds=3600) if trial.endswith("clustering-001") else None
+
+    with scenario(cluster, folder, fate=fate) as run:
+        manifest = tuning_manifest("deadline")
+        manifest["spec"]["trialTemplate"]["activeDeadlineSeconds"] = 20
+        run.apply(manifest)
+        row = finish(run, "deadline", 6)
+        row["facts"] = {"states": {t["spec"]["name"]: t["status"] for t in run.trials("deadline")}}
+        return row
+
+
+def hand_edits(cluster: Cluster, folder: Path) -> Row:
+    """A deleted Job is created again; a garbled annotation is restored; a pod deleted
+    while the operator was down runs again and reports the result it wrote."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        slow = trial.endswith(("clustering-000", "clustering-001")) and attempt == 1
+        return Ending(0, seconds=30) if slow else None
+
+    with scenario(cluster, folder, fate=fate) as run:
+        run.apply(tuning_manifest("edits"))
+        batch = client.BatchV1Api(cluster.api_client())
+        core = client.CoreV1Api(cluster.api_client())
+        run.wait("the first Jobs", lambda: len(batch.list_namespaced_job(run.namespace).items) >= 2)
+        batch.delete_namespaced_job(
+            "edits-clustering-000", run.namespace, propagation_policy="Background"
+        )
+        garbled = {"metadata": {"annotations": {"diartune.io/accepted-spec": "{not json"}}}
+        run.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, run.namespace, TUNING_PLURAL, "edits", garbled
+        )
+        operator = run.operators[0]
+        assert operator.process is not None
+        operator.process.kill()  # down while clustering-001 finishes
+        operator.process.wait()
+        operator.process = None
+        pod = run.wait("clustering-001 to finish", lambda: _pod(run, "clustering-001", "Succeeded"))
+        core.delete_namespaced_pod(pod.metadata.name, run.namespace, grace_period_seconds=0)
+        operator.start()
+        row = finish(run, "edits", 6)
+        events = core.list_namespaced_event(
+            run.namespace, field_selector="involvedObject.name=edits"
+        )
+        annotation = run.tuning("edits")["metadata"]["annotations"]["diartune.io/accepted-spec"]
+        row["facts"] = {
+            "reports": dict(run.workload.reports),
+            "attempts": dict(run.workload.attempts),
+            "events": sorted({event.reason for event in events.items}),
+            "annotation_restored": json.loads(annotation)["stages"][0]["name"] == "clustering",
+        }
+        return row
+
+
+def recreated_tuning(cluster: Cluster, folder: Path) -> Row:
+    """A tuning deleted and at once created again under the same name starts afresh: the
+    old tuning's trials (garbage-collected meanwhile) are never adopted."""
+    with scenario(cluster, folder) as run:
+        run.apply(tuning_manifest("again"))
+        run.wait("a finished trial", lambda: _finished_trials(run, "again") >= 1)
+        old = run.tuning("again")["metadata"]["uid"]
+        run.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, run.namespace, TUNING_PLURAL, "again"
+        )
+        run.apply(tuning_manifest("again"))
+        row = finish(run, "again", 6)
+        owners = {
+            ref["uid"]
+            for trial in run.trials("again")
+            for ref in trial["metadata"].get("ownerReferences", [])
+        }
+        row["facts"] = {"old_uid_owns_none": old not in owners}
+        return row
+
+
+def two_replicas(cluster: Cluster, folder: Path) -> Row:
+    """Two operators at once; the one holding the Lease is killed mid-tuning."""
+    with scenario(cluster, folder, replicas=2) as run:
+        run.apply(tuning_manifest("pair", trials=8))
+        run.wait("a finished trial", lambda: _finished_trials(run, "pair") >= 1)
+        coordination = client.CoordinationV1Api(cluster.api_client())
+        lease = coordination.read_namespaced_lease("diartune-operator", run.namespace)
+        holder = str(lease.spec.holder_identity)
+        leader = next(
+            op for op in run.operators if op.process and holder.endswith(f"-{op.process.pid}")
+        )
+        assert leader.process is not None
+        leader.process.kill()
+        leader.process.wait()
+        leader.process = None
+        started = time.monotonic()
+        row = finish(run, "pair", 8)
+        row["facts"] = {"takeover_to_end_s": round(time.monotonic() - started, 1)}
+        return row
+
+
+def _pod(run: Run, trial: str, phase: str) -> Any:
+    pods = client.CoreV1Api(run.cluster.api_client()).list_namespaced_pod(
+        run.namespace, label_selector=f"diartune.io/trial={trial}"
+    )
+    return next((pod for pod in pods.items if pod.status.phase == phase), None)
+
+
+def _running_pod(run: Run, trial: str) -> Any:
+    return run.wait(f"{trial}'s pod to run", lambda: _pod(run, trial, "Running"))
+
+
+def _finished_trials(run: Run, tuning: str) -> int:
+    return sum((t.get("status") or {}).get("state") == "Succeeded" for t in run.trials(tuning))
+
+
+#: Every scenario, in the order of the published table.
+SCENARIOS: dict[str, Callable[[Cluster, Path], Row]] = {
+    "API errors, timeouts, expired watches": api_errors,
+    "operator exits after each kind of write": crash_points,
+    "operator SIGKILLed at 20 random moments": random_kills,
+    "pod fates: OOMKilled, exit 75, preemption": pod_fates,
+    "node deleted under a running pod": node_deleted,
+    "pod never starts: activeDeadlineSeconds": image_pull_deadline,
+    "hand edits: Job deleted, annotation garbled, pod lost": hand_edits,
+    "tuning deleted and recreated at once": recreated_tuning,
+    "two replicas, the leader killed": two_replicas,
+}

@@ -1,0 +1,101 @@
+"""The fault scenarios that fit CI's time: every trial exactly once, whatever fails.
+
+Each runs a tuning on the real control plane (KWOK's fake GPU nodes end the trial pods,
+see tests/workload.py), injects faults (tests/fault_scenarios.py), and checks from the
+API server's audit log and from what the pods did that no trial was lost or run twice
+and that the tuning finished with the right counts, without a human. bench/faults.py
+runs every scenario and publishes the table (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fault_scenarios as scenarios
+import pytest
+from cluster import (
+    Cluster,
+    cluster_fixture,  # noqa: F401  (provides the session fixture "cluster")
+)
+from faults import POOL
+
+pytestmark = pytest.mark.cluster
+
+CRDS = Path(__file__).resolve().parent.parent / "charts" / "diartune" / "crds"
+
+
+@pytest.fixture(scope="module")
+def pool(cluster: Cluster) -> None:
+    """The CRDs and three fake GPU nodes for the scenarios' trial pods."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.add_gpu_nodes(3, gpus_per_node=2, prefix="faults-gpu-", labels=POOL)
+
+
+def exactly_once(row: dict[str, Any], trials: int, failed: int = 0) -> None:
+    """The tuning finished every trial once, lost none, ran none twice, and the operator
+    logged the faults as warnings, without a traceback."""
+    text = json.dumps(row, default=str)
+    assert row["phase"] == "Succeeded", text
+    assert (row["trials"], row["lost"], row["duplicated"], row["failed"]) == (
+        trials,
+        0,
+        0,
+        failed,
+    ), text
+    assert row["runs"] == trials - failed + row["evaluations"], text
+    assert row["tracebacks"] == 0, text
+
+
+def test_api_errors_timeouts_and_expired_watches(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.api_errors(cluster, tmp_path)
+    exactly_once(row, 6)
+    assert row["job_creations"] == row["trials"] + row["evaluations"], row
+    assert all(row["facts"]["faults_hit"].values()), row["facts"]
+
+
+def test_operator_killed_right_after_each_kind_of_write(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.crash_points(cluster, tmp_path)
+    exactly_once(row, 6)
+    assert row["restarts"] == 4, row
+    assert row["job_creations"] == row["trials"] + row["evaluations"], row
+
+
+def test_pod_fates_out_of_memory_infrastructure_and_preemption(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.pod_fates(cluster, tmp_path)
+    exactly_once(row, 6, failed=1)
+    states, attempts = row["facts"]["states"], row["facts"]["attempts"]
+    assert states["clustering-001"]["state"] == "Failed"
+    assert states["clustering-001"]["message"].startswith("out of memory (OOMKilled)")
+    assert states["clustering-002"]["state"] == states["clustering-003"]["state"] == "Succeeded"
+    assert attempts["fates/clustering-001"] == 1  # not retried to the backoff limit
+    assert attempts["fates/clustering-002"] == 2  # exit 75: retried by its Job
+    assert attempts["fates/clustering-003"] == 2  # preempted: replaced without counting
+
+
+def test_hand_edits_and_a_pod_lost_before_its_result_was_read(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.hand_edits(cluster, tmp_path)
+    exactly_once(row, 6)
+    facts = row["facts"]
+    assert facts["reports"] == {"edits/clustering-001": 1}  # reported, not run again
+    assert facts["attempts"]["edits/clustering-000"] == 2  # its Job was deleted mid-run
+    assert "AcceptedSpecRestored" in facts["events"]
+    assert facts["annotation_restored"]
+
+
+def test_two_replicas_act_one_at_a_time_and_the_standby_takes_over(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.two_replicas(cluster, tmp_path)
+    exactly_once(row, 8)
+    assert row["job_creations"] == row["trials"] + row["evaluations"], row

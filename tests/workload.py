@@ -1,0 +1,234 @@
+"""A stand-in for trial pods on KWOK's fake GPU nodes, and what the audit log says.
+
+Trials are not run here. ``SyntheticWorkload`` sees each trial pod, computes a synthetic
+DER from the configuration in its command (``synthetic_der``, a known test function) and
+annotates the pod so that KWOK completes it after a while with that result as its
+termination message (tests/kwok-stages.yaml). Like a real trial (``earlier_result`` in
+diartune/trial/run.py), a pod whose very request already produced a result reports it at
+once instead of working again. ``fate`` makes chosen pods end otherwise (out of memory,
+an infrastructure error...). Everything else is the product: the operator, SMAC, the
+DiarizationTrials, Jobs and the Job controller. Used by the fault suite and bench/scale.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_REASON
+from kubernetes import client, watch
+
+from diartune.api import LABEL_TRIAL, LABEL_TUNING
+from diartune.records import TrialRequest
+
+METHODS = ["average", "centroid", "complete", "median", "single", "ward", "weighted"]
+SPACE = {
+    "segmentation.min_duration_off": {"type": "float", "low": 0.0, "high": 1.0},
+    "clustering.threshold": {"type": "float", "low": 0.0, "high": 2.0},
+    "clustering.method": {"type": "categorical", "choices": METHODS},
+    "clustering.min_cluster_size": {"type": "int", "low": 1, "high": 20},
+}
+
+
+def synthetic_der(params: dict[str, Any]) -> float:
+    """A known test function of a configuration, in DER's range: smooth, one optimum."""
+    threshold = float(params.get("clustering.threshold", 0.6))
+    off = float(params.get("segmentation.min_duration_off", 0.0))
+    size = int(params.get("clustering.min_cluster_size", 12))
+    method = METHODS.index(str(params.get("clustering.method", "centroid")))
+    return (
+        0.18
+        + 0.25 * (threshold - 0.8) ** 2
+        + 0.3 * (off - 0.25) ** 2
+        + 0.004 * abs(size - 6)
+        + 0.01 * method
+    )
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a pod ends: its exit code, the reason its container reports, its message, and
+    after how many seconds (None: the workload's random duration). Exit code 0 is a
+    success with the synthetic result."""
+
+    exit_code: int
+    reason: str = "Error"
+    message: str = ""
+    seconds: float | None = None
+
+
+Fate = Callable[[str, int], Ending | None]  # (trial, attempt) -> an ending, or None: success
+
+
+class SyntheticWorkload:
+    """Ends each new trial pod, by annotating it for KWOK, as the trial would have."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        duration: tuple[float, float],
+        fate: Fate | None = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.duration = duration
+        self.fate = fate
+        self.seen: set[str] = set()
+        self.results: dict[str, dict[str, Any]] = {}  # by request digest: the artifacts
+        self.working: dict[str, tuple[str, dict[str, Any] | None]] = {}  # by pod uid
+        self.runs: collections.Counter[str] = collections.Counter()  # pods that did the work
+        self.reports: collections.Counter[str] = collections.Counter()  # pods that reported
+        self.attempts: collections.Counter[str] = collections.Counter()
+        self.requests: dict[str, list[TrialRequest]] = {}
+        self.lock = threading.Lock()
+
+    def pod(self, kind: str, pod: dict[str, Any]) -> None:
+        """Annotate a trial pod not seen yet with how and when it ends; count it once done."""
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        if LABEL_TUNING not in labels:
+            return
+        with self.lock:
+            if (pod.get("status") or {}).get("phase") == "Succeeded":
+                self._done(meta["uid"])  # also from a DELETED event: its last state
+                return
+            if kind == "DELETED" or meta["uid"] in self.seen:
+                return
+            self.seen.add(meta["uid"])
+            annotations = self._ending(pod, labels[LABEL_TUNING], labels[LABEL_TRIAL])
+        try:
+            self.core.patch_namespaced_pod(
+                meta["name"], self.namespace, {"metadata": {"annotations": annotations}}
+            )
+        except client.ApiException as error:
+            if error.status != 404:  # gone already: nothing to end
+                raise
+
+    def _done(self, uid: str) -> None:
+        """A pod succeeded: its work is done (or its earlier result reported)."""
+        key, result = self.working.pop(uid, ("", None))
+        if not key:
+            return
+        if result is None:
+            self.reports[key] += 1
+        else:
+            self.results[result["requestDigest"]] = result  # its result.json, written last
+            self.runs[key] += 1
+
+    def _ending(self, pod: dict[str, Any], tuning: str, trial: str) -> dict[str, str]:
+        command = pod["spec"]["containers"][0]["command"]
+        request = TrialRequest.model_validate_json(command[command.index("--request-json") + 1])
+        key = f"{tuning}/{trial}"
+        uid = pod["metadata"]["uid"]
+        self.attempts[key] += 1
+        self.requests.setdefault(key, []).append(request)
+        earlier = self.results.get(request.digest)
+        if earlier is not None:
+            self.working[uid] = (key, None)
+            return {FAKE_EXIT_CODE: "0", FAKE_DELAY: "0.5s", FAKE_MESSAGE: json.dumps(earlier)}
+        seconds = random.Random(uid).uniform(*self.duration)
+        ending = self.fate(key, self.attempts[key]) if self.fate else None
+        if ending is not None and ending.seconds is not None:
+            seconds = ending.seconds
+        if ending is not None and ending.exit_code != 0:
+            return {
+                FAKE_EXIT_CODE: str(ending.exit_code),
+                FAKE_REASON: ending.reason,
+                FAKE_DELAY: f"{seconds:.1f}s",
+                FAKE_MESSAGE: ending.message,
+            }
+        der = synthetic_der(request.params)
+        result = {
+            "name": request.name,
+            "der": der,
+            "components": {
+                "der": der,
+                "missed": 100 * der / 3,
+                "falseAlarm": 100 * der / 3,
+                "confusion": 100 * der / 3,
+                "total": 100.0,
+            },
+            "artifacts": request.output,
+            "requestDigest": request.digest,
+        }
+        self.working[uid] = (key, result)
+        return {
+            FAKE_EXIT_CODE: "0",
+            FAKE_DELAY: f"{seconds:.1f}s",
+            FAKE_MESSAGE: json.dumps(result),
+        }
+
+
+def watch_forever(
+    list_function: Callable[..., Any],
+    args: tuple[Any, ...],
+    handle: Callable[[str, dict[str, Any]], None],
+    stop: threading.Event,
+) -> None:
+    """Call ``handle(type, object)`` for every event until ``stop``; resumes after expiry."""
+    version: str | None = None
+    while not stop.is_set():
+        stream = watch.Watch(return_type=object)
+        try:
+            for event in stream.stream(
+                list_function,
+                *args,
+                resource_version=version,
+                timeout_seconds=20,
+                allow_watch_bookmarks=True,
+            ):
+                raw = event["raw_object"]
+                if event["type"] == "ERROR":  # expired: start again from a fresh list
+                    version = None
+                    break
+                version = raw["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    handle(event["type"], raw)
+                if stop.is_set():
+                    break
+        except client.ApiException as error:
+            if error.status != 410:
+                raise
+            version = None
+
+
+def audit_events(audit_log: Path, user: str) -> list[dict[str, Any]]:
+    """The completed requests ``user`` made, from the audit log."""
+    events = []
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event["user"]["username"] == user and event["stage"] == "ResponseComplete":
+            events.append(event)
+    return events
+
+
+def count_requests(audit_log: Path, user: str) -> collections.Counter[str]:
+    """The requests ``user`` made, as 'verb resource' counts."""
+    counts: collections.Counter[str] = collections.Counter()
+    for event in audit_events(audit_log, user):
+        resource = event.get("objectRef", {}).get("resource", "")
+        subresource = event.get("objectRef", {}).get("subresource")
+        counts[f"{event['verb']} {resource}{'/' + subresource if subresource else ''}"] += 1
+    return counts
+
+
+def job_creations(audit_log: Path, user: str, namespace: str) -> collections.Counter[str]:
+    """How many times ``user`` created each Job of ``namespace`` (successfully)."""
+    created: collections.Counter[str] = collections.Counter()
+    for event in audit_events(audit_log, user):
+        reference = event.get("objectRef", {})
+        if (
+            event["verb"] == "create"
+            and reference.get("resource") == "jobs"
+            and reference.get("namespace") == namespace
+            and event.get("responseStatus", {}).get("code") == 201
+        ):
+            created[reference.get("name", "")] += 1
+    return created
