@@ -6,6 +6,8 @@ import argparse
 import csv
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import soundfile
 import yaml
 from conftest import ROOT, ami_source
 
+from diartune.cli import main
+from diartune.cli import parser as cli_parser
 from diartune.simulate import SimulationError, add_simulate_parser, parse_options, simulate
 from diartune.simulate.sources import energy_regions, nfc, read_audio
 
@@ -262,10 +266,19 @@ def test_bad_input_gives_one_line_naming_the_option_or_file(pool: Path, tmp_path
 
 
 def run_cli(argv: list[str]) -> int:
+    return main(["simulate", *argv])
+
+
+def test_the_command_is_wired_without_loading_the_simulator() -> None:
     parser = argparse.ArgumentParser(prog="diartune")
     add_simulate_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["simulate", *argv])
-    return int(args.run(args))
+    ours = parser.parse_args(["simulate", "--output", "o"])
+    wired = cli_parser().parse_args(["simulate", "--output", "o"])
+    assert vars(wired).keys() == vars(ours).keys()
+    # scipy.signal takes seconds to import: other subcommands must not pay for it
+    script = "import sys, diartune.cli; print('scipy.signal' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert found.stdout.strip() == "False", found.stderr
 
 
 def test_cli_writes_a_corpus_that_pyannote_database_loads(
@@ -295,3 +308,5 @@ def test_cli_writes_a_corpus_that_pyannote_database_loads(
     assert error.count("\n") == 1
     assert run_cli(["--pool", str(pool), "--output", "o", "--conversations", "dev=3"]) == 2
     assert "--conversations: expected SUBSET=N" in capsys.readouterr().err
+    assert run_cli(["--output", str(tmp_path / "y")]) == 2
+    assert "sources: none given" in capsys.readouterr().err

@@ -5,10 +5,16 @@ folders of one-speaker files) are laid out again as conversations with turn-taki
 pauses, overlaps, speaker gains, background noise and reverberation, as in the
 simulated mixtures of end-to-end diarization research. References come from the
 layout, so they are exact; train, development and test have disjoint speakers.
+
+``simulate`` is imported on first use: it needs scipy.signal (seconds to import), which
+the ``diartune`` command should not load for its other subcommands.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from diartune.simulate.command import add_simulate_parser
-from diartune.simulate.corpus import simulate
 from diartune.simulate.options import (
     PoolSource,
     ProtocolSource,
@@ -16,6 +22,9 @@ from diartune.simulate.options import (
     SimulationOptions,
     parse_options,
 )
+
+if TYPE_CHECKING:
+    from diartune.simulate.corpus import simulate
 
 __all__ = [
     "PoolSource",
@@ -26,3 +35,11 @@ __all__ = [
     "parse_options",
     "simulate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "simulate":
+        from diartune.simulate.corpus import simulate
+
+        return simulate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from diartune.commands import guarded
 from diartune.simulate.options import (
     SPLIT_NAMES,
     SimulationError,
@@ -41,7 +42,12 @@ def _sources(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _document(args: argparse.Namespace) -> dict[str, Any]:
     """The options mapping: the --config file, with the flags on top of it."""
     document = load_options(Path(args.config)) if args.config else {}
-    document["sources"] = list(document.get("sources", [])) + _sources(args)
+    document["sources"] = list(document.get("sources") or []) + _sources(args)
+    if not document["sources"]:
+        raise SimulationError(
+            "sources: none given; name them with --protocol-source or --pool, or under "
+            "sources in --config"
+        )
     if args.protocol:
         document["protocol"] = args.protocol
     if args.seed is not None:
@@ -87,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
 def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``simulate`` to the subcommands of ``diartune``; its ``run`` returns the exit code.
 
-    Exit codes: 0, or 2 for bad input (one line on stderr naming the option or file).
+    Exit codes: 0, or 2 for bad input (one line on stderr naming the option or file; an
+    output folder that cannot be written, too).
     """
     parser = commands.add_parser(
         "simulate",
@@ -122,4 +129,4 @@ def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--shared-speakers", action="store_true", help="let subsets share speakers")
     parser.add_argument("--no-noise", action="store_true", help="no background noise")
     parser.add_argument("--no-reverb", action="store_true", help="no reverberation")
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=guarded("simulate", _run))
