@@ -19,6 +19,7 @@ from conftest import ROOT, ami_source
 
 from diartune.cli import main
 from diartune.cli import parser as cli_parser
+from diartune.corpus import corpus_problems
 from diartune.simulate import SimulationError, add_simulate_parser, parse_options, simulate
 from diartune.simulate.sources import energy_regions, nfc, read_audio
 
@@ -293,7 +294,10 @@ def test_cli_writes_a_corpus_that_pyannote_database_loads(
     argv += ["--conversations", "development=0", "--protocol", "Sim.SpeakerDiarization.Cli"]
     assert run_cli(argv) == 0
     assert "spec.data: database" in capsys.readouterr().out
-    registry.load_database(str(tmp_path / "cli" / "database.yml"))
+    database = tmp_path / "cli" / "database.yml"
+    # what a trial checks before it runs (diartune validate --data), confined as an S3 mirror
+    assert corpus_problems(database, "Sim.SpeakerDiarization.Cli", confined=True) == []
+    registry.load_database(str(database))
     protocol = registry.get_protocol("Sim.SpeakerDiarization.Cli")
     train, test = list(protocol.train()), list(protocol.test())
     assert [file["uri"] for file in train + test] == ["train_0000", "train_0001", "test_0000"]
