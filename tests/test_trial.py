@@ -11,7 +11,7 @@ import pytest
 from conftest import PROTOCOL, copy_ami, result_line, run_trial
 from trial_requests import request_document
 
-from diartune.records import EXIT_BAD_INPUT
+from diartune.records import EXIT_BAD_INPUT, RECORD_FILE, TrialRecord
 from diartune.storage import sha256_file
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,10 @@ def test_bad_audio_is_bad_input_naming_the_file(
     code, output = run_trial(request(database, models, tmp_path), tmp_path)
     assert code == EXIT_BAD_INPUT, output[-3000:]
     assert message in result_line(output, "DIARTUNE_ERROR ")["error"]
-    assert not (tmp_path / "artifacts").exists()
+    # no result, hypothesis or checkpoint: only the record of the failure (run.main)
+    assert [path.name for path in (tmp_path / "artifacts").iterdir()] == [RECORD_FILE]
+    record = TrialRecord.model_validate_json((tmp_path / "artifacts" / RECORD_FILE).read_text())
+    assert record.state == "Failed" and record.bad_input and message in (record.message or "")
 
 
 def test_rttm_uris_without_audio_are_bad_input(
