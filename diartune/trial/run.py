@@ -134,8 +134,8 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
                 save_state=keeper.save,
             )
             segmentation = load_model(str(checkpoint), storage, scratch)
-    segmentation.eval().to(device())
-    embedding.eval().to(device())
+    segmentation.eval()
+    embedding.eval()
     params = {**pipeline_defaults(request.pipeline.clustering), **request.params}
     plda = None
     if request.pipeline.plda:
@@ -155,6 +155,8 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
             request.pipeline.embedding_batch_size,
         ),
     )
+    # After building: pyannote wraps the embedding model on the CPU unless told the device.
+    pipeline.to(device())
     cache = None
     if request.cache:
         identity: dict[str, Any] = {
