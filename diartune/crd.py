@@ -41,6 +41,7 @@ from diartune.api import (
     VERSION,
     DiarizationTrialSpec,
     DiarizationTrialStatus,
+    DiarizationTuningStatus,
 )
 from diartune.spec import (
     API_VERSION,
@@ -450,7 +451,7 @@ def _resource(description: str, spec: Schema, status: Schema, name_limit: int | 
                 "description": f"The versioned schema of this object: {API_VERSION}.",
             },
             "kind": {"type": "string", "description": "The REST resource of this object."},
-            "metadata": {"type": "object"},
+            "metadata": {"type": "object", "description": "Kubernetes' object metadata."},
             "spec": spec,
             "status": status,
         },
@@ -468,12 +469,9 @@ def tuning_schema() -> Schema:
     """The OpenAPI v3 schema of a DiarizationTuning (its status is the operator's)."""
     converted = structural_schema(DiarizationTuning)
     properties = converted["properties"]
-    status = {
-        "type": "object",
-        "description": properties["status"].get("description", ""),
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
     name_limit = properties["metadata"]["properties"]["name"].get("maxLength")
+    status = structural_schema(DiarizationTuningStatus)
+    status = _tidy({**status, "description": properties["status"]["description"]})
     return _resource(converted["description"], properties["spec"], status, name_limit)
 
 
@@ -495,16 +493,26 @@ AGE = _column("Age", ".metadata.creationTimestamp", "date")
 TUNING_COLUMNS = [
     _column("Phase", ".status.phase"),
     _column("Stage", ".status.stage"),
-    _column("Done", ".status.trialsDone", "integer", description="Trials finished."),
+    _column("Trials", ".status.progress", description="Search trials finished/planned."),
     _column("Running", ".status.trialsRunning", "integer", description="Trials running."),
-    _column("Best DER", ".status.bestDer", "number", description="Best DER so far."),
+    _column("Failed", ".status.trialsFailed", "integer", description="Search trials failed."),
+    _column(
+        "Best DER",
+        ".status.bestTrial.components.derPercent",
+        description="The best trial's DER on development.",
+    ),
+    _column(
+        "Test DER",
+        ".status.testComponents.derPercent",
+        description="The tuned pipeline's DER on test.",
+    ),
     AGE,
 ]
 TRIAL_COLUMNS = [
     _column("Tuning", ".spec.tuning"),
     _column("Stage", ".spec.stage"),
     _column("State", ".status.state"),
-    _column("DER", ".status.der", "number"),
+    _column("DER", ".status.components.derPercent", description="DER on its subset."),
     AGE,
 ]
 

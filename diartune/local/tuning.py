@@ -25,7 +25,8 @@ from rich.progress import (
 )
 
 from diartune.local.executor import LocalExecutor
-from diartune.report import load_records, percent, plot, save_best, save_records, write_summary
+from diartune.records import percent
+from diartune.report import load_records, plot, save_best, save_records, write_summary
 from diartune.spec import DiarizationTuning, Spec, SpecError
 from diartune.spec_changes import resolve
 from diartune.storage import is_s3

@@ -50,9 +50,8 @@ from diartune.operator.manifests import (
 )
 from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import JobDefaults
-from diartune.operator.status import Conditions, tuning_status
-from diartune.records import Trial, TrialRecord
-from diartune.report import percent
+from diartune.operator.status import Conditions, refused_status, tuning_status
+from diartune.records import Trial, TrialRecord, percent
 from diartune.spec import SpecError
 from diartune.spec_changes import MUTABLE_KEYS, resolve
 from diartune.spec_file import parse_spec
@@ -271,14 +270,7 @@ class TuningController:
         self.conditions.mark_invalid(message)
         kopf.warn(self._reference(), reason="SpecRejected", message=message)
         await self.kube.patch_tuning_status(
-            self.namespace,
-            self.name,
-            {
-                "phase": str(Phase.FAILED),
-                "message": message,
-                "conditions": self.conditions.as_list(),
-                "observedGeneration": self.conditions.generation,
-            },
+            self.namespace, self.name, refused_status(message, self.conditions)
         )
 
     # -- changes ----------------------------------------------------------------------
