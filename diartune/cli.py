@@ -65,7 +65,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     from diartune.operator import run
 
-    run(args.namespaces or [], clusterwide=args.all_namespaces, liveness=args.liveness)
+    run(
+        args.namespaces or [],
+        clusterwide=args.all_namespaces,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+    )
     return 0
 
 
@@ -144,6 +150,15 @@ def parser() -> argparse.ArgumentParser:
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces")
     operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port, at /metrics"
+    )
+    operator.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="plain text lines, or one JSON object per line (default: plain)",
+    )
     operator.set_defaults(run=_operator)
 
     add_export_parser(commands)

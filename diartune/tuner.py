@@ -18,8 +18,9 @@ import logging
 import math
 import tempfile
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from diartune.spec import Optimizer, Stage
 # costs as much as the worst DER seen, and at least this.
 MIN_CRASH_COST = 1.0
 _MAX_DUPLICATE_ASKS = 20
+#: Called with the seconds each configuration took SMAC to propose (the operator's metrics).
+ASK_OBSERVERS: list[Callable[[float], None]] = []
 
 
 class SpaceExhausted(Exception):
@@ -150,6 +153,14 @@ class StageTuner:
             self._tell_smac(*self._told.popleft())
 
     def _ask_smac(self) -> dict[str, Value]:
+        start = time.perf_counter()
+        try:
+            return self._propose()
+        finally:
+            for observe in ASK_OBSERVERS:
+                observe(time.perf_counter() - start)
+
+    def _propose(self) -> dict[str, Value]:
         if len(self._seen) >= self._size:
             raise SpaceExhausted(f"all {self._size:.0f} configurations of the space were tried")
         for _ in range(_MAX_DUPLICATE_ASKS):

@@ -6,22 +6,36 @@ Shared by the end-to-end tests (tests/test_operator.py) and the scale benchmark
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
-from cluster import ROOT, Cluster, die_with_parent
+from cluster import ROOT, Cluster, die_with_parent, free_port
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 
 class Operator:
-    """``diartune operator --namespace NS`` as a process, which can be killed and restarted."""
+    """``diartune operator --namespace NS`` as a process, which can be killed and restarted,
+    serving its metrics on a free port."""
 
-    def __init__(self, cluster: Cluster, namespace: str, log: Path, kubeconfig: Path) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        log: Path,
+        kubeconfig: Path,
+        log_format: str = "plain",
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log = log
         self.kubeconfig = kubeconfig
+        self.log_format = log_format
+        self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -31,7 +45,10 @@ class Operator:
         env["KUBECONFIG"] = str(self.kubeconfig)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace],
+                [
+                    *(sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace),
+                    *("--metrics-port", str(self.metrics_port), "--log-format", self.log_format),
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -56,9 +73,26 @@ class Operator:
                 self.process.wait()
 
     def errors(self) -> list[str]:
-        """Tracebacks and errors the operator logged."""
+        """Tracebacks and errors the operator logged, in either log format."""
+        return [line for line in self.lines() if "Traceback" in line or _is_error(line)]
+
+    def lines(self) -> list[str]:
+        """The lines the operator wrote so far."""
         text = self.log.read_text("utf-8", errors="replace") if self.log.exists() else ""
-        return [line for line in text.splitlines() if "Traceback" in line or "[ERROR" in line]
+        return text.splitlines()
+
+    def metrics(self) -> list[Sample]:
+        """Every sample of the operator's /metrics, parsed by prometheus-client's parser."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode("utf-8")
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _is_error(line: str) -> bool:
+    if not line.startswith("{"):
+        return "[ERROR" in line
+    return json.loads(line).get("severity") in ("error", "fatal")
 
 
 def install_chart(cluster: Cluster, namespace: str) -> Path:
