@@ -22,7 +22,7 @@ def _tune(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     output = Path(args.output or Path("runs") / tuning.metadata.name)
     try:
-        summary = LocalTuning(tuning, output).run()
+        summary = LocalTuning(tuning, output, verbose=args.verbose).run()
     except KeyboardInterrupt:
         print(f"\ninterrupted: rerun the same command to resume from {output}", file=sys.stderr)
         return 130
@@ -59,7 +59,7 @@ def _models(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from diartune.demo import run_demo
 
-    return run_demo(Path(args.output), quick=args.quick)
+    return run_demo(Path(args.output), quick=args.quick, verbose=args.verbose)
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -108,6 +108,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 2 if problems else 0
 
 
+def _add_verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also show what pyannote, lightning and torch print (by default only in the "
+        "log files: logs/<trial>.log of the output folder)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     root = argparse.ArgumentParser(prog="diartune", description=__doc__)
@@ -117,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="run a tuning on this machine (resumable)")
     tune.add_argument("spec", help="DiarizationTuning YAML")
     tune.add_argument("--output", help="output folder (default: runs/<name>)")
+    _add_verbose(tune)
     tune.set_defaults(run=_tune)
 
     trial = commands.add_parser("trial", help="run one trial (what a trial pod runs)")
@@ -141,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="make the demo corpus and models, then tune")
     demo.add_argument("--output", default="demo-output")
     demo.add_argument("--quick", action="store_true", help="a smaller budget, for smoke tests")
+    _add_verbose(demo)
     demo.set_defaults(run=_demo)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")

@@ -451,7 +451,7 @@ def _resource(description: str, spec: Schema, status: Schema, name_limit: int | 
                 "description": f"The versioned schema of this object: {API_VERSION}.",
             },
             "kind": {"type": "string", "description": "The REST resource of this object."},
-            "metadata": {"type": "object", "description": "Kubernetes' object metadata."},
+            "metadata": {"type": "object"},  # the API server's own: nothing else is allowed
             "spec": spec,
             "status": status,
         },

@@ -96,7 +96,8 @@ def plot(
         _stage_panel(axis, [r for r in records if r.stage == stage and not r.is_evaluation])
         axis.set_title(f"stage {stage}")
     axes[0][0].set_ylabel("DER (development)")
-    axes[0][0].legend(loc="upper right", fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:  # none when no trial of it succeeded
+        axes[0][0].legend(loc="upper right", fontsize=8)
     if compared:
         _per_file_panel(axes[0][-1], compared)
     figure.tight_layout()
