@@ -42,6 +42,7 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
         "name",
         "stage",
         "subset",
+        "budget",
         "state",
         "der",
         *(to_camel(p) for p in _SECONDS),
@@ -53,7 +54,8 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
         for record in records:
             parts = record.components
             writer.writerow(
-                [record.name, record.stage, record.subset, record.state, record.der]
+                [record.name, record.stage, record.subset, record.budget, record.state]
+                + [record.der]
                 + ([getattr(parts, p) for p in _SECONDS] if parts else [""] * len(_SECONDS))
                 + [record.seconds]
                 + [record.params.get(name, "") for name in names]

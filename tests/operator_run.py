@@ -11,11 +11,18 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from cluster import ROOT, Cluster, die_with_parent, free_port
+from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+RELEASE = "ops"
+# What the chart's Deployment tells the operator that the test process must know too: the
+# trial policy decides which tunings may launch trials at all.
+CHART_ENV = ("DIARTUNE_TRIAL_POLICY",)
 
 
 class Operator:
@@ -29,8 +36,10 @@ class Operator:
         log: Path,
         kubeconfig: Path,
         log_format: str = "plain",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.env = dict(env or {})
         self.namespace = namespace
         self.log = log
         self.kubeconfig = kubeconfig
@@ -43,6 +52,8 @@ class Operator:
         # No AWS_* variables: the operator never needs the S3 credentials.
         env = {k: v for k, v in self.cluster.env().items() if not k.startswith("AWS_")}
         env["KUBECONFIG"] = str(self.kubeconfig)
+        env.update(chart_env(self.cluster, self.namespace))
+        env.update(self.env)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
@@ -95,6 +106,14 @@ def _is_error(line: str) -> bool:
     return json.loads(line).get("severity") in ("error", "fatal")
 
 
+def chart_env(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """The ``CHART_ENV`` variables of the chart's operator Deployment in ``namespace``."""
+    apps = client.AppsV1Api(cluster.api_client())
+    deployment = apps.read_namespaced_deployment(f"{RELEASE}-diartune", namespace)
+    container = deployment.spec.template.spec.containers[0]
+    return {var.name: var.value for var in container.env or () if var.name in CHART_ENV}
+
+
 def install_chart(cluster: Cluster, namespace: str) -> Path:
     """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount."""
     helm = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
@@ -105,7 +124,7 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
         [
             str(helm),
             "install",
-            "ops",
+            RELEASE,
             str(ROOT / "charts" / "diartune"),
             "-n",
             namespace,
@@ -131,4 +150,4 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
         capture_output=True,
         timeout=120,
     )
-    return cluster.serviceaccount_kubeconfig(namespace, "ops-diartune")
+    return cluster.serviceaccount_kubeconfig(namespace, f"{RELEASE}-diartune")
