@@ -137,7 +137,13 @@ def test_bad_audio_is_bad_input_naming_the_file(
     code, output = run_trial(request(database, models, tmp_path), tmp_path)
     assert code == EXIT_BAD_INPUT, output[-3000:]
     assert message in result_line(output, "DIARTUNE_ERROR ")["error"]
-    assert not (tmp_path / "artifacts").exists()
+    # Nothing but the trial's own record (written since trials leave one beside their
+    # artifacts): no hypothesis, result or pipeline of a trial that failed.
+    artifacts = tmp_path / "artifacts"
+    assert sorted(p.name for p in artifacts.iterdir()) == ["record.json"]
+    record = json.loads((artifacts / "record.json").read_text("utf-8"))
+    assert (record["state"], record["badInput"], record["der"]) == ("Failed", True, None)
+    assert message in record["message"]
 
 
 def test_rttm_uris_without_audio_are_bad_input(
