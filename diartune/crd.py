@@ -440,6 +440,25 @@ def _unique(rules: list[Rule]) -> list[Rule]:
 # --- The resources -----------------------------------------------------------------------
 
 
+def patchable(node: Schema) -> Schema:
+    """``node`` with no nullable field required: the operator writes statuses with JSON
+    merge patches, in which a null removes the field, so the API server would then find a
+    required field missing (and refuse the whole status)."""
+    node = dict(node)
+    properties = node.get("properties")
+    if properties is not None:
+        node["properties"] = {k: patchable(v) for k, v in properties.items()}
+        required = [k for k in node.get("required", []) if not properties[k].get("nullable")]
+        if required:
+            node["required"] = required
+        else:
+            node.pop("required", None)
+    for key in ("additionalProperties", "items"):
+        if isinstance(node.get(key), dict):
+            node[key] = patchable(node[key])
+    return node
+
+
 def _resource(description: str, spec: Schema, status: Schema, name_limit: int | None) -> Schema:
     """The root schema of a custom resource; apiVersion, kind and metadata are Kubernetes'."""
     root: Schema = {
@@ -453,7 +472,7 @@ def _resource(description: str, spec: Schema, status: Schema, name_limit: int | 
             "kind": {"type": "string", "description": "The REST resource of this object."},
             "metadata": {"type": "object"},  # the API server's own: nothing else is allowed
             "spec": spec,
-            "status": status,
+            "status": patchable(status),
         },
         "required": ["spec"],
     }

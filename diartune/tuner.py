@@ -49,6 +49,11 @@ from diartune.spec import Budget, Optimizer, Stage
 # costs as much as the worst DER seen, and at least this.
 MIN_CRASH_COST = 1.0
 _MAX_DUPLICATE_ASKS = 20
+# SMAC's progress (initial designs, incumbents) is no news for diartune's users: its
+# warnings only. Its facades are told not to configure logging (logging_level=False):
+# theirs is a dictConfig that replaces the root logger's handlers, which would turn the
+# operator's JSON log lines back into text and drop its info lines.
+logging.getLogger("smac").setLevel(logging.WARNING)
 #: Called with the seconds each configuration took SMAC to propose (the operator's metrics).
 ASK_OBSERVERS: list[Callable[[float], None]] = []
 
@@ -150,7 +155,7 @@ def _facade(scenario: Scenario, optimizer: Optimizer, done: set[Key]) -> Abstrac
             ),
             intensifier=_HPOFacade.get_intensifier(scenario, max_config_calls=1),
             overwrite=True,
-            logging_level=logging.WARNING,
+            logging_level=False,
         )
     intensifier: AbstractIntensifier
     if optimizer.intensifier == "hyperband":
@@ -167,7 +172,7 @@ def _facade(scenario: Scenario, optimizer: Optimizer, done: set[Key]) -> Abstrac
         ),
         intensifier=intensifier,
         overwrite=True,
-        logging_level=logging.WARNING,
+        logging_level=False,
     )
 
 

@@ -405,7 +405,8 @@ def test_schemas_are_structural(make: Any) -> None:
 
 def test_tuning_status_is_the_operators_model() -> None:
     status = openapi(crd.tuning_crd())["properties"]["status"]
-    assert status["properties"] == crd.structural_schema(DiarizationTuningStatus)["properties"]
+    model = crd.patchable(crd.structural_schema(DiarizationTuningStatus))
+    assert status["properties"] == model["properties"]
     assert "x-kubernetes-preserve-unknown-fields" not in status
     components = status["properties"]["testComponents"]["properties"]
     assert set(components) == {
@@ -419,6 +420,23 @@ def test_tuning_status_is_the_operators_model() -> None:
         "confusionPercent",
         "referenceSpeechSeconds",
     }
+
+
+@pytest.mark.parametrize("make", [crd.tuning_crd, crd.trial_crd], ids=["tuning", "trial"])
+def test_no_nullable_status_field_is_required(make: Any) -> None:
+    """The operator merge-patches statuses, where a null removes the field: a required
+    nullable field (bestTrial.checkpoint of a clustering trial) would get the whole status
+    refused with 422."""
+    status = openapi(make())["properties"]["status"]
+    required_nulls = [
+        f"status{path}.{name}"
+        for path, node in nodes(status)
+        for name in node.get("required", [])
+        if node.get("properties", {}).get(name, {}).get("nullable")
+    ]
+    assert required_nulls == []
+    best = openapi(crd.tuning_crd())["properties"]["status"]["properties"]["bestTrial"]
+    assert best["required"] == ["name", "stage", "params"]
 
 
 @pytest.mark.parametrize("make", [crd.tuning_crd, crd.trial_crd], ids=["tuning", "trial"])
