@@ -23,7 +23,7 @@ def _tune(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     output = Path(args.output or Path("runs") / tuning.metadata.name)
     try:
-        summary = LocalTuning(tuning, output).run()
+        summary = LocalTuning(tuning, output, verbose=args.verbose).run()
     except KeyboardInterrupt:
         print(f"\ninterrupted: rerun the same command to resume from {output}", file=sys.stderr)
         return 130
@@ -60,13 +60,19 @@ def _models(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from diartune.demo import run_demo
 
-    return run_demo(Path(args.output), quick=args.quick)
+    return run_demo(Path(args.output), quick=args.quick, verbose=args.verbose)
 
 
 def _operator(args: argparse.Namespace) -> int:
     from diartune.operator import run
 
-    run(args.namespaces or [], clusterwide=args.all_namespaces, liveness=args.liveness)
+    run(
+        args.namespaces or [],
+        clusterwide=args.all_namespaces,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+    )
     return 0
 
 
@@ -103,6 +109,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 2 if problems else 0
 
 
+def _add_verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also show what pyannote, lightning and torch print (by default only in the "
+        "log files: logs/<trial>.log of the output folder)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     root = argparse.ArgumentParser(prog="diartune", description=__doc__)
@@ -112,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="run a tuning on this machine (resumable)")
     tune.add_argument("spec", help="DiarizationTuning YAML")
     tune.add_argument("--output", help="output folder (default: runs/<name>)")
+    _add_verbose(tune)
     tune.set_defaults(run=_tune)
 
     trial = commands.add_parser("trial", help="run one trial (what a trial pod runs)")
@@ -136,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="make the demo corpus and models, then tune")
     demo.add_argument("--output", default="demo-output")
     demo.add_argument("--quick", action="store_true", help="a smaller budget, for smoke tests")
+    _add_verbose(demo)
     demo.set_defaults(run=_demo)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
@@ -145,6 +163,15 @@ def parser() -> argparse.ArgumentParser:
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces")
     operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port, at /metrics"
+    )
+    operator.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="plain text lines, or one JSON object per line (default: plain)",
+    )
     operator.set_defaults(run=_operator)
 
     add_export_parser(commands)

@@ -41,6 +41,7 @@ from diartune.api import (
     VERSION,
     DiarizationTrialSpec,
     DiarizationTrialStatus,
+    DiarizationTuningStatus,
 )
 from diartune.spec import (
     API_VERSION,
@@ -439,6 +440,25 @@ def _unique(rules: list[Rule]) -> list[Rule]:
 # --- The resources -----------------------------------------------------------------------
 
 
+def patchable(node: Schema) -> Schema:
+    """``node`` with no nullable field required: the operator writes statuses with JSON
+    merge patches, in which a null removes the field, so the API server would then find a
+    required field missing (and refuse the whole status)."""
+    node = dict(node)
+    properties = node.get("properties")
+    if properties is not None:
+        node["properties"] = {k: patchable(v) for k, v in properties.items()}
+        required = [k for k in node.get("required", []) if not properties[k].get("nullable")]
+        if required:
+            node["required"] = required
+        else:
+            node.pop("required", None)
+    for key in ("additionalProperties", "items"):
+        if isinstance(node.get(key), dict):
+            node[key] = patchable(node[key])
+    return node
+
+
 def _resource(description: str, spec: Schema, status: Schema, name_limit: int | None) -> Schema:
     """The root schema of a custom resource; apiVersion, kind and metadata are Kubernetes'."""
     root: Schema = {
@@ -450,9 +470,9 @@ def _resource(description: str, spec: Schema, status: Schema, name_limit: int | 
                 "description": f"The versioned schema of this object: {API_VERSION}.",
             },
             "kind": {"type": "string", "description": "The REST resource of this object."},
-            "metadata": {"type": "object"},
+            "metadata": {"type": "object"},  # the API server's own: nothing else is allowed
             "spec": spec,
-            "status": status,
+            "status": patchable(status),
         },
         "required": ["spec"],
     }
@@ -468,12 +488,9 @@ def tuning_schema() -> Schema:
     """The OpenAPI v3 schema of a DiarizationTuning (its status is the operator's)."""
     converted = structural_schema(DiarizationTuning)
     properties = converted["properties"]
-    status = {
-        "type": "object",
-        "description": properties["status"].get("description", ""),
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
     name_limit = properties["metadata"]["properties"]["name"].get("maxLength")
+    status = structural_schema(DiarizationTuningStatus)
+    status = _tidy({**status, "description": properties["status"]["description"]})
     return _resource(converted["description"], properties["spec"], status, name_limit)
 
 
@@ -495,9 +512,19 @@ AGE = _column("Age", ".metadata.creationTimestamp", "date")
 TUNING_COLUMNS = [
     _column("Phase", ".status.phase"),
     _column("Stage", ".status.stage"),
-    _column("Done", ".status.trialsDone", "integer", description="Trials finished."),
+    _column("Trials", ".status.progress", description="Search trials finished/planned."),
     _column("Running", ".status.trialsRunning", "integer", description="Trials running."),
-    _column("Best DER", ".status.bestDer", "number", description="Best DER so far."),
+    _column("Failed", ".status.trialsFailed", "integer", description="Search trials failed."),
+    _column(
+        "Best DER",
+        ".status.bestTrial.components.derPercent",
+        description="The best trial's DER on development.",
+    ),
+    _column(
+        "Test DER",
+        ".status.testComponents.derPercent",
+        description="The tuned pipeline's DER on test.",
+    ),
     AGE,
 ]
 TRIAL_COLUMNS = [
@@ -505,7 +532,7 @@ TRIAL_COLUMNS = [
     _column("Stage", ".spec.stage"),
     _column("Budget", ".spec.budget", "number", description="Multi-fidelity budget."),
     _column("State", ".status.state"),
-    _column("DER", ".status.der", "number"),
+    _column("DER", ".status.components.derPercent", description="DER on its subset."),
     AGE,
 ]
 

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from diartune.quiet import routed
+
 SAMPLE_RATE = 16000
 SUBSETS = {"train": 8, "development": 4, "test": 4}
 CONVERSATION_SECONDS = 30.0
@@ -180,26 +182,33 @@ def demo_spec(database: Path, models: Path, quick: bool) -> dict[str, Any]:
     }
 
 
-def run_demo(output: Path, quick: bool = False) -> int:
-    """Make the corpus and models under ``output``, then tune; print the summary."""
+def run_demo(output: Path, quick: bool = False, verbose: bool = False) -> int:
+    """Make the corpus and models under ``output``, then tune; print the summary.
+
+    What pyannote and lightning print while the models are made goes to
+    ``output/models.log``, unless ``verbose``.
+    """
     from diartune.local.tuning import LocalTuning
     from diartune.spec import Data
     from diartune.spec_file import parse_tuning
     from diartune.trial.bootstrap import make_models
 
     start = time.monotonic()
-    database = make_corpus(output / "corpus")
     models = output / "models"
-    make_models(
-        Data(database=str(database), protocol=PROTOCOL),
-        models,
-        epochs=10 if quick else 40,
-        batches_per_epoch=40,
-    )
+    log = output / "models.log"
+    print(f"making the demo corpus and models (their log: {log})", flush=True)
+    with routed(log, verbose):
+        database = make_corpus(output / "corpus")
+        make_models(
+            Data(database=str(database), protocol=PROTOCOL),
+            models,
+            epochs=10 if quick else 40,
+            batches_per_epoch=40,
+        )
     print(f"corpus and models ready in {time.monotonic() - start:.0f} s", flush=True)
     document = demo_spec(database.resolve(), models.resolve(), quick)
     (output / "demo.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     tuning = parse_tuning(document, str(output / "demo.yaml"))
-    summary = LocalTuning(tuning, output / "run").run()
+    summary = LocalTuning(tuning, output / "run", verbose=verbose).run()
     print(f"demo wall time: {time.monotonic() - start:.0f} s")
     return 0 if summary.phase == "Succeeded" else 1

@@ -56,12 +56,7 @@ def trial_attributes(record: TrialRecord, per_file: dict[str, Components]) -> di
         "badInput": record.bad_input or None,
     }
     if parts is not None:
-        attributes |= {
-            "missed": parts.missed,
-            "falseAlarm": parts.false_alarm,
-            "confusion": parts.confusion,
-            "total": parts.total,
-        }
+        attributes |= parts.model_dump(by_alias=True, exclude={"der"})
     attributes |= {f"der/{uri}": file.der for uri, file in sorted(per_file.items())}
     return {key: value for key, value in attributes.items() if value is not None}
 

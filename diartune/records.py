@@ -45,6 +45,11 @@ class Document(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
 
 
+def percent(fraction: float | None) -> str:
+    """A fraction as people read it: ``32.12 %`` (``-`` when there is none)."""
+    return "-" if fraction is None else f"{100 * fraction:.2f} %"
+
+
 class Checkpoint(Document):
     """A checkpoint diartune made, and the SHA-256 it had when it was made: a trial checks
     it before unpickling the file."""
@@ -54,13 +59,61 @@ class Checkpoint(Document):
 
 
 class Components(Document):
-    """DER and its parts, in seconds except ``der``."""
+    """DER and its parts as pyannote.metrics counts them: seconds of missed speech, false
+    alarm and speaker confusion, over seconds of reference speech. The exact numbers are
+    for machines; the ``*Percent`` strings (each part over the reference speech: they add
+    up to the DER) are for people. Make one with ``Components.of``."""
 
-    der: float | None
-    missed: float
-    false_alarm: float
-    confusion: float
-    total: float
+    der: float | None = Field(
+        description="Diarization error rate, a fraction (0.25 = 25 %): missed speech, false "
+        "alarm and confusion over reference speech; none when there is no reference speech."
+    )
+    der_percent: str = Field(description="The DER as a percentage, e.g. 25.00 %.")
+    missed_speech_seconds: float = Field(
+        description="Reference speech the pipeline labelled as no speech, in seconds."
+    )
+    missed_speech_percent: str = Field(
+        description="Missed speech as a percentage of the reference speech."
+    )
+    false_alarm_seconds: float = Field(
+        description="Speech the pipeline found where the reference has none, in seconds."
+    )
+    false_alarm_percent: str = Field(
+        description="False alarm as a percentage of the reference speech."
+    )
+    confusion_seconds: float = Field(
+        description="Speech attributed to the wrong speaker, in seconds."
+    )
+    confusion_percent: str = Field(description="Confusion as a percentage of the reference speech.")
+    reference_speech_seconds: float = Field(
+        description="Speech in the reference, the DER's denominator, in seconds."
+    )
+
+    @classmethod
+    def of(
+        cls, missed_speech: float, false_alarm: float, confusion: float, reference_speech: float
+    ) -> Components:
+        """The DER and its parts, from seconds of each error and of reference speech."""
+
+        def share(seconds: float) -> float | None:
+            return seconds / reference_speech if reference_speech > 0 else None
+
+        return cls(
+            der=share(missed_speech + false_alarm + confusion),
+            der_percent=percent(share(missed_speech + false_alarm + confusion)),
+            missed_speech_seconds=missed_speech,
+            missed_speech_percent=percent(share(missed_speech)),
+            false_alarm_seconds=false_alarm,
+            false_alarm_percent=percent(share(false_alarm)),
+            confusion_seconds=confusion,
+            confusion_percent=percent(share(confusion)),
+            reference_speech_seconds=reference_speech,
+        )
+
+    @property
+    def error_seconds(self) -> float:
+        """Missed speech, false alarm and confusion, in seconds."""
+        return self.missed_speech_seconds + self.false_alarm_seconds + self.confusion_seconds
 
 
 class FileScores(Document):
@@ -79,8 +132,8 @@ class FileScores(Document):
         parts = [per_file[uri] for uri in uris]
         return cls(
             files=digest,
-            error=[round(p.missed + p.false_alarm + p.confusion, 3) for p in parts],
-            total=[round(p.total, 3) for p in parts],
+            error=[round(p.error_seconds, 3) for p in parts],
+            total=[round(p.reference_speech_seconds, 3) for p in parts],
         )
 
 
@@ -230,7 +283,9 @@ class TrialFacts(Document):
         None, description="What the tuning minimizes: the DER aggregated as the spec asks."
     )
     scores: FileScores | None = Field(None, description="Per-file errors, for intervals.")
-    components: Components | None = Field(None, description="DER and its parts, in seconds.")
+    components: Components | None = Field(
+        None, description="DER and its parts, in seconds and percentages."
+    )
     checkpoint: str | None = Field(None, description="The fine-tuned segmentation checkpoint.")
     checkpoint_sha256: str | None = Field(None, description="SHA-256 of the checkpoint.")
     artifacts: str | None = Field(None, description="Where the trial wrote its artifacts.")

@@ -9,16 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic.alias_generators import to_camel
 
-from diartune.records import TrialRecord
+from diartune.records import Components, TrialRecord, percent
 from diartune.study import Interval, Summary
 
 TRIALS_JSON = "trials.json"
-
-
-def percent(der: float | None) -> str:
-    """A DER as people read it: ``32.12 %`` (``-`` when there is none)."""
-    return "-" if der is None else f"{100 * der:.2f} %"
+#: The DER components in seconds, columns of trials.csv.
+_SECONDS = [name for name in Components.model_fields if name.endswith("_seconds")]
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -40,8 +38,16 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
     rows = [record.model_dump(mode="json", by_alias=True) for record in records]
     _atomic_write(folder / TRIALS_JSON, json.dumps(rows, indent=2, ensure_ascii=False))
     names = sorted({name for record in records for name in record.params})
-    columns = ["name", "stage", "subset", "budget", "state", "der"]
-    columns += ["missed", "falseAlarm", "confusion", "seconds"]
+    columns = [
+        "name",
+        "stage",
+        "subset",
+        "budget",
+        "state",
+        "der",
+        *(to_camel(p) for p in _SECONDS),
+        "seconds",
+    ]
     with (folder / "trials.csv").open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(columns + names + ["message"])
@@ -50,7 +56,7 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
             writer.writerow(
                 [record.name, record.stage, record.subset, record.budget, record.state]
                 + [record.der]
-                + ([parts.missed, parts.false_alarm, parts.confusion] if parts else ["", "", ""])
+                + ([getattr(parts, p) for p in _SECONDS] if parts else [""] * len(_SECONDS))
                 + [record.seconds]
                 + [record.params.get(name, "") for name in names]
                 + [record.message or ""]
@@ -92,7 +98,8 @@ def plot(
         _stage_panel(axis, [r for r in records if r.stage == stage and not r.is_evaluation])
         axis.set_title(f"stage {stage}")
     axes[0][0].set_ylabel("DER (development)")
-    axes[0][0].legend(loc="upper right", fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:  # none when no trial of it succeeded
+        axes[0][0].legend(loc="upper right", fontsize=8)
     if compared:
         _per_file_panel(axes[0][-1], compared)
     figure.tight_layout()

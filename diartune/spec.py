@@ -183,8 +183,8 @@ class FloatParameter(_Model):
     """A float parameter, uniform or log-uniform in [low, high] (finite, within +-1e6)."""
 
     type: Literal["float"]
-    low: FiniteFloat
-    high: FiniteFloat
+    low: FiniteFloat = Field(description="Lowest value of the range.")
+    high: FiniteFloat = Field(description="Highest value of the range, above low.")
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
 
     @model_validator(mode="after")
@@ -197,8 +197,8 @@ class IntParameter(_Model):
     """An integer parameter in [low, high] (within +-1e6)."""
 
     type: Literal["int"]
-    low: BoundedInt
-    high: BoundedInt
+    low: BoundedInt = Field(description="Lowest value of the range.")
+    high: BoundedInt = Field(description="Highest value of the range, above low.")
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
 
     @model_validator(mode="after")
@@ -258,7 +258,11 @@ class Budget(_Model):
 class Stage(_Model):
     """One stage of the tuning; each starts from the best configuration of those before it."""
 
-    name: str = Field(pattern=DNS_LABEL, max_length=30)
+    name: str = Field(
+        pattern=DNS_LABEL,
+        max_length=30,
+        description="Unique in the tuning; its trials are named <stage>-<number>.",
+    )
     fine_tune: FineTune | None = Field(
         None, description="Fine-tune the segmentation model in each trial (training.* params)."
     )
@@ -326,19 +330,25 @@ class Optimizer(_Model):
 class Toleration(_Model):
     """A Kubernetes toleration."""
 
-    key: LabelKey | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: LabelValue | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(None, ge=0, le=365 * 24 * 3600)
+    key: LabelKey | None = Field(None, description="The taint key; empty: every key.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        None, description="Exists, or Equal (the default) to value."
+    )
+    value: LabelValue | None = Field(None, description="The taint value, with Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="The taint effect; empty: every effect."
+    )
+    toleration_seconds: int | None = Field(
+        None, ge=0, le=365 * 24 * 3600, description="How long a NoExecute taint is tolerated."
+    )
 
 
 class SecretKeySelector(_Model):
     """A key of a Secret in the tuning's namespace."""
 
-    name: ObjectName
-    key: SecretKey
-    optional: bool | None = None
+    name: ObjectName = Field(description="The Secret's name.")
+    key: SecretKey = Field(description="The key whose value is used.")
+    optional: bool | None = Field(None, description="Whether the Secret or key may be missing.")
 
 
 class EnvVarSource(_Model):
@@ -358,9 +368,9 @@ _SECRET_NAME = re.compile(
 class EnvVar(_Model):
     """An environment variable of the trial container: a value, or a Secret's key."""
 
-    name: EnvName
-    value: Text | None = None
-    value_from: EnvVarSource | None = None
+    name: EnvName = Field(description="The variable's name.")
+    value: Text | None = Field(None, description="Its value; never a secret (use valueFrom).")
+    value_from: EnvVarSource | None = Field(None, description="A Secret's key as its value.")
 
     @model_validator(mode="after")
     def _check_source(self) -> EnvVar:
@@ -382,8 +392,12 @@ class EnvVar(_Model):
 class Resources(_Model):
     """Kubernetes resource requests and limits of the trial container."""
 
-    requests: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=16)
-    limits: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=16)
+    requests: dict[ResourceName, Quantity] = Field(
+        default_factory=dict, max_length=16, description="What the scheduler reserves."
+    )
+    limits: dict[ResourceName, Quantity] = Field(
+        default_factory=dict, max_length=16, description="The most the container may use."
+    )
 
 
 class TrialTemplate(_Model):
@@ -391,14 +405,22 @@ class TrialTemplate(_Model):
     pod's service account and security context come from the Helm chart, not from here."""
 
     image: Image = Field("ghcr.io/diartune/trial:0.1.0", description="Trial container image.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="When the image is pulled."
+    )
     resources: Resources = Field(
         default_factory=lambda: Resources(limits={"nvidia.com/gpu": 1}),
         description="Resources of the trial container, GPUs included.",
     )
-    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
-    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Node labels trial pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints trial pods tolerate."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64, description="More environment variables."
+    )
     active_deadline_seconds: int = Field(
         6 * 3600, ge=1, le=30 * 24 * 3600, description="A trial running longer than this fails."
     )
@@ -419,7 +441,9 @@ class Spec(_Model):
     data: Data
     pipeline: Pipeline
     objective: Objective = Field(default_factory=Objective)
-    stages: list[Stage] = Field(min_length=1, max_length=16)
+    stages: list[Stage] = Field(
+        min_length=1, max_length=16, description="Run in order, each from the best before it."
+    )
     optimizer: Optimizer = Field(default_factory=Optimizer)
     parallel_trial_count: int = Field(1, ge=1, le=1000, description="Trials running at once.")
     max_failed_trial_count: int = Field(
@@ -524,4 +548,9 @@ class DiarizationTuning(_Model):
     kind: Literal["DiarizationTuning"]
     metadata: Metadata
     spec: Spec
-    status: dict[str, Any] | None = Field(None, description="Written by the operator only.")
+    status: dict[str, Any] | None = Field(
+        None,
+        description="What the operator found: phase, trial counts, best trial, test DER and "
+        "conditions; DERs are fractions, their derPercent strings are for people. Written by "
+        "the operator only (diartune.api.DiarizationTuningStatus).",
+    )

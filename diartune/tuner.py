@@ -23,8 +23,9 @@ import logging
 import math
 import tempfile
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,13 @@ from diartune.spec import Budget, Optimizer, Stage
 # costs as much as the worst DER seen, and at least this.
 MIN_CRASH_COST = 1.0
 _MAX_DUPLICATE_ASKS = 20
+# SMAC's progress (initial designs, incumbents) is no news for diartune's users: its
+# warnings only. Its facades are told not to configure logging (logging_level=False):
+# theirs is a dictConfig that replaces the root logger's handlers, which would turn the
+# operator's JSON log lines back into text and drop its info lines.
+logging.getLogger("smac").setLevel(logging.WARNING)
+#: Called with the seconds each configuration took SMAC to propose (the operator's metrics).
+ASK_OBSERVERS: list[Callable[[float], None]] = []
 
 
 class SpaceExhausted(Exception):
@@ -147,7 +155,7 @@ def _facade(scenario: Scenario, optimizer: Optimizer, done: set[Key]) -> Abstrac
             ),
             intensifier=_HPOFacade.get_intensifier(scenario, max_config_calls=1),
             overwrite=True,
-            logging_level=logging.WARNING,
+            logging_level=False,
         )
     intensifier: AbstractIntensifier
     if optimizer.intensifier == "hyperband":
@@ -164,7 +172,7 @@ def _facade(scenario: Scenario, optimizer: Optimizer, done: set[Key]) -> Abstrac
         ),
         intensifier=intensifier,
         overwrite=True,
-        logging_level=logging.WARNING,
+        logging_level=False,
     )
 
 
@@ -228,6 +236,14 @@ class StageTuner:
             self._tell_smac(self._told.popleft())
 
     def _ask_smac(self) -> Proposal:
+        start = time.perf_counter()
+        try:
+            return self._propose()
+        finally:
+            for observe in ASK_OBSERVERS:
+                observe(time.perf_counter() - start)
+
+    def _propose(self) -> Proposal:
         if len(self._seen) >= self._size:
             raise SpaceExhausted(f"all {self._size:.0f} configurations of the space were tried")
         for _ in range(_MAX_DUPLICATE_ASKS):

@@ -6,14 +6,18 @@ Shared by the end-to-end tests (tests/test_operator.py) and the scale benchmark
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from cluster import ROOT, Cluster, die_with_parent
+from cluster import ROOT, Cluster, die_with_parent, free_port
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 RELEASE = "ops"
 # What the chart's Deployment tells the operator that the test process must know too: the
@@ -22,7 +26,8 @@ CHART_ENV = ("DIARTUNE_TRIAL_POLICY", "DIARTUNE_TRIAL_SERVICE_ACCOUNT")
 
 
 class Operator:
-    """``diartune operator --namespace NS`` as a process, which can be killed and restarted."""
+    """``diartune operator --namespace NS`` as a process, which can be killed and restarted,
+    serving its metrics on a free port."""
 
     def __init__(
         self,
@@ -30,6 +35,7 @@ class Operator:
         namespace: str,
         log: Path,
         kubeconfig: Path,
+        log_format: str = "plain",
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
@@ -37,6 +43,8 @@ class Operator:
         self.namespace = namespace
         self.log = log
         self.kubeconfig = kubeconfig
+        self.log_format = log_format
+        self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -48,7 +56,10 @@ class Operator:
         env.update(self.env)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace],
+                [
+                    *(sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace),
+                    *("--metrics-port", str(self.metrics_port), "--log-format", self.log_format),
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -73,9 +84,26 @@ class Operator:
                 self.process.wait()
 
     def errors(self) -> list[str]:
-        """Tracebacks and errors the operator logged."""
+        """Tracebacks and errors the operator logged, in either log format."""
+        return [line for line in self.lines() if "Traceback" in line or _is_error(line)]
+
+    def lines(self) -> list[str]:
+        """The lines the operator wrote so far."""
         text = self.log.read_text("utf-8", errors="replace") if self.log.exists() else ""
-        return [line for line in text.splitlines() if "Traceback" in line or "[ERROR" in line]
+        return text.splitlines()
+
+    def metrics(self) -> list[Sample]:
+        """Every sample of the operator's /metrics, parsed by prometheus-client's parser."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode("utf-8")
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _is_error(line: str) -> bool:
+    if not line.startswith("{"):
+        return "[ERROR" in line
+    return json.loads(line).get("severity") in ("error", "fatal")
 
 
 def chart_env(cluster: Cluster, namespace: str) -> dict[str, str]:

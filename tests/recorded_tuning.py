@@ -105,7 +105,7 @@ class RecordingLauncher(Launcher):
         if der is None:
             return TrialOutcome(error="exit code 137: out of memory", seconds=3.0)
         per_file = {
-            uri: Components(der=der + offset, missed=1, false_alarm=2, confusion=3, total=60)
+            uri: Components.of(1, 2, 60 * (der + offset) - 3, 60)
             for uri, offset in zip(FILES, (-0.05, 0.0, 0.05), strict=True)
         }
         artifacts = join(self.root, "trials", trial.name)
@@ -113,7 +113,7 @@ class RecordingLauncher(Launcher):
         result = TrialResult(
             name=trial.name,
             der=der,
-            components=Components(der=der, missed=3, false_alarm=6, confusion=9, total=180),
+            components=Components.of(3, 6, 180 * der - 9, 180),
             per_file=per_file,
             checkpoint=join(artifacts, "segmentation.ckpt") if fine_tuned else None,
             artifacts=artifacts,

@@ -153,6 +153,7 @@ def test_cluster_mode(helm: Path) -> None:
         "Deployment",
         "Role",
         "RoleBinding",
+        "Service",
         "ServiceAccount",
     ]
     # All namespaces: trial pods run as each namespace's default account (no token).
@@ -174,6 +175,8 @@ def test_cluster_mode(helm: Path) -> None:
     assert container(objects)["args"] == [
         "--all-namespaces",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--log-format=plain",
+        "--metrics-port=8081",
     ]
 
 
@@ -194,6 +197,8 @@ def test_namespace_mode_renders_roles_only(helm: Path) -> None:
         "--namespace",
         "team-b",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--log-format=plain",
+        "--metrics-port=8081",
     ]
 
 
@@ -208,6 +213,8 @@ def test_cluster_rbac_may_watch_some_namespaces(helm: Path) -> None:
     [
         (("--set", "rbac.scope=clusterwide"), "value must be one of 'cluster', 'namespace'"),
         (("--set", "watchNamespace={a}"), "additional properties 'watchNamespace' not allowed"),
+        (("--set", "logFormat=yaml"), "value must be one of 'plain', 'json'"),
+        (("--set", "metrics.port=80"), "at '/metrics/port': minimum: got 80, want 1,024"),
     ],
 )
 def test_bad_values_are_refused(helm: Path, args: tuple[str, ...], expected: str) -> None:
@@ -231,7 +238,47 @@ def test_no_secrets_and_no_wildcards(helm: Path, args: tuple[str, ...]) -> None:
 
 def test_rbac_can_be_left_out(helm: Path) -> None:
     objects = render(helm, "--set", "rbac.create=false")
-    assert [obj["kind"] for obj in objects] == ["ServiceAccount", "ServiceAccount", "Deployment"]
+    kinds = ["ServiceAccount", "ServiceAccount", "Service", "Deployment"]
+    assert [obj["kind"] for obj in objects] == kinds
+
+
+def test_metrics_have_a_port_a_service_and_an_optional_service_monitor(helm: Path) -> None:
+    objects = render(helm)
+    operator = container(objects)
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in operator["ports"]
+    [service] = of_kind(objects, "Service")
+    assert service["spec"]["selector"] == deployment(objects)["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert not of_kind(objects, "ServiceMonitor")  # off by default: it needs its CRDs
+
+    objects = render(
+        helm,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prometheus",
+    )
+    [monitor] = of_kind(objects, "ServiceMonitor")
+    [service] = of_kind(objects, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+
+    objects = render(helm, "--set", "metrics.enabled=false")
+    assert not of_kind(objects, "Service") and not of_kind(objects, "ServiceMonitor")
+    assert not any(arg.startswith("--metrics-port") for arg in container(objects)["args"])
+    assert all(port["name"] != "metrics" for port in container(objects)["ports"])
+
+
+def test_log_format(helm: Path) -> None:
+    assert "--log-format=plain" in container(render(helm))["args"]
+    assert "--log-format=json" in container(render(helm, "--set", "logFormat=json"))["args"]
 
 
 def test_security_contexts(helm: Path) -> None:

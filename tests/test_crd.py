@@ -22,7 +22,7 @@ from cluster import Cluster, cluster_fixture  # noqa: F401  (the session fixture
 from pydantic import BaseModel, Field
 
 from diartune import crd
-from diartune.api import DiarizationTrialSpec, DiarizationTrialStatus
+from diartune.api import DiarizationTrialSpec, DiarizationTrialStatus, DiarizationTuningStatus
 from diartune.cli import main
 from diartune.records import Components, Trial, TrialRecord
 from diartune.spec import DiarizationTuning, SpecError
@@ -354,9 +354,11 @@ def test_printer_columns() -> None:
     assert columns(crd.tuning_crd()) == [
         ("Phase", ".status.phase", "string"),
         ("Stage", ".status.stage", "string"),
-        ("Done", ".status.trialsDone", "integer"),
+        ("Trials", ".status.progress", "string"),
         ("Running", ".status.trialsRunning", "integer"),
-        ("Best DER", ".status.bestDer", "number"),
+        ("Failed", ".status.trialsFailed", "integer"),
+        ("Best DER", ".status.bestTrial.components.derPercent", "string"),
+        ("Test DER", ".status.testComponents.derPercent", "string"),
         ("Age", ".metadata.creationTimestamp", "date"),
     ]
     assert columns(crd.trial_crd()) == [
@@ -364,9 +366,14 @@ def test_printer_columns() -> None:
         ("Stage", ".spec.stage", "string"),
         ("Budget", ".spec.budget", "number"),
         ("State", ".status.state", "string"),
-        ("DER", ".status.der", "number"),
+        ("DER", ".status.components.derPercent", "string"),
         ("Age", ".metadata.creationTimestamp", "date"),
     ]
+    # Every column's path is a field of the schema: kubectl prints nothing for a typo.
+    for make in (crd.tuning_crd, crd.trial_crd):
+        described = {path for path, _ in nodes(openapi(make()))}
+        for _, path, _ in columns(make()):
+            assert path in described or path.startswith(".metadata."), path
 
 
 @pytest.mark.parametrize("make", [crd.tuning_crd, crd.trial_crd], ids=["tuning", "trial"])
@@ -396,11 +403,52 @@ def test_schemas_are_structural(make: Any) -> None:
                 assert set(sub) <= JUNCTOR_KEYWORDS, (path, sub)
 
 
-def test_tuning_status_is_the_operators() -> None:
+def test_tuning_status_is_the_operators_model() -> None:
     status = openapi(crd.tuning_crd())["properties"]["status"]
-    assert status["type"] == "object"
-    assert status["x-kubernetes-preserve-unknown-fields"] is True
-    assert "properties" not in status
+    model = crd.patchable(crd.structural_schema(DiarizationTuningStatus))
+    assert status["properties"] == model["properties"]
+    assert "x-kubernetes-preserve-unknown-fields" not in status
+    components = status["properties"]["testComponents"]["properties"]
+    assert set(components) == {
+        "der",
+        "derPercent",
+        "missedSpeechSeconds",
+        "missedSpeechPercent",
+        "falseAlarmSeconds",
+        "falseAlarmPercent",
+        "confusionSeconds",
+        "confusionPercent",
+        "referenceSpeechSeconds",
+    }
+
+
+@pytest.mark.parametrize("make", [crd.tuning_crd, crd.trial_crd], ids=["tuning", "trial"])
+def test_no_nullable_status_field_is_required(make: Any) -> None:
+    """The operator merge-patches statuses, where a null removes the field: a required
+    nullable field (bestTrial.checkpoint of a clustering trial) would get the whole status
+    refused with 422."""
+    status = openapi(make())["properties"]["status"]
+    required_nulls = [
+        f"status{path}.{name}"
+        for path, node in nodes(status)
+        for name in node.get("required", [])
+        if node.get("properties", {}).get(name, {}).get("nullable")
+    ]
+    assert required_nulls == []
+    best = openapi(crd.tuning_crd())["properties"]["status"]["properties"]["bestTrial"]
+    assert best["required"] == ["name", "stage", "params"]
+
+
+@pytest.mark.parametrize("make", [crd.tuning_crd, crd.trial_crd], ids=["tuning", "trial"])
+def test_every_field_is_explained(make: Any) -> None:
+    """What ``kubectl explain`` prints for each field: none is left without a description
+    (but metadata, Kubernetes' own, of which a CRD may say nothing)."""
+    undescribed = [
+        path
+        for path, node in nodes(openapi(make()))
+        if not path.endswith(("{}", "[]", ".metadata")) and not node.get("description")
+    ]
+    assert undescribed == []
 
 
 @pytest.mark.parametrize(
@@ -408,8 +456,9 @@ def test_tuning_status_is_the_operators() -> None:
     [
         (crd.tuning_crd, {"spec": DiarizationTuning}),
         (crd.trial_crd, {"spec": DiarizationTrialSpec, "status": DiarizationTrialStatus}),
+        (crd.tuning_crd, {"status": DiarizationTuningStatus}),
     ],
-    ids=["tuning", "trial"],
+    ids=["tuning", "trial", "tuning-status"],
 )
 def test_every_description_is_kept(make: Any, models: dict[str, type[BaseModel]]) -> None:
     described = dict(nodes(openapi(make())))
@@ -516,7 +565,7 @@ def test_trial_resource_holds_a_trial_and_its_record() -> None:
         segmentation="s3://models/seg.ckpt",
         state="Succeeded",
         der=0.21,
-        components=Components(der=0.21, missed=1.0, false_alarm=2.0, confusion=3.0, total=30.0),
+        components=Components.of(1.0, 2.0, 3.3, 30.0),
         seconds=12.5,
     )
     spec = DiarizationTrialSpec(tuning="ems", **record.model_dump(include=set(Trial.model_fields)))
@@ -599,6 +648,9 @@ def test_the_api_server_takes_the_crds_and_the_examples(crds_applied: Cluster) -
         assert done.returncode == 0, f"{source}: {done.stderr}"
     explained = crds_applied.kubectl("explain", "diarizationtuning.spec.stages").stdout
     assert "Trials in this stage, failed ones included; with multiFidelity" in explained
+    field = "dtune.status.testComponents.confusionSeconds"
+    explained = crds_applied.kubectl("explain", field).stdout
+    assert "Speech attributed to the wrong speaker, in seconds." in explained
 
 
 @pytest.mark.cluster
@@ -671,11 +723,12 @@ def test_trials_and_their_status_on_the_api_server(crds_applied: Cluster) -> Non
     kubectl = crds_applied.kubectl
     kubectl("apply", "--validate=strict", "-f", "-", input=yaml.safe_dump(trial))
     try:
-        status = {"status": {"state": "Succeeded", "der": 0.21, "job": "ems-clustering-3"}}
+        components = Components.of(1.0, 2.0, 3.3, 30.0).model_dump(by_alias=True)
+        status = {"state": "Succeeded", "der": 0.21, "components": components, "job": "x"}
         patch = ("patch", "dtrial", "ems-clustering-3", "--subresource=status", "--type=merge")
-        kubectl(*patch, "-p", json.dumps(status))
+        kubectl(*patch, "-p", json.dumps({"status": status}))
         columns = kubectl("get", "dtrial", "ems-clustering-3", "--no-headers").stdout.split()
-        assert columns[:5] == ["ems-clustering-3", "ems", "clustering", "Succeeded", "0.21"]
+        assert columns[:6] == ["ems-clustering-3", "ems", "clustering", "Succeeded", "21.00", "%"]
         refused = kubectl(*patch, "-p", '{"status": {"state": "Lost"}}', check=False)
         assert refused.returncode != 0 and 'Unsupported value: "Lost"' in refused.stderr
     finally:

@@ -278,7 +278,7 @@ def _pod(
 
 
 def test_results_are_read_from_termination_messages() -> None:
-    components = {"der": 0.25, "missed": 1, "falseAlarm": 2, "confusion": 2, "total": 20}
+    components = Components.of(1, 2, 2, 20).model_dump(by_alias=True)
     summary = {"name": "clustering-003", "der": 0.25, "components": components, "artifacts": "a"}
     success = job_outcome(_job("Complete"), [_pod(0, json.dumps(summary))])
     assert success.result is not None and success.result.der == 0.25
@@ -306,7 +306,7 @@ def test_results_are_read_from_termination_messages() -> None:
 
 
 def test_trial_status_round_trips_to_a_record() -> None:
-    components = Components(der=0.3, missed=1, false_alarm=2, confusion=3, total=20)
+    components = Components.of(1, 2, 3, 20)
     result = {"name": TRIAL.name, "der": 0.3, "components": components, "artifacts": "s3://a"}
     record = TRIAL.record(TrialOutcome.model_validate({"result": result, "seconds": 12.5}))
     resource = trial_manifest(TUNING, TRIAL)

@@ -32,6 +32,7 @@ from conftest import PROTOCOL, ROOT, copy_ami
 from kubernetes import client
 from node_runner import NodeRunner
 from operator_run import Operator, install_chart
+from prometheus_client.samples import Sample
 
 pytestmark = pytest.mark.cluster
 
@@ -90,9 +91,11 @@ def namespace(cluster: Cluster, crds: None) -> Iterator[str]:
 
 @pytest.fixture
 def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    """The operator, watching ``namespace`` with the chart's RBAC; it must log no error."""
+    """The operator, watching ``namespace`` with the chart's RBAC, logging JSON lines; it
+    must log no error."""
     kubeconfig = install_chart(cluster, namespace)
-    running = Operator(cluster, namespace, tmp_path / "operator.log", kubeconfig)
+    log = tmp_path / "operator.log"
+    running = Operator(cluster, namespace, log, kubeconfig, log_format="json")
     running.start()
     yield running
     running.stop()
@@ -276,6 +279,42 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[str]:
     return [event.reason for event in listing.items]
 
 
+def total(samples: list[Sample], name: str, **labels: str) -> float | None:
+    """The sum of the samples of ``name`` with these labels; None when there is none."""
+    found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+    return sum(found) if found else None
+
+
+def check_metrics(operator: Operator, namespace: str, tuning: str, status: dict[str, Any]) -> None:
+    """The operator's /metrics say what the tuning's status says."""
+    samples = operator.metrics()
+    of = {"namespace": namespace, "tuning": tuning}
+    search, evaluation = of | {"kind": "search"}, of | {"kind": "evaluation"}
+    done, failed = status["trialsDone"], status["trialsFailed"]
+    assert total(samples, "diartune_trials_launched_total", **search) == done
+    assert total(samples, "diartune_trials_succeeded_total", **search) == done - failed
+    assert total(samples, "diartune_trials_failed_total", **search) == failed
+    assert total(samples, "diartune_trials_running", **of) == status["trialsRunning"]
+    assert total(samples, "diartune_trials_succeeded_total", **evaluation) == 3
+    assert total(samples, "diartune_best_der", **of) == status["bestDer"]
+    assert total(samples, "diartune_test_der", **of) == status["testDer"]
+    assert total(samples, "diartune_reconcile_errors_total", **of) == 0
+    asks = total(samples, "diartune_smac_ask_seconds_count")
+    assert asks is not None and asks >= done  # prepared asks may run ahead of launches
+    assert total(samples, "diartune_leading") == 1
+
+
+def check_json_log(operator: Operator, namespace: str, tuning: str) -> None:
+    """Each line of the operator's log is a JSON object; those about a trial name it."""
+    records = [json.loads(line) for line in operator.lines() if line.strip()]
+    launched = [r for r in records if r["message"].endswith(": launched")]
+    assert len(launched) == 3 + 3, launched  # the search trials and the evaluations
+    for record in launched:
+        assert (record["namespace"], record["tuning"]) == (namespace, tuning), record
+        assert record["message"] == f"{namespace}/{tuning}: {record['trial']}: launched"
+    assert any(r.get("trial") and "NewBest" in r["message"] for r in records)
+
+
 def leaks(
     cluster: Cluster, namespace: str, s3: Any, operator: Operator, runner: NodeRunner
 ) -> list[str]:
@@ -338,15 +377,27 @@ def test_tuning_runs_real_trials_to_success(
     assert isinstance(status["testDer"], float)
     assert condition(status, "Succeeded")["status"] == "True"
     assert condition(status, "Running")["status"] == "False"
+    check_metrics(operator, namespace, "ami", status)
+    check_json_log(operator, namespace, "ami")
 
     table = cluster.kubectl("get", "dtune", "-n", namespace).stdout
-    assert "Succeeded" in table and str(round(status["bestDer"], 4))[:5] in table, table
+    [header, row] = table.splitlines()
+    assert header.split() == [
+        *("NAME", "PHASE", "STAGE", "TRIALS", "RUNNING", "FAILED"),
+        *("BEST", "DER", "TEST", "DER", "AGE"),
+    ]
+    best, test = (f"{100 * status[key]:.2f} %" for key in ("bestDer", "testDer"))
+    assert f"3/3 0 0 {best} {test}" in " ".join(row.split()), table
     trials_table = cluster.kubectl(
         "get", "dtrial", "-n", namespace, "-l", f"{LABEL_TUNING}=ami"
     ).stdout
     assert trials_table.count("Succeeded") == 3 + 3, trials_table  # trials and evaluations
+    for trial in trials:
+        line = next(x for x in trials_table.splitlines() if x.startswith(trial["metadata"]["name"]))
+        assert f"{100 * trial['status']['der']:.2f} %" in line, trials_table
     described = cluster.kubectl("describe", "dtune", "ami", "-n", namespace).stdout
     assert "TuningSucceeded" in described and "Best Der" in described, described
+    assert "Missed Speech Seconds" in described and "Der Percent" in described, described
     print(table, trials_table, described, sep="\n", file=sys.stderr)
 
     s3 = boto3.client("s3", endpoint_url=s3_data["endpoint"])

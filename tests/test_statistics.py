@@ -22,7 +22,7 @@ def test_aggregates_match_their_definitions() -> None:
 
 def test_file_scores_pair_by_sorted_uris() -> None:
     def part(der: float) -> Components:
-        return Components(der=der, missed=der * 5, false_alarm=der * 5, confusion=0, total=10)
+        return Components.of(der * 5, der * 5, 0, 10)
 
     one = FileScores.of({"b": part(0.2), "a": part(0.1)})
     other = FileScores.of({"a": part(0.3), "b": part(0.3)})

@@ -51,10 +51,13 @@ def test_trial_scores_the_development_subset_and_reuses_its_cache(
         0
         < line["der"]
         == pytest.approx(
-            (parts["missed"] + parts["falseAlarm"] + parts["confusion"]) / parts["total"]
+            (parts["missedSpeechSeconds"] + parts["falseAlarmSeconds"] + parts["confusionSeconds"])
+            / parts["referenceSpeechSeconds"]
         )
     )
-    assert parts["total"] == pytest.approx(45.38, abs=0.01)  # reference speech of dev00+dev01
+    # reference speech of dev00+dev01
+    assert parts["referenceSpeechSeconds"] == pytest.approx(45.38, abs=0.01)
+    assert parts["derPercent"] == f"{100 * line['der']:.2f} %"
     assert line["timings"]["cache_hits"] == 0
     saved = json.loads((tmp_path / "artifacts/result.json").read_text())
     assert set(saved["perFile"]) == {"dev00", "dev01"}
@@ -207,7 +210,7 @@ def test_file_without_speech_is_scored_with_the_others(
     code, output = run_trial(request(database, models, tmp_path), tmp_path)
     assert code == 0, output[-3000:]
     per_file = json.loads((tmp_path / "artifacts/result.json").read_text())["perFile"]
-    assert per_file["empty"]["der"] is None and per_file["empty"]["total"] == 0
+    assert per_file["empty"]["der"] is None and per_file["empty"]["referenceSpeechSeconds"] == 0
 
 
 AUDIT = """

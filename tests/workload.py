@@ -25,7 +25,7 @@ from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_REASON
 from kubernetes import client, watch
 
 from diartune.api import LABEL_TRIAL, LABEL_TUNING
-from diartune.records import TrialRequest
+from diartune.records import Components, TrialRequest
 
 METHODS = ["average", "centroid", "complete", "median", "single", "ward", "weighted"]
 SPACE = {
@@ -148,13 +148,7 @@ class SyntheticWorkload:
         result = {
             "name": request.name,
             "der": der,
-            "components": {
-                "der": der,
-                "missed": 100 * der / 3,
-                "falseAlarm": 100 * der / 3,
-                "confusion": 100 * der / 3,
-                "total": 100.0,
-            },
+            "components": Components.of(*[100 * der / 3] * 3, 100.0).model_dump(by_alias=True),
             "artifacts": request.output,
             "requestDigest": request.digest,
         }

@@ -70,7 +70,7 @@ class LocalExecutor:
         (self.workdir / f"{request.name}.request.json").write_text(
             request.model_dump_json(by_alias=True, indent=2)
         )
-        log = self.workdir / f"{request.name}.log"
+        log = self.log(request.name)
         process = self._context.Process(
             target=_trial_process,
             args=(request.model_dump_json(by_alias=True), str(log)),
@@ -79,6 +79,10 @@ class LocalExecutor:
         process.start()
         self._processes[request.name] = process
         threading.Thread(target=self._wait, args=(request.name, process, log), daemon=True).start()
+
+    def log(self, name: str) -> Path:
+        """The file that holds all that trial ``name`` printed."""
+        return self.workdir / f"{name}.log"
 
     def _wait(self, name: str, process: Any, log: Path) -> None:
         start = time.monotonic()

@@ -25,7 +25,8 @@ from rich.progress import (
 )
 
 from diartune.local.executor import LocalExecutor
-from diartune.report import load_records, percent, plot, save_best, save_records, write_summary
+from diartune.records import percent
+from diartune.report import load_records, plot, save_best, save_records, write_summary
 from diartune.spec import DiarizationTuning, Spec, SpecError
 from diartune.spec_changes import resolve
 from diartune.storage import is_s3
@@ -54,8 +55,17 @@ def accepted_spec(folder: Path, tuning: DiarizationTuning) -> Spec:
 class LocalTuning:
     """One tuning run on this machine."""
 
-    def __init__(self, tuning: DiarizationTuning, folder: Path, console: Console | None = None):
+    def __init__(
+        self,
+        tuning: DiarizationTuning,
+        folder: Path,
+        console: Console | None = None,
+        verbose: bool = False,
+    ):
+        """``verbose``: also show each finished trial's log (what pyannote, lightning and
+        torch printed), which is otherwise only in ``logs/<trial>.log``."""
         folder.mkdir(parents=True, exist_ok=True)
+        self.verbose = verbose
         self.name = tuning.metadata.name
         self.spec = accepted_spec(folder, tuning)
         self.folder = folder
@@ -103,6 +113,8 @@ class LocalTuning:
             if not self.executor.running:
                 return
             name, outcome = self.executor.wait()
+            if self.verbose:
+                self._show_log(progress.console, name)
             running = self.study.running.get(name)
             if running is None:  # stopped meanwhile
                 continue
@@ -114,6 +126,12 @@ class LocalTuning:
                 progress.update(task, advance=1, best=percent(best.der if best else None))
             state = f"DER {percent(record.der)}" if record.der is not None else record.message
             progress.console.print(f"{record.name}: {record.state}: {state}")
+
+    def _show_log(self, console: Console, name: str) -> None:
+        """Print a trial's log, each line prefixed by its name."""
+        text = self.executor.log(name).read_text("utf-8", errors="replace")
+        for line in text.splitlines():
+            console.print(f"{name} | {line}", markup=False, highlight=False, soft_wrap=True)
 
     def finish(self, seconds: float) -> Summary:
         """Write the plot, best configuration, exported pipeline and summary."""

@@ -10,12 +10,19 @@ import os
 from collections.abc import Sequence
 
 
-def run(namespaces: Sequence[str], clusterwide: bool, liveness: str | None = None) -> None:
+def run(
+    namespaces: Sequence[str],
+    clusterwide: bool,
+    liveness: str | None = None,
+    metrics_port: int | None = None,
+    log_format: str = "plain",
+) -> None:
     """Run the operator until it is stopped.
 
     Replicas act one at a time: each holds the Lease in its own namespace (``POD_NAMESPACE``,
     else the first watched namespace) before acting (``diartune.operator.leader``); kopf's
-    own peering is not used.
+    own peering is not used. ``metrics_port``: serve Prometheus metrics on it (all
+    addresses); ``log_format``: plain text, or one JSON object per line.
     """
     import kopf
 
@@ -23,12 +30,16 @@ def run(namespaces: Sequence[str], clusterwide: bool, liveness: str | None = Non
     from diartune.operator.leader import LeaseSettings
 
     level = os.environ.get("DIARTUNE_LOG_LEVEL", "info").lower()
-    kopf.configure(debug=level == "debug", quiet=level in ("warning", "error"))
+    kopf.configure(
+        debug=level == "debug",
+        quiet=level in ("warning", "error"),
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+    )
     lease = LeaseSettings.from_environment(namespaces[0] if namespaces else "default")
     kopf.run(
         standalone=True,
         namespaces=list(namespaces),
         clusterwide=clusterwide,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(lease=lease),
+        memo=kopf.Memo(lease=lease, metrics_port=metrics_port),
     )

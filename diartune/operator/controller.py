@@ -48,11 +48,11 @@ from diartune.operator.manifests import (
     trial_of,
     trial_status,
 )
+from diartune.operator.metrics import RECONCILE_ERRORS, TuningFigures
 from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import JobDefaults
-from diartune.operator.status import Conditions, tuning_status
-from diartune.records import Trial, TrialRecord
-from diartune.report import percent
+from diartune.operator.status import Conditions, refused_status, tuning_status
+from diartune.records import Trial, TrialRecord, percent
 from diartune.spec import SpecError
 from diartune.spec_changes import MUTABLE_KEYS, resolve
 from diartune.spec_file import parse_spec
@@ -113,8 +113,11 @@ class TuningController:
         self.trial_states: dict[str, str] = {}
         self.jobless: set[str] = set()
         self.published: dict[str, Any] | None = None
+        self.figures: TuningFigures | None = None
         self.phase: Phase | None = None
         self.preparing: Future[None] | None = None
+        self.fields = {"namespace": namespace, "tuning": name}
+        RECONCILE_ERRORS.labels(namespace, name)  # shown at 0 from the start
 
     # -- what the handlers hand over --------------------------------------------------
 
@@ -145,6 +148,7 @@ class TuningController:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # retried from the cluster, the source of truth
+                RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
                 self._log_failure(error, backoff)
                 if self.lifecycle is Lifecycle.ACTIVE:
                     self._unload()
@@ -162,9 +166,25 @@ class TuningController:
     def _log_failure(self, error: Exception, backoff: float) -> None:
         where = f"{self.namespace}/{self.name}"
         if isinstance(error, ApiException | HTTPError | OSError | TimeoutError | StaleTrial):
-            logger.warning("%s: %s; retrying in %.0f s", where, _brief(error), backoff)
+            message = "%s: %s; retrying in %.0f s"
+            logger.warning(message, where, _brief(error), backoff, extra=self.fields)
         else:
-            logger.exception("%s: reconciling failed; retrying in %.0f s", where, backoff)
+            message = "%s: reconciling failed; retrying in %.0f s"
+            logger.exception(message, where, backoff, extra=self.fields)
+
+    def _note(
+        self, reason: str, message: str, trial: str | None = None, warning: bool = False
+    ) -> None:
+        """Post an event on the tuning, and log it."""
+        post = kopf.warn if warning else kopf.info
+        post(self._reference(), reason=reason, message=message)
+        self._log(f"{reason}: {message}", trial, logging.WARNING if warning else logging.INFO)
+
+    def _log(self, message: str, trial: str | None = None, level: int = logging.INFO) -> None:
+        """Log a line about the tuning (or one of its trials, by its resource name), with
+        their names as fields of the record (JSON logs show them as keys)."""
+        fields = self.fields | ({"trial": trial} if trial else {})
+        logger.log(level, "%s/%s: %s", self.namespace, self.name, message, extra=fields)
 
     def _unload(self) -> None:
         """Forget the in-memory state, to be rebuilt from the cluster on the next pass:
@@ -222,7 +242,7 @@ class TuningController:
                 return
             if ACCEPTED_SPEC in (meta.get("annotations") or {}):
                 message = f"the {ACCEPTED_SPEC} annotation was unreadable: the current spec is now"
-                kopf.warn(self._reference(), reason="AcceptedSpecRestored", message=message)
+                self._note("AcceptedSpecRestored", message, warning=True)
             self.accepted = _accepted_part(body["spec"])
             annotations = {ACCEPTED_SPEC: json.dumps(self.accepted, sort_keys=True)}
             await self.kube.patch_tuning(
@@ -269,16 +289,9 @@ class TuningController:
         """Fail a tuning whose spec cannot run at all."""
         self.lifecycle = Lifecycle.REFUSED
         self.conditions.mark_invalid(message)
-        kopf.warn(self._reference(), reason="SpecRejected", message=message)
+        self._note("SpecRejected", message, warning=True)
         await self.kube.patch_tuning_status(
-            self.namespace,
-            self.name,
-            {
-                "phase": str(Phase.FAILED),
-                "message": message,
-                "conditions": self.conditions.as_list(),
-                "observedGeneration": self.conditions.generation,
-            },
+            self.namespace, self.name, refused_status(message, self.conditions)
         )
 
     # -- changes ----------------------------------------------------------------------
@@ -294,7 +307,7 @@ class TuningController:
         spec, refused = resolve(self.accepted, self.body["spec"], self.study.spec)
         rejected = self.conditions.items.get("SpecRejected", {})
         if refused and refused != rejected.get("message"):
-            kopf.warn(self._reference(), reason="SpecRejected", message=refused)
+            self._note("SpecRejected", refused, warning=True)
         self.conditions.mark_update(refused)
         self.study.spec = spec
 
@@ -360,7 +373,7 @@ class TuningController:
             await self._launch(trial)
             if trial.is_evaluation and trial.export:
                 message = f"evaluating {trial.name} with the tuned pipeline"
-                kopf.info(self._reference(), reason="Evaluating", message=message)
+                self._note("Evaluating", message, resource_name(self.name, trial.name))
         if study.searching and not study.failure:
             self._prepare(study)
 
@@ -382,6 +395,7 @@ class TuningController:
         name = resource["metadata"]["name"]
         await self.kube.patch_trial_status(self.namespace, name, {"state": "Pending", "job": name})
         await self._create_job(trial, resource)
+        self._log(f"{name}: launched", name)
 
     async def _ensure_jobs(self) -> None:
         """Create the Job of every running trial that has none (never created, deleted,
@@ -435,19 +449,20 @@ class TuningController:
         before = study.best()
         await asyncio.to_thread(study.record, record)
         self.trial_states.pop(trial.name, None)
-        reference = self._reference()
+        der = f"{record.subset} DER {percent(record.der)}"
         if record.state == "Failed":
-            kopf.warn(reference, reason="TrialFailed", message=f"{name}: {record.message}")
+            self._note("TrialFailed", f"{name}: {record.message}", name, warning=True)
         elif record.is_evaluation:
-            message = f"{name}: {record.subset} DER {percent(record.der)}"
-            kopf.info(reference, reason="Evaluated", message=message)
+            self._note("Evaluated", f"{name}: {der}", name)
         elif before is None or (record.der or 0.0) < (before.der or 0.0):
-            kopf.info(reference, reason="NewBest", message=f"{name}: DER {percent(record.der)}")
+            self._note("NewBest", f"{name}: {der}", name)
+        else:
+            self._log(f"{name}: {der}", name)
         stage = None if record.is_evaluation else study.spec.stage(trial.stage)
         if stage is not None and study.stage_complete(stage):
             best = study.best(stage.name)
             message = f"stage {stage.name} finished: best DER {percent(best.der if best else None)}"
-            kopf.info(reference, reason="StageFinished", message=message)
+            self._note("StageFinished", message)
 
     # -- status -----------------------------------------------------------------------
 
@@ -462,6 +477,8 @@ class TuningController:
         best = study.best()
         best_name = resource_name(self.name, best.name) if best else None
         status = tuning_status(summary, best, best_name, self.conditions)
+        # Before the status: whoever reads the new status then scrapes the same numbers.
+        self.figures = TuningFigures.of(self.namespace, self.name, study, summary)
         if status != self.published:
             await self.kube.patch_tuning_status(self.namespace, self.name, status)
             self.published = status
@@ -469,9 +486,9 @@ class TuningController:
             self.phase = summary.phase
             message = summary.message or ""
             if summary.phase is Phase.SUCCEEDED:
-                kopf.info(self._reference(), reason="TuningSucceeded", message=message)
+                self._note("TuningSucceeded", message)
             elif summary.phase is Phase.FAILED:
-                kopf.warn(self._reference(), reason="TuningFailed", message=message)
+                self._note("TuningFailed", message, warning=True)
 
     def _reference(self) -> kopf.Body:
         """The tuning, as kopf's event poster wants it."""
@@ -572,8 +589,13 @@ class Registry:
         """
         self.controller(namespace, tuning).take_job(event_type, job)
 
+    def figures(self) -> list[TuningFigures]:
+        """What each tuning's metrics say, as its controller last published them."""
+        return [c.figures for c in self.controllers.values() if c.figures is not None]
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted tuning (its trials and Jobs go with it, by garbage collection)."""
+        RECONCILE_ERRORS.remove(namespace, name)
         controller = self.controllers.pop((namespace, name), None)
         worker = self.workers.pop((namespace, name), None)
         if controller is not None:

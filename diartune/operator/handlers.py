@@ -21,22 +21,29 @@ from diartune.api import GROUP, LABEL_TUNING, TUNING_PLURAL, VERSION
 from diartune.operator.controller import Registry
 from diartune.operator.kube import Kube, connect
 from diartune.operator.leader import Leader, exit_lost_leadership
+from diartune.operator.metrics import LEADING, serve
 from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import configure, job_defaults
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Configure kopf, connect to the cluster, and stand by until this replica leads."""
+    """Configure kopf, connect to the cluster, serve the metrics, and stand by until this
+    replica leads."""
     configure(settings)
     api = connect()
     memo.registry = Registry(Kube(api), job_defaults(), TrialPolicy.from_environment())
     memo.leader = Leader(api, memo.lease)
+    memo.metrics = (
+        await serve(memo.metrics_port, memo.registry.figures) if memo.metrics_port else None
+    )
     loop = asyncio.get_running_loop()
+    LEADING.set(0)
 
     def lead() -> None:
         memo.leader.acquire()
         memo.leader.keep(lost=exit_lost_leadership)
+        LEADING.set(1)
         loop.call_soon_threadsafe(memo.registry.leading.set)
 
     threading.Thread(target=lead, name="diartune-election", daemon=True).start()
@@ -44,8 +51,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
-    """Stop the controllers' workers, hand the Lease back and close the API client."""
+    """Stop the controllers' workers and the metrics, hand the Lease back and close the API
+    client."""
     await memo.registry.stop()
+    if memo.metrics is not None:
+        await memo.metrics.cleanup()
     await asyncio.to_thread(memo.leader.release)
     memo.registry.kube.api.close()
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel
-
-from diartune.api import MAX_MESSAGE
+from diartune.api import MAX_MESSAGE, BestTrial, ConditionType, DiarizationTuningStatus
 from diartune.records import TrialRecord
-from diartune.study import Phase, Summary
+from diartune.summary import Phase, Summary
 
 
 class Reason:
@@ -37,15 +35,7 @@ class Reason:
     EXHAUSTED = "AllConfigurationsTried"
 
 
-CONDITION_TYPES = (
-    "Created",
-    "Running",
-    "Succeeded",
-    "Failed",
-    "SpecRejected",
-    "TrialTemplateInvalid",
-    "SearchSpaceExhausted",
-)
+CONDITION_TYPES: tuple[str, ...] = get_args(ConditionType)
 
 
 def now() -> str:
@@ -139,23 +129,6 @@ class Conditions:
         return [self.items[kind] for kind in CONDITION_TYPES if kind in self.items]
 
 
-def best_trial(record: TrialRecord, resource_name: str) -> dict[str, Any]:
-    """The best trial as the status shows it."""
-    return {
-        "name": resource_name,
-        "stage": record.stage,
-        "der": record.der,
-        "components": record.components.model_dump(by_alias=True) if record.components else None,
-        "params": record.full_params,
-        "artifacts": record.artifacts,
-        "checkpoint": record.checkpoint,
-    }
-
-
-def _dump(model: BaseModel | None) -> dict[str, Any] | None:
-    return model.model_dump(mode="json", by_alias=True) if model is not None else None
-
-
 def tuning_status(
     summary: Summary, best: TrialRecord | None, best_name: str | None, conditions: Conditions
 ) -> dict[str, Any]:
@@ -172,26 +145,48 @@ def tuning_status(
     conditions
         The tuning's conditions.
     """
-    return {
-        "phase": str(summary.phase),
-        "message": (summary.message or "")[:MAX_MESSAGE],
-        "stage": summary.stage,
-        "trialsDone": summary.trials,
-        "trialsRunning": summary.running,
-        "trialsFailed": summary.failed,
-        "maxTrials": summary.max_trials,
-        "progress": f"{summary.trials}/{summary.max_trials}",
-        "defaultDer": summary.default_der,
-        "bestDer": summary.best_der,
-        "bestTrial": best_trial(best, best_name or best.name) if best else None,
-        "testDer": summary.test_der,
-        "testComponents": (
-            summary.test_components.model_dump(by_alias=True) if summary.test_components else None
-        ),
-        "defaultTestDer": summary.default_test_der,
-        "developmentGain": _dump(summary.development_gain),
-        "testGain": _dump(summary.test_gain),
-        "pipeline": summary.pipeline,
-        "conditions": conditions.as_list(),
-        "observedGeneration": conditions.generation,
-    }
+    status = DiarizationTuningStatus(
+        phase=summary.phase,
+        message=(summary.message or "")[:MAX_MESSAGE],
+        stage=summary.stage,
+        trials_done=summary.trials,
+        trials_running=summary.running,
+        trials_failed=summary.failed,
+        max_trials=summary.max_trials,
+        progress=f"{summary.trials}/{summary.max_trials}",
+        default_der=summary.default_der,
+        best_der=summary.best_der,
+        best_trial=_best_trial(best, best_name or best.name) if best else None,
+        test_der=summary.test_der,
+        test_components=summary.test_components,
+        default_test_der=summary.default_test_der,
+        development_gain=summary.development_gain,
+        test_gain=summary.test_gain,
+        pipeline=summary.pipeline,
+        conditions=conditions.as_list(),
+        observed_generation=conditions.generation,
+    )
+    return status.model_dump(mode="json", by_alias=True)
+
+
+def refused_status(message: str, conditions: Conditions) -> dict[str, Any]:
+    """What a tuning whose spec cannot run shows (the rest of its status is left as is)."""
+    status = DiarizationTuningStatus(
+        phase=Phase.FAILED,
+        message=message[:MAX_MESSAGE],
+        conditions=conditions.as_list(),
+        observed_generation=conditions.generation,
+    )
+    return status.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _best_trial(record: TrialRecord, resource_name: str) -> BestTrial:
+    return BestTrial(
+        name=resource_name,
+        stage=record.stage,
+        der=record.der,
+        components=record.components,
+        params=record.full_params,
+        artifacts=record.artifacts,
+        checkpoint=record.checkpoint,
+    )

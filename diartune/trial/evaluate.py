@@ -10,21 +10,19 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 from diartune.records import Components
 from diartune.spec import Objective
 
+#: The arguments of ``Components.of``, by pyannote.metrics' names of the same numbers.
 _PARTS = {
-    "missed": "missed detection",
+    "missed_speech": "missed detection",
     "false_alarm": "false alarm",
     "confusion": "confusion",
-    "total": "total",
+    "reference_speech": "total",
 }
 
 
 def _components(detail: dict[str, float]) -> Components:
-    parts = {field: float(detail[key]) for field, key in _PARTS.items()}
-    errors = parts["missed"] + parts["false_alarm"] + parts["confusion"]
     # A file with no reference speech has no DER of its own; it still adds its
     # false alarms to the total.
-    der = errors / parts["total"] if parts["total"] > 0 else None
-    return Components(der=der, **parts)
+    return Components.of(**{part: float(detail[key]) for part, key in _PARTS.items()})
 
 
 def score(
