@@ -229,7 +229,7 @@ def start(
             namespace,
             folder / f"operator-{namespace}-{index}.log",
             kubeconfig,
-            OPERATOR_ENV,
+            env=OPERATOR_ENV,
         )
         for index in range(replicas)
     ]

@@ -35,6 +35,7 @@ class Operator:
         namespace: str,
         log: Path,
         kubeconfig: Path,
+        *,
         log_format: str = "plain",
         env: Mapping[str, str] | None = None,
     ) -> None:
