@@ -260,28 +260,6 @@ def _epoch_clock() -> Any:
     return EpochClock()
 
 
-@contextmanager
-def extra_callback(callback: Any) -> Iterator[None]:
-    """Make every ``lightning.Trainer`` built in the block also run ``callback``.
-
-    ``fine_tune`` takes no callbacks of its caller's (only its own state saver), so the
-    bench wraps the Trainer class it builds; a ``callbacks`` argument would be cleaner.
-    """
-    import lightning
-
-    original = lightning.Trainer
-
-    class Trainer(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, callbacks: Any = None, **kwargs: Any) -> None:
-            super().__init__(*args, callbacks=[*(callbacks or []), callback], **kwargs)
-
-    lightning.Trainer = Trainer  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        lightning.Trainer = original  # type: ignore[misc]
-
-
 # -- the measurements -----------------------------------------------------------------------
 
 
@@ -326,9 +304,9 @@ def measure_fine_tune(
     model = start()
     row["parameters"] = sum(p.numel() for p in model.parameters())
     clock = _epoch_clock()
-    with peak_memory(row), extra_callback(clock):
+    with peak_memory(row):
         began = time.perf_counter()
-        fine_tune(model, protocol, params, settings, output)
+        fine_tune(model, protocol, params, settings, output, callbacks=[clock])
         row["fit_seconds"] = time.perf_counter() - began
     epochs = clock.epochs
     steady = epochs[1:] or epochs  # the first epoch also starts the loader and CUDA

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ def fine_tune(
     seed: int = 0,
     resume: Path | None = None,
     save_state: SaveState | None = None,
+    callbacks: Sequence[lightning.Callback] = (),
 ) -> Path:
     """Train ``model`` on the protocol's train subset; write and return its checkpoint.
 
@@ -97,6 +98,8 @@ def fine_tune(
     save_state
         Called every ``settings.checkpoint_every_epochs`` epochs with a checkpoint of the
         training state.
+    callbacks
+        More lightning callbacks for the trainer (``bench/gpu.py`` times epochs with one).
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
     specifications = getattr(model, "_specifications", None)
@@ -121,15 +124,13 @@ def fine_tune(
     epochs = int(params.get("training.max_epochs", settings.max_epochs))
     with tempfile.TemporaryDirectory(prefix="diartune-fit-") as workdir:
         every = settings.checkpoint_every_epochs
-        callbacks: list[lightning.Callback] = (
-            [_SaveEvery(every, save_state, Path(workdir))] if save_state else []
-        )
+        saver = [_SaveEvery(every, save_state, Path(workdir))] if save_state else []
         trainer = lightning.Trainer(
             accelerator="auto",
             devices=1,
             precision=settings.precision if torch.cuda.is_available() else "32",
             max_epochs=epochs,
-            callbacks=callbacks,
+            callbacks=[*saver, *callbacks],
             limit_train_batches=settings.batches_per_epoch or 1.0,
             limit_val_batches=0,
             num_sanity_val_steps=0,
