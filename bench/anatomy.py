@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from common import arguments, bar_plot, machine, offline_models, run_trial, write_table
+from common import arguments, bar_plot, demo_corpus, machine, offline_models, run_trial, write_table
 
 PHASES = [
     "start",
@@ -30,9 +30,9 @@ def main() -> None:
     args = arguments(__doc__ or "")
     models = offline_models()
     if args.database.endswith("ami-debug/database.yml"):
-        from diartune.demo import PROTOCOL, make_corpus
+        from diartune.demo import PROTOCOL
 
-        args.database = str(make_corpus(Path.home() / ".cache/diartune/bench-corpus"))
+        args.database = str(demo_corpus())
         args.protocol = PROTOCOL
     epochs = max(1, args.repeat)
     rows = []

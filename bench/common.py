@@ -16,6 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 AMI = ROOT.parent / "shared" / "data" / "ami-debug"
 PROTOCOL = "Debug.SpeakerDiarization.Debug"
+POOL = ROOT.parent / "shared" / "data" / "speech-pool" / "manifest.csv"
 
 
 def arguments(description: str) -> argparse.Namespace:
@@ -28,16 +29,24 @@ def arguments(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def offline_models() -> tuple[Path, Path]:
-    """The demo's offline models (made once, cached in ~/.cache/diartune/bench-models)."""
-    from diartune.demo import PROTOCOL as DEMO
+def demo_corpus(seed: int = 0) -> Path:
+    """The demo's corpus recipe simulated with ``seed`` (made once under the cache)."""
     from diartune.demo import make_corpus
+    from diartune.storage import cache_root
+
+    folder = cache_root() / "bench-corpora" / f"seed-{seed}"
+    return make_corpus(folder / "corpus", AMI / "database.yml", POOL, seed)
+
+
+def offline_models(seed: int = 0) -> tuple[Path, Path]:
+    """The demo's offline models, trained on ``demo_corpus(seed)``'s train subset (once)."""
+    from diartune.demo import PROTOCOL as DEMO
     from diartune.spec import Data
     from diartune.trial.bootstrap import make_models
 
-    cache = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
-    database = make_corpus(cache / "bench-corpus")
-    return make_models(Data(database=str(database), protocol=DEMO), cache / "bench-models", 40, 40)
+    database = demo_corpus(seed)
+    folder = database.parent.parent / "models"
+    return make_models(Data(database=str(database), protocol=DEMO), folder, 40, 40)
 
 
 def machine() -> str:

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common import AMI, ROOT, machine, write_table
+from common import AMI, ROOT, demo_corpus, machine, write_table
 
 sys.path.insert(0, str(ROOT))  # diartune itself, where it is not installed (a bare machine)
 
@@ -479,7 +479,6 @@ def main() -> None:
     args = arguments()
     began = time.perf_counter()
     decoder = _ensure_decoder()
-    from diartune.demo import make_corpus
     from diartune.storage import Storage, cache_root
     from diartune.trial.data import load_protocol, subset_files
     from diartune.trial.device import device
@@ -488,7 +487,7 @@ def main() -> None:
     if args.database:
         database, protocol_name = Path(args.database), args.protocol
     else:
-        demo = make_corpus(cache_root() / "bench-corpus")
+        demo = demo_corpus()
         database, protocol_name = training_corpus(demo, args.copies)
     protocol = load_protocol(database, protocol_name, ("train",))
     subset_files(protocol, "train", load=False)

@@ -60,7 +60,9 @@ def _models(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from diartune.demo import run_demo
 
-    return run_demo(Path(args.output), quick=args.quick, verbose=args.verbose)
+    return run_demo(
+        Path(args.output), Path(args.ami), Path(args.pool), quick=args.quick, verbose=args.verbose
+    )
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -152,6 +154,16 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="make the demo corpus and models, then tune")
     demo.add_argument("--output", default="demo-output")
+    demo.add_argument(
+        "--ami",
+        default="../shared/data/ami-debug/database.yml",
+        help="ami-debug's database.yml: the AMI speakers of its train subset",
+    )
+    demo.add_argument(
+        "--pool",
+        default="../shared/data/speech-pool/manifest.csv",
+        help="speech-pool's manifest.csv: one real speaker per file",
+    )
     demo.add_argument("--quick", action="store_true", help="a smaller budget, for smoke tests")
     _add_verbose(demo)
     demo.set_defaults(run=_demo)
