@@ -118,6 +118,9 @@ class DiarizationTuningStatus(Document):
         None, description="Trials running now, evaluations included."
     )
     trials_failed: int | None = Field(None, description="Search trials that failed.")
+    trials_imported: int | None = Field(
+        None, description="Trials of earlier tunings told to SMAC first (warmStartFrom)."
+    )
     max_trials: int | None = Field(
         None, description="Search trials of all stages: their maxTrialCount."
     )

@@ -22,9 +22,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from diartune.local.tuning import ACCEPTED_SPEC
 from diartune.records import RECORD_FILE, RESULT_FILE, Components, TrialRecord, TrialResult
-from diartune.report import TRIALS_JSON
+from diartune.report import ACCEPTED_SPEC, TRIALS_JSON
 from diartune.spec import S3, Spec, SpecError
 from diartune.spec_file import format_errors
 from diartune.storage import MissingObject, Storage, StorageError, is_s3, join, split_s3
@@ -148,6 +147,24 @@ def _records_in_s3(storage: Storage, root: str) -> tuple[list[TrialRecord], floa
     return records, max(ends, default=0.0) - min(starts, default=0.0)
 
 
+def read_records(location: str, s3: S3 | None = None) -> list[TrialRecord]:
+    """The finished trials of the tuning at ``location`` (an output folder of ``diartune
+    tune`` or an ``s3://`` artifacts prefix). Raises ArtifactsError naming the file."""
+    location = location.rstrip("/")
+    _check_location(location)
+    if is_s3(location):
+        return _records_in_s3(Storage(s3), location)[0]
+    return _records_in_folder(Path(location))[0]
+
+
+def _check_location(location: str) -> None:
+    if not is_s3(location) and not Path(location, TRIALS_JSON).is_file():
+        raise ArtifactsError(
+            f"{join(location, TRIALS_JSON)}: no such file: expected an output folder of "
+            "diartune tune or an s3:// artifacts prefix"
+        )
+
+
 def read_tuning(
     location: str, s3: S3 | None = None, spec: Spec | None = None, name: str | None = None
 ) -> TuningArtifacts:
@@ -168,11 +185,7 @@ def read_tuning(
     """
     location = location.rstrip("/")
     storage = Storage(s3)
-    if not is_s3(location) and not Path(location, TRIALS_JSON).is_file():
-        raise ArtifactsError(
-            f"{join(location, TRIALS_JSON)}: no such file: expected an output folder of "
-            "diartune tune or an s3:// artifacts prefix"
-        )
+    _check_location(location)
     spec = spec or _read_spec(storage, location)
     if is_s3(location):
         records, seconds = _records_in_s3(storage, location)

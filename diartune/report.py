@@ -15,6 +15,8 @@ from diartune.records import Components, TrialRecord, percent
 from diartune.study import Interval, Summary
 
 TRIALS_JSON = "trials.json"
+#: The spec a local tuning started with, in its output folder.
+ACCEPTED_SPEC = "spec.json"
 #: The DER components in seconds, columns of trials.csv.
 _SECONDS = [name for name in Components.model_fields if name.endswith("_seconds")]
 
@@ -188,6 +190,12 @@ def write_summary(folder: Path, tuning: str, summary: Summary, seconds: float) -
         f"({summary.failed} failed); minimized: {summary.objective} DER; "
         f"wall time: {seconds:.0f} s.",
     ]
+    if summary.imported_trials:
+        lines += [
+            "",
+            f"Warm start: {summary.imported_trials} trials of earlier tunings were told to "
+            "SMAC first (not counted above).",
+        ]
     if summary.message:
         lines += ["", summary.message]
     text = "\n".join(lines) + "\n"

@@ -325,6 +325,16 @@ class Optimizer(_Model):
         "surrogate takes over: Sobol points (hpo), random ones (multiFidelity, as SMAC's "
         "facade).",
     )
+    warm_start_from: list[Location] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Earlier tunings of the same problem whose successful trials SMAC is "
+        "told before each stage's first ask (hpo facade only): output folders of diartune "
+        "tune or s3:// artifacts prefixes locally, DiarizationTuning names of the same "
+        "namespace in the operator. A stage imports the trials of the stage of the same "
+        "name, which must search the same parameters; trials outside this search space "
+        "are skipped. Imported trials do not count against maxTrialCount.",
+    )
 
 
 class Toleration(_Model):
@@ -486,6 +496,15 @@ class Spec(_Model):
             problems += [f"@{where}.budget{p}" for p in self._budget_problems(stage)]
         if problems:
             raise ValueError(PROBLEMS.join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _check_warm_start(self) -> Spec:
+        if self.optimizer.warm_start_from and self.optimizer.facade != "hpo":
+            raise ValueError(
+                "@optimizer.warmStartFrom: needs optimizer.facade hpo (multi-fidelity trials "
+                "only compare within their own brackets)"
+            )
         return self
 
     def _budget_problems(self, stage: Stage) -> list[str]:

@@ -22,6 +22,7 @@ from diartune.spec import Budget, Spec, Stage
 from diartune.storage import join
 from diartune.summary import Gain, Interval, Phase, Summary
 from diartune.tuner import Observation, Proposal, SpaceExhausted, StageTuner
+from diartune.warm_start import WarmStart
 
 #: The name of the evaluations of pyannote's default parameters (``defaults-test``, ...).
 DEFAULTS = "defaults"
@@ -50,13 +51,16 @@ class Study:
         records: Iterable[TrialRecord] = (),
         running: Iterable[Trial] = (),
         root: str | None = None,
+        warm: WarmStart | None = None,
     ) -> None:
         """``root``: where the driver puts trial artifacts (``<root>/trials/<name>``); a
         checkpoint is then always taken from there, never from where a record says it is
         (a record is the trial's word, a status anyone with patch rights may edit). None
-        for a study that only reads finished records (reports)."""
+        for a study that only reads finished records (reports). ``warm``: trials of
+        earlier tunings, told to each stage's tuner first (``diartune.warm_start``)."""
         self.spec = spec
         self.root = root
+        self.warm = warm or WarmStart()
         self.records: list[TrialRecord] = list(records)
         self.running: dict[str, Trial] = {trial.name: trial for trial in running}
         self._tuners: dict[str, StageTuner] = {}
@@ -342,6 +346,7 @@ class Study:
             default_test_der=default_test.der if default_test else None,
             pipeline=join(test.artifacts, "pipeline") if test and test.artifacts else None,
             objective=self.spec.objective.aggregate,
+            imported_trials=self.warm.count,
             best_objective=_objective(best) if best else None,
             best_interval=self._interval(best),
             default_interval=self._interval(default),
@@ -398,11 +403,14 @@ class Study:
 
     def _tuner(self, stage: Stage) -> StageTuner:
         if stage.name not in self._tuners:
+            imported = self.warm.imported.get(stage.name, [])
+            # Imported trials stand in for as many points of the initial design.
+            size = max(0, self.spec.optimizer.initial_design_size - len(imported))
             self._tuners[stage.name] = StageTuner(
                 stage,
-                self.spec.optimizer,
+                self.spec.optimizer.model_copy(update={"initial_design_size": size}),
                 self.spec.budget(stage),
-                finished=[_observation(r) for r in self.finished(stage.name)],
+                finished=[_observation(r) for r in [*imported, *self.finished(stage.name)]],
                 pending=[
                     Proposal(t.params, t.budget)
                     for t in self.running.values()

@@ -96,6 +96,9 @@ class Summary(Document):
     default_test_der: float | None
     pipeline: str | None
     objective: str = Field(description="What the tuning minimized (spec.objective.aggregate).")
+    imported_trials: int = Field(
+        0, description="Trials of earlier tunings told to SMAC first (optimizer.warmStartFrom)."
+    )
     best_objective: float | None = None
     best_interval: Interval | None = None
     default_interval: Interval | None = None

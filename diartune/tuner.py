@@ -143,9 +143,13 @@ def _facade(scenario: Scenario, optimizer: Optimizer, done: set[Key]) -> Abstrac
     default = space.get_default_configuration()
     size = optimizer.initial_design_size
     if optimizer.facade == "hpo":
-        sobol = _HPOFacade.get_initial_design(
-            scenario, n_configs=size, max_ratio=1.0
-        ).select_configurations()[:size]
+        sobol = (
+            _HPOFacade.get_initial_design(
+                scenario, n_configs=size, max_ratio=1.0
+            ).select_configurations()[:size]
+            if size
+            else []
+        )
         remaining = [c for c in [default, *sobol] if _key(plain(c)) not in done]
         return _HPOFacade(
             scenario,

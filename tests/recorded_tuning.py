@@ -19,7 +19,7 @@ from typing import Any
 from test_study import Launcher
 
 from diartune.artifacts import TRIALS
-from diartune.local.tuning import ACCEPTED_SPEC, accepted_spec
+from diartune.local.tuning import accepted_spec
 from diartune.records import (
     RECORD_FILE,
     RESULT_FILE,
@@ -29,7 +29,7 @@ from diartune.records import (
     TrialRecord,
     TrialResult,
 )
-from diartune.report import save_records
+from diartune.report import ACCEPTED_SPEC, save_records
 from diartune.spec import DiarizationTuning, Spec
 from diartune.spec_file import parse_tuning
 from diartune.storage import Storage, join

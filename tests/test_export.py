@@ -240,7 +240,7 @@ def test_bad_input_names_the_file_or_field_at_fault(
 
 
 def test_the_files_read_are_those_the_drivers_and_trials_write() -> None:
-    from diartune.local.tuning import ACCEPTED_SPEC
+    from diartune.report import ACCEPTED_SPEC
     from diartune.trial.run import RESULT_FILE as TRIAL_RESULT
 
     assert (RESULT_FILE, ACCEPTED_SPEC) == (TRIAL_RESULT, "spec.json")

@@ -9,6 +9,7 @@ ami-debug served by an S3 server, and trials on KWOK's fake GPU nodes just stay 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import shutil
@@ -427,6 +428,30 @@ def test_tuning_runs_real_trials_to_success(
     reasons = events(cluster, namespace, "ami")
     assert {"NewBest", "StageFinished", "Evaluating", "TuningSucceeded"} <= set(reasons), reasons
     assert leaks(cluster, namespace, s3, operator, runner) == []
+    check_warm_start(cluster, namespace, operator, manifest, tmp_path)
+
+
+def check_warm_start(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    earlier: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A tuning of the same problem imports the finished tuning's 3 trials (suspended, it
+    runs none); a folder in warmStartFrom is refused, naming the field."""
+    for name, source in (("again", earlier["metadata"]["name"]), ("folder", "runs/v1")):
+        manifest = copy.deepcopy(earlier)
+        manifest["metadata"]["name"] = name
+        manifest["spec"]["suspend"] = True
+        manifest["spec"]["optimizer"]["warmStartFrom"] = [source]
+        apply(cluster, namespace, manifest, tmp_path)
+    status = wait(
+        "again suspended", phase_is(cluster, namespace, "again", "Suspended"), 60, operator
+    )
+    assert (status["trialsImported"], status["trialsDone"]) == (3, 0), status
+    refused = wait("folder failed", phase_is(cluster, namespace, "folder", "Failed"), 60, operator)
+    assert refused["message"].startswith("spec.optimizer.warmStartFrom[0]: 'runs/v1'"), refused
 
 
 def test_gpu_capacity_is_respected_and_delete_cleans_up(

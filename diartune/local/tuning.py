@@ -24,15 +24,22 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from diartune.artifacts import read_records
 from diartune.local.executor import LocalExecutor
 from diartune.records import percent
-from diartune.report import load_records, plot, save_best, save_records, write_summary
+from diartune.report import (
+    ACCEPTED_SPEC,
+    load_records,
+    plot,
+    save_best,
+    save_records,
+    write_summary,
+)
 from diartune.spec import DiarizationTuning, Spec, SpecError
 from diartune.spec_changes import resolve
-from diartune.storage import is_s3
+from diartune.storage import StorageError, is_s3
 from diartune.study import Phase, Study, Summary
-
-ACCEPTED_SPEC = "spec.json"
+from diartune.warm_start import WarmStart, warm_start
 
 
 def accepted_spec(folder: Path, tuning: DiarizationTuning) -> Spec:
@@ -50,6 +57,20 @@ def accepted_spec(folder: Path, tuning: DiarizationTuning) -> Spec:
     if refused:
         raise SpecError(f"{folder} holds another tuning: {refused}. Use another --output.")
     return spec
+
+
+def _warm_start(spec: Spec) -> WarmStart:
+    """The trials of ``spec.optimizer.warmStartFrom``: output folders or S3 prefixes.
+
+    Raises SpecError (one line naming the entry) when one cannot be read.
+    """
+    sources = []
+    for index, location in enumerate(spec.optimizer.warm_start_from):
+        try:
+            sources.append((location, read_records(location, spec.data.s3)))
+        except StorageError as error:
+            raise SpecError(f"spec.optimizer.warmStartFrom[{index}]: {error}") from None
+    return warm_start(spec, sources)
 
 
 class LocalTuning:
@@ -71,7 +92,9 @@ class LocalTuning:
         self.folder = folder
         self.console = console or Console(stderr=True)
         self.root = self.spec.artifacts or str(folder.resolve())
-        self.study = Study(self.spec, load_records(folder), root=self.root)
+        self.study = Study(
+            self.spec, load_records(folder), root=self.root, warm=_warm_start(self.spec)
+        )
         self.executor = LocalExecutor(folder / "logs")
 
     def run(self) -> Summary:

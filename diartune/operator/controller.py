@@ -27,6 +27,7 @@ import asyncio
 import enum
 import json
 import logging
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -53,10 +54,12 @@ from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import JobDefaults
 from diartune.operator.status import Conditions, refused_status, tuning_status
 from diartune.records import Trial, TrialRecord, percent
-from diartune.spec import SpecError
+from diartune.spec import Spec, SpecError
 from diartune.spec_changes import MUTABLE_KEYS, resolve
 from diartune.spec_file import parse_spec
+from diartune.spec_types import DNS_SUBDOMAIN
 from diartune.study import Phase, Study
+from diartune.warm_start import WarmStart, warm_start
 
 ACCEPTED_SPEC = f"{GROUP}/accepted-spec"
 STOPPED = "stopped: the tuning failed"
@@ -256,11 +259,45 @@ class TuningController:
             await self._refuse("no artifacts location: set spec.artifacts (an s3:// URI)")
             return
         self.root = root
+        try:
+            warm = await self._warm_start(spec)
+        except SpecError as error:
+            await self._refuse(str(error))
+            return
         self.conditions.mark_created()
-        await self._adopt(spec, meta["uid"])
+        await self._adopt(spec, meta["uid"], warm)
         self.lifecycle = Lifecycle.ACTIVE
 
-    async def _adopt(self, spec: Any, uid: str) -> None:
+    async def _warm_start(self, spec: Spec) -> WarmStart:
+        """The finished trials of the DiarizationTunings that ``spec.optimizer.warmStartFrom``
+        names, in this namespace. The operator reads no folders and holds no S3 credentials,
+        so a path or an S3 prefix is refused. A named tuning that is gone once this one has
+        started is skipped with a warning (the operator restarted after it was deleted)."""
+        sources: list[tuple[str, list[TrialRecord]]] = []
+        for index, name in enumerate(spec.optimizer.warm_start_from):
+            where = f"spec.optimizer.warmStartFrom[{index}]"
+            if name == self.name or not re.fullmatch(DNS_SUBDOMAIN, name):
+                raise SpecError(
+                    f"{where}: {name!r}: expected the name of another DiarizationTuning in "
+                    "this namespace (the operator reads no folders or S3 prefixes)"
+                )
+            earlier = await self.kube.get_tuning(self.namespace, name)
+            if earlier is None and self.phase is None:
+                raise SpecError(f"{where}: no DiarizationTuning {name!r} in {self.namespace}")
+            if earlier is None:
+                self._note("WarmStartGone", f"{where}: {name!r} is gone: skipped", warning=True)
+                continue
+            uid = earlier["metadata"]["uid"]
+            records = [
+                record
+                for resource in await self.kube.list_trials(self.namespace, name)
+                if _owned_by(resource, uid)
+                and (record := trial_status(resource).record(trial_of(resource))) is not None
+            ]
+            sources.append((name, records))
+        return warm_start(spec, sources)
+
+    async def _adopt(self, spec: Spec, uid: str, warm: WarmStart) -> None:
         records: list[TrialRecord] = []
         running: list[Trial] = []
         jobs = {
@@ -283,7 +320,7 @@ class TuningController:
                 self.jobless.add(trial.name)
             else:
                 self.take_job(None, job)
-        self.study = Study(spec, records, running, root=self.root)
+        self.study = Study(spec, records, running, root=self.root, warm=warm)
 
     async def _refuse(self, message: str) -> None:
         """Fail a tuning whose spec cannot run at all."""

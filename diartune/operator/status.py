@@ -152,6 +152,7 @@ def tuning_status(
         trials_done=summary.trials,
         trials_running=summary.running,
         trials_failed=summary.failed,
+        trials_imported=summary.imported_trials or None,
         max_trials=summary.max_trials,
         progress=f"{summary.trials}/{summary.max_trials}",
         default_der=summary.default_der,
