@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +91,24 @@ def run(seed: int, count: int) -> list[dict[str, Any]]:
 def test_same_seed_same_trials_other_seed_other_trials() -> None:
     assert run(0, 6) == run(0, 6)
     assert run(0, 6) != run(1, 6)
+
+
+def test_the_same_seed_gives_the_same_trials_in_another_process() -> None:
+    """Whatever Python's string hashing (PYTHONHASHSEED differs per process by default):
+    SMAC's local search dropped duplicate start points through a set."""
+    script = "from test_tuner import run; print(run(0, 12))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=Path(__file__).parent,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1, outputs
 
 
 def test_restored_tuner_never_reruns_finished_trials() -> None:
