@@ -47,14 +47,20 @@ BUDGET = 30
 class Objective:
     """DER of a configuration on the development subset, features computed once."""
 
-    def __init__(self, database: str, protocol: str, models: tuple[Path, Path]) -> None:
+    def __init__(
+        self,
+        database: str,
+        protocol: str,
+        models: tuple[Path, Path],
+        subset: str = "development",
+    ) -> None:
         from pyannote.audio import Model
 
         from diartune.trial.data import load_protocol, subset_files
         from diartune.trial.pipeline import build_pipeline
 
         path = Path(database)
-        self.files = subset_files(load_protocol(path, protocol), "development")
+        self.files = subset_files(load_protocol(path, protocol, (subset,)), subset)
         segmentation, embedding = (Model.from_pretrained(m) for m in models)
         self.pipeline = build_pipeline(
             segmentation, embedding, "AgglomerativeClustering", {}, set()
@@ -62,9 +68,10 @@ class Objective:
         self.pipeline.training = True  # pyannote then keeps features in each file's dict
         self.history: list[tuple[dict[str, Any], float]] = []
 
-    def __call__(self, params: dict[str, Any]) -> float:
+    def scores(self, params: dict[str, Any]) -> Any:
+        """Each file's errors and reference speech (``FileScores``) with these parameters."""
         from diartune.params import pipeline_defaults
-        from diartune.records import Components
+        from diartune.records import FileScores
         from diartune.spec import Objective as Settings
         from diartune.trial.evaluate import score
         from diartune.trial.pipeline import nested, pipeline_params
@@ -75,8 +82,12 @@ class Objective:
         for file in self.files:
             output = self.pipeline(file)
             hypotheses[file["uri"]] = output.speaker_diarization
-        total: Components = score(self.files, hypotheses, Settings())[0]
-        der = float(total.der or 1.0)
+        return FileScores.of(score(self.files, hypotheses, Settings())[1])
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        from diartune.statistics import objective_value
+
+        der = objective_value(self.scores(params), "total")
         self.history.append((params, der))
         return der
 
@@ -112,8 +123,14 @@ def run_smac(objective: Objective, seed: int) -> tuple[list[float], float]:
     return ders, overhead / BUDGET
 
 
-def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> list[float]:
-    """``pyannote-audio optimize`` on the exported default pipeline; losses from its journal."""
+def run_pyannote_optimize(
+    database: str, protocol: str, models: tuple[Path, Path]
+) -> tuple[list[float], dict[str, Any]]:
+    """``pyannote-audio optimize`` on the exported default pipeline: the losses of its
+    trials (from its journal) and its best parameters (diartune's names).
+
+    The CLI takes no seed: each run draws its own.
+    """
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -122,7 +139,6 @@ def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> li
     from diartune.params import pipeline_defaults
     from diartune.trial.pipeline import export_pipeline, nested
 
-    del seed  # the CLI takes no seed: each run draws its own
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "pipeline"
         defaults = nested(pipeline_defaults("AgglomerativeClustering"))
@@ -134,6 +150,10 @@ def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> li
         # only the legacy output is: without it, `optimize` fails on its first trial.
         document = yaml.safe_load(config.read_text())
         document["pipeline"]["params"]["legacy"] = True
+        # pyannote's default batch of 1 makes the first trial (features of every file)
+        # several times slower; batches do not change a DER.
+        document["pipeline"]["params"]["segmentation_batch_size"] = 32
+        document["pipeline"]["params"]["embedding_batch_size"] = 32
         config.write_text(yaml.safe_dump(document))
         subprocess.run(
             [
@@ -142,9 +162,9 @@ def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> li
                 "pyannote.audio",
                 "optimize",
                 str(config),
-                args.protocol,
+                protocol,
                 "--registry",
-                args.database,
+                database,
                 "--max-iterations",
                 str(BUDGET),
                 "--average-case",
@@ -156,9 +176,12 @@ def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> li
             env={**os.environ, "PYANNOTE_METRICS_ENABLED": "false"},
         )
         storage = JournalStorage(JournalFileBackend(str(config.with_suffix(".journal"))))
-        study = optuna.load_study(study_name=f"{args.protocol}.development", storage=storage)
-        values = [t.value for t in study.trials if t.value is not None]
-    return [float(v) for v in values[:BUDGET]]
+        study = optuna.load_study(study_name=f"{protocol}.development", storage=storage)
+        trials = [t for t in study.trials if t.value is not None][:BUDGET]
+    best = min(trials, key=lambda t: float(t.value or 0.0))
+    # pyannote.pipeline flattens nested parameters with ">": clustering>threshold.
+    params = {name.replace(">", "."): value for name, value in best.params.items()}
+    return [float(t.value or 0.0) for t in trials], params
 
 
 def grid_optimum(objective: Objective, points: int) -> float:
@@ -219,7 +242,8 @@ def main() -> None:
     overheads = []
     for seed in seeds:
         curves["random"].append(run_random(objective, seed))
-        curves["pyannote optimize"].append(run_pyannote_optimize(args, models, seed))
+        losses, _ = run_pyannote_optimize(args.database, args.protocol, models)
+        curves["pyannote optimize"].append(losses)
         ders, overhead = run_smac(objective, seed)
         curves["diartune"].append(ders)
         overheads.append(overhead)
