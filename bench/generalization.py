@@ -84,15 +84,15 @@ def one_seed(seed: int, grid_points: int) -> list[dict[str, Any]]:
     rows = []
     for method, params in chosen.items():
         on_test = test.scores(params)
-        gain = compare(on_test, baseline)
+        gain, found = compare(on_test, baseline), estimate(on_test)
         rows.append(
             {
                 "seed": seed,
                 "method": method,
                 "development": on_development[method],
                 "development_regret": on_development[method] - bound,
-                "test": estimate(on_test).value,
-                "test_ci": estimate(on_test).describe(),
+                "test": found.value,
+                "test_ci": found.describe(),
                 "test_gain": gain.gain,
                 "test_gain_low": gain.low,
                 "test_gain_high": gain.high,

@@ -150,19 +150,19 @@ def _records_in_s3(storage: Storage, root: str) -> tuple[list[TrialRecord], floa
 def read_records(location: str, s3: S3 | None = None) -> list[TrialRecord]:
     """The finished trials of the tuning at ``location`` (an output folder of ``diartune
     tune`` or an ``s3://`` artifacts prefix). Raises ArtifactsError naming the file."""
-    location = location.rstrip("/")
-    _check_location(location)
+    return _records_at(Storage(s3), location.rstrip("/"))[0]
+
+
+def _records_at(storage: Storage, location: str) -> tuple[list[TrialRecord], float]:
+    """The records at an output folder or S3 prefix, and the time they span."""
     if is_s3(location):
-        return _records_in_s3(Storage(s3), location)[0]
-    return _records_in_folder(Path(location))[0]
-
-
-def _check_location(location: str) -> None:
-    if not is_s3(location) and not Path(location, TRIALS_JSON).is_file():
+        return _records_in_s3(storage, location)
+    if not Path(location, TRIALS_JSON).is_file():
         raise ArtifactsError(
             f"{join(location, TRIALS_JSON)}: no such file: expected an output folder of "
             "diartune tune or an s3:// artifacts prefix"
         )
+    return _records_in_folder(Path(location))
 
 
 def read_tuning(
@@ -185,12 +185,8 @@ def read_tuning(
     """
     location = location.rstrip("/")
     storage = Storage(s3)
-    _check_location(location)
+    records, seconds = _records_at(storage, location)
     spec = spec or _read_spec(storage, location)
-    if is_s3(location):
-        records, seconds = _records_in_s3(storage, location)
-    else:
-        records, seconds = _records_in_folder(Path(location))
     unknown = sorted({r.stage for r in records} - {stage.name for stage in spec.stages})
     if unknown:
         raise ArtifactsError(f"{location}: trials of stages {unknown}, which the spec lacks")

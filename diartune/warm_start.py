@@ -58,6 +58,7 @@ def warm_start(spec: Spec, sources: Sequence[tuple[str, Iterable[TrialRecord]]])
     imported: dict[str, list[TrialRecord]] = {}
     skipped = 0
     stages = {stage.name: stage for stage in spec.stages}
+    spaces = {stage.name: stage_space(stage, spec.optimizer.seed) for stage in spec.stages}
     for index, (source, records) in enumerate(sources):
         where = f"spec.optimizer.warmStartFrom[{index}] ({source})"
         for record in filter(_usable, records):
@@ -72,7 +73,7 @@ def warm_start(spec: Spec, sources: Sequence[tuple[str, Iterable[TrialRecord]]])
                     "a tuning whose stage searches the same parameters"
                 )
             try:
-                Configuration(stage_space(stage, spec.optimizer.seed), values=record.params)
+                Configuration(spaces[stage.name], values=record.params)
             except (ValueError, KeyError):  # outside the bounds or choices of this space
                 skipped += 1
                 continue
