@@ -45,7 +45,7 @@ from diartune.trial.cache import FeatureCache
 from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.evaluate import score
 from diartune.trial.finetune import fine_tune
-from diartune.trial.models import load_model, load_plda, save_checkpoint
+from diartune.trial.models import load_model, save_checkpoint
 from diartune.trial.pipeline import (
     build_pipeline,
     diarize,
@@ -54,6 +54,7 @@ from diartune.trial.pipeline import (
     nested,
     pipeline_params,
 )
+from diartune.trial.plda import load_plda
 
 
 def model_digest(model: Model) -> str:
@@ -99,6 +100,10 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     with timings.phase("models"):
         segmentation = load_model(request.pipeline.segmentation, storage, scratch, token)
         embedding = load_model(request.pipeline.embedding, storage, scratch, token)
+        plda_folder, plda = None, None
+        if request.pipeline.plda:  # before fine-tuning: a PLDA that does not fit is bad input
+            dimension = cast(int, embedding.dimension)
+            plda_folder, plda = load_plda(request.pipeline.plda, storage, scratch, dimension, token)
     checkpoint = None
     if request.fine_tune is not None:
         subset_files(protocol, "train", load=False)
@@ -113,12 +118,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         segmentation.to(torch.device("cuda"))
         embedding.to(torch.device("cuda"))
     params = {**pipeline_defaults(request.pipeline.clustering), **request.params}
-    plda = None
-    if request.pipeline.plda:
-        with timings.phase("models"):
-            plda = load_plda(
-                request.pipeline.plda, storage, scratch, cast(int, embedding.dimension), token
-            )
+    batch_sizes = (request.pipeline.segmentation_batch_size, request.pipeline.embedding_batch_size)
     pipeline = build_pipeline(
         segmentation,
         embedding,
@@ -126,10 +126,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         params,
         tuned=set(request.tuned),
         plda=plda,
-        batch_sizes=(
-            request.pipeline.segmentation_batch_size,
-            request.pipeline.embedding_batch_size,
-        ),
+        batch_sizes=batch_sizes,
     )
     cache = None
     if request.cache:
@@ -156,10 +153,14 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     if request.trial.export:
         export_pipeline(
             artifacts / "pipeline",
-            save_checkpoint(segmentation, workdir / "export" / "segmentation.ckpt"),
-            save_checkpoint(embedding, workdir / "export" / "embedding.ckpt"),
+            (
+                save_checkpoint(segmentation, workdir / "export" / "segmentation.ckpt"),
+                save_checkpoint(embedding, workdir / "export" / "embedding.ckpt"),
+            ),
             request.pipeline.clustering,
             nested(pipeline_params(pipeline, params)),
+            plda_folder,
+            batch_sizes,
         )
     if cache is not None:
         timings["cache_hits"] = cache.hits
