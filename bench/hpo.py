@@ -96,17 +96,17 @@ def run_random(objective: Objective, seed: int) -> list[float]:
 
 def run_smac(objective: Objective, seed: int) -> tuple[list[float], float]:
     from diartune.spec import Optimizer
-    from diartune.tuner import StageTuner
+    from diartune.tuner import Observation, StageTuner
 
     tuner = StageTuner(stage(), Optimizer(seed=seed, initial_design_size=8))
     ders, overhead = [], 0.0
     for _ in range(BUDGET):
         start = time.perf_counter()
-        params = tuner.ask()
+        params = tuner.ask().params
         overhead += time.perf_counter() - start
         der = objective(params)
         start = time.perf_counter()
-        tuner.tell(params, der)
+        tuner.tell(Observation(params, der))
         overhead += time.perf_counter() - start
         ders.append(der)
     return ders, overhead / BUDGET
@@ -127,7 +127,7 @@ def run_pyannote_optimize(args: Any, models: tuple[Path, Path], seed: int) -> li
         folder = Path(scratch) / "pipeline"
         defaults = nested(pipeline_defaults("AgglomerativeClustering"))
         defaults["segmentation"].pop("threshold")
-        export_pipeline(folder, models[0], models[1], "AgglomerativeClustering", defaults)
+        export_pipeline(folder, models, "AgglomerativeClustering", defaults, None, (32, 32))
         Model.from_pretrained(models[0])  # fail here, not in the subprocess, if unloadable
         config = folder / "config.yaml"
         # pyannote 4.0.7's optimizer scores the pipeline's output as an Annotation, which

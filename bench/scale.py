@@ -81,17 +81,17 @@ class Run:
 def measure_tuner(trials: int, parallel: int, seed: int = 0) -> list[dict[str, Any]]:
     """Seconds of each tell+ask, up to ``trials`` finished, with ``parallel`` pending."""
     from diartune.spec import Optimizer, Stage
-    from diartune.tuner import StageTuner
+    from diartune.tuner import Observation, StageTuner
 
     document = {"name": "pipeline", "searchSpace": SPACE, "maxTrialCount": trials + parallel}
     tuner = StageTuner(Stage.model_validate(document), Optimizer(seed=seed))
-    pending = collections.deque(tuner.ask() for _ in range(parallel))
+    pending = collections.deque(tuner.ask().params for _ in range(parallel))
     rows = []
     for finished in range(1, trials + 1):
         params = pending.popleft()
         start = time.perf_counter()
-        tuner.tell(params, synthetic_der(params))
-        pending.append(tuner.ask())
+        tuner.tell(Observation(params, synthetic_der(params)))
+        pending.append(tuner.ask().params)
         rows.append({"finished": finished, "seconds": time.perf_counter() - start})
     return rows
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from diartune.commands import add_export_parser, add_report_parser
 from diartune.corpus import BadInput
+from diartune.simulate import add_simulate_parser
 from diartune.spec import SpecError
 from diartune.spec_file import load_tuning
 from diartune.storage import Storage, StorageError, cache_root, is_s3
@@ -156,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_export_parser(commands)
     add_report_parser(commands)
+    add_simulate_parser(commands)
 
     crd = commands.add_parser("crd", help="print the CRDs generated from the spec model")
     crd.add_argument("--output-dir", type=Path, help="write one file per CRD here instead")

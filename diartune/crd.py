@@ -503,6 +503,7 @@ TUNING_COLUMNS = [
 TRIAL_COLUMNS = [
     _column("Tuning", ".spec.tuning"),
     _column("Stage", ".spec.stage"),
+    _column("Budget", ".spec.budget", "number", description="Multi-fidelity budget."),
     _column("State", ".status.state"),
     _column("DER", ".status.der", "number"),
     AGE,

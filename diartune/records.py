@@ -28,8 +28,13 @@ RESULT_PREFIX = "DIARTUNE_RESULT "
 ERROR_PREFIX = "DIARTUNE_ERROR "
 #: What a trial leaves in its artifacts: its result (written after everything else it
 #: writes on success) and its own record (written last, on success or failure).
+#: Names the trial's environment variables that come from Secrets, comma-separated: the
+#: trial masks their values in every message it reports.
+SECRET_VARIABLES_ENV = "DIARTUNE_SECRET_VARIABLES"
 RESULT_FILE = "result.json"
 RECORD_FILE = "record.json"
+#: The fine-tuned segmentation model (a Lightning checkpoint with its training state).
+CHECKPOINT_FILE = "segmentation.ckpt"
 
 Subset = Literal["development", "test"]
 
@@ -38,6 +43,14 @@ class Document(BaseModel):
     """A JSON document of diartune's: camelCase keys, unknown keys refused."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+
+
+class Checkpoint(Document):
+    """A checkpoint diartune made, and the SHA-256 it had when it was made: a trial checks
+    it before unpickling the file."""
+
+    uri: str
+    sha256: str
 
 
 class Components(Document):
@@ -81,6 +94,7 @@ class TrialResult(Document):
     per_file: dict[str, Components] = Field(default_factory=dict)
     scores: FileScores | None = Field(None, description="Per-file errors, for intervals.")
     checkpoint: str | None = Field(None, description="The fine-tuned checkpoint, if any.")
+    checkpoint_sha256: str | None = Field(None, description="SHA-256 of the checkpoint.")
     artifacts: str
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per phase.")
     request_digest: str | None = Field(
@@ -118,7 +132,15 @@ class Trial(Document):
     params: dict[str, Value] = Field(description="This stage's tuned parameters.")
     full_params: dict[str, Value] = Field(description="Every parameter the trial runs with.")
     segmentation: str = Field(description="The segmentation model the trial starts from.")
+    segmentation_sha256: str | None = Field(
+        None, description="Its SHA-256 when a trial of this tuning fine-tuned it (checked)."
+    )
     export: bool = Field(False, description="Whether the trial exports the tuned pipeline.")
+    budget: float | None = Field(
+        None,
+        description="Its multi-fidelity budget (epochs, or percent of the development "
+        "files, as its stage says); None: the full cost (hpo facade, evaluations).",
+    )
 
     @property
     def is_evaluation(self) -> bool:
@@ -145,6 +167,7 @@ class Trial(Document):
             scores=result.scores,
             components=result.components,
             checkpoint=result.checkpoint,
+            checkpoint_sha256=result.checkpoint_sha256,
             artifacts=result.artifacts,
             seconds=outcome.seconds,
         )
@@ -161,7 +184,17 @@ class TrialRequest(Document):
     data: Data
     pipeline: Pipeline = Field(description="The pipeline, with the trial's segmentation.")
     objective: Objective = Field(default_factory=Objective)
-    fine_tune: FineTune | None = None
+    fine_tune: FineTune | None = Field(
+        None, description="Fine-tuning settings; maxEpochs is the trial's epochs budget."
+    )
+    continue_from: Checkpoint | None = Field(
+        None,
+        description="The training state of the same configuration at a smaller epochs "
+        "budget: training continues from it instead of from epoch 0.",
+    )
+    files: float | None = Field(
+        None, description="Percent of the development files to score (a files budget)."
+    )
     output: str = Field(description="Where the trial writes its artifacts (path or s3:// URI).")
     cache: str | None = Field(None, description="Segmentation/embedding cache (path or s3://).")
 
@@ -199,6 +232,7 @@ class TrialFacts(Document):
     scores: FileScores | None = Field(None, description="Per-file errors, for intervals.")
     components: Components | None = Field(None, description="DER and its parts, in seconds.")
     checkpoint: str | None = Field(None, description="The fine-tuned segmentation checkpoint.")
+    checkpoint_sha256: str | None = Field(None, description="SHA-256 of the checkpoint.")
     artifacts: str | None = Field(None, description="Where the trial wrote its artifacts.")
     message: str | None = Field(None, description="Why the trial failed.")
     bad_input: bool = Field(False, description="It failed on input that no retry can fix.")

@@ -40,15 +40,16 @@ def save_records(folder: Path, records: list[TrialRecord]) -> None:
     rows = [record.model_dump(mode="json", by_alias=True) for record in records]
     _atomic_write(folder / TRIALS_JSON, json.dumps(rows, indent=2, ensure_ascii=False))
     names = sorted({name for record in records for name in record.params})
-    columns = ["name", "stage", "subset", "state", "der", "missed", "falseAlarm", "confusion"]
-    columns.append("seconds")
+    columns = ["name", "stage", "subset", "budget", "state", "der"]
+    columns += ["missed", "falseAlarm", "confusion", "seconds"]
     with (folder / "trials.csv").open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(columns + names + ["message"])
         for record in records:
             parts = record.components
             writer.writerow(
-                [record.name, record.stage, record.subset, record.state, record.der]
+                [record.name, record.stage, record.subset, record.budget, record.state]
+                + [record.der]
                 + ([parts.missed, parts.false_alarm, parts.confusion] if parts else ["", "", ""])
                 + [record.seconds]
                 + [record.params.get(name, "") for name in names]

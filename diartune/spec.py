@@ -37,6 +37,7 @@ from diartune.spec_types import (
     Location,
     Model,
     ObjectName,
+    PositiveFloat,
     Quantity,
     Region,
     ResourceName,
@@ -156,6 +157,19 @@ class FineTune(_Model):
         le=1_000_000,
         description="Cap on training batches per epoch (default: the whole set).",
     )
+    precision: Literal["32", "16-mixed"] = Field(
+        "32",
+        description="Lightning's trainer precision: 32-bit, or 16-bit mixed precision on a "
+        "GPU; on a CPU a trial always trains in 32-bit. (bf16-mixed is not offered: "
+        "pyannote.audio 4.0's training step hands scipy a bfloat16 tensor and fails.)",
+    )
+    checkpoint_every_epochs: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="A trial saves its training state to its artifacts every this many "
+        "epochs; a restarted pod resumes from the last one.",
+    )
 
 
 def _check_range(low: float, high: float, log: bool) -> None:
@@ -219,6 +233,28 @@ Parameter = Annotated[
 ]
 
 
+BudgetKind = Literal["epochs", "files"]
+
+
+class Budget(_Model):
+    """A stage's multi-fidelity budget: what a trial's budget buys (optimizer.facade
+    multiFidelity). Each bound defaults from the kind: epochs from fineTune.maxEpochs down
+    to maxEpochs / eta**2; files from 100 % of the development files down to 100 / eta**2 %."""
+
+    kind: BudgetKind | None = Field(
+        None,
+        description="epochs: a trial fine-tunes for its budget's number of epochs (stages "
+        "with fineTune, the default for them); files: a trial scores its budget's percentage "
+        "of the development files, a nested stratified subset (the default without fineTune).",
+    )
+    min_budget: PositiveFloat | None = Field(
+        None, description="The smallest budget: epochs, or percent of the files."
+    )
+    max_budget: PositiveFloat | None = Field(
+        None, description="The largest budget: epochs, or percent of the files (<= 100)."
+    )
+
+
 class Stage(_Model):
     """One stage of the tuning; each starts from the best configuration of those before it."""
 
@@ -232,7 +268,13 @@ class Stage(_Model):
         description="Parameters to tune, by name: training.*, segmentation.*, clustering.*",
     )
     max_trial_count: int = Field(
-        ge=1, le=100_000, description="Trials in this stage, failed ones included."
+        ge=1,
+        le=100_000,
+        description="Trials in this stage, failed ones included; with multiFidelity, each "
+        "budget a configuration runs at is one trial.",
+    )
+    budget: Budget | None = Field(
+        None, description="Multi-fidelity budget (optimizer.facade multiFidelity only)."
     )
 
     @property
@@ -252,14 +294,32 @@ class Stage(_Model):
 class Optimizer(_Model):
     """The SMAC3 optimizer."""
 
-    facade: Literal["hpo"] = Field(
-        "hpo", description="SMAC facade: hpo = Sobol initial design, random forest, log EI."
+    facade: Literal["hpo", "multiFidelity"] = Field(
+        "hpo",
+        description="SMAC facade: hpo = Sobol initial design, random forest, log EI, each "
+        "trial at full cost; multiFidelity = the same surrogate with Hyperband or successive "
+        "halving over each stage's budget (epochs or development files).",
+    )
+    intensifier: Literal["hyperband", "successiveHalving"] = Field(
+        "hyperband", description="multiFidelity only: how budgets are scheduled."
+    )
+    eta: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="multiFidelity only: each rung keeps 1/eta of its configurations and "
+        "gives them eta times the budget.",
     )
     seed: int = Field(
         0, ge=0, le=2**31 - 1, description="Random seed: the same seed gives the same trials."
     )
     initial_design_size: int = Field(
-        8, ge=0, le=256, description="Sobol configurations per stage, after pyannote's defaults."
+        8,
+        ge=0,
+        le=256,
+        description="Configurations per stage after pyannote's defaults, before the "
+        "surrogate takes over: Sobol points (hpo), random ones (multiFidelity, as SMAC's "
+        "facade).",
     )
 
 
@@ -384,7 +444,7 @@ class Spec(_Model):
                 problems.append(f"@{where}.name: stage names must be unique: {stage.name!r}")
             seen_stage.add(stage.name)
             size = stage.size
-            if size < stage.max_trial_count:
+            if self.optimizer.facade == "hpo" and size < stage.max_trial_count:
                 problems.append(
                     f"@{where}.maxTrialCount: the search space holds only {size:.0f} "
                     f"configurations; expected at most {size:.0f} trials"
@@ -399,9 +459,44 @@ class Spec(_Model):
                 if name in seen_param:
                     problems.append(f"{field}: already tuned in stage {seen_param[name]!r}")
                 seen_param[name] = stage.name
+            problems += [f"@{where}.budget{p}" for p in self._budget_problems(stage)]
         if problems:
             raise ValueError(PROBLEMS.join(problems))
         return self
+
+    def _budget_problems(self, stage: Stage) -> list[str]:
+        multi_fidelity = self.optimizer.facade == "multiFidelity"
+        if stage.budget is not None and not multi_fidelity:
+            return [": a budget needs optimizer.facade multiFidelity"]
+        budget = self.budget(stage)
+        if budget is None:
+            return []
+        problems = []
+        if budget.kind == "epochs" and stage.fine_tune is None:
+            problems.append(".kind: epochs needs fineTune in this stage; expected files")
+        if budget.kind == "epochs" and "training.max_epochs" in stage.search_space:
+            problems.append(".kind: epochs set training.max_epochs; do not tune it as well")
+        if budget.kind == "files" and (budget.max_budget or 0) > 100:
+            problems.append(f".maxBudget: expected at most 100 (%), got {budget.max_budget:g}")
+        if (budget.min_budget or 0) > (budget.max_budget or 0):
+            problems.append(
+                f".minBudget: expected at most maxBudget ({budget.max_budget:g}), "
+                f"got {budget.min_budget:g}"
+            )
+        return problems
+
+    def budget(self, stage: Stage) -> Budget | None:
+        """The stage's multi-fidelity budget with every default filled in, or None (hpo)."""
+        if self.optimizer.facade != "multiFidelity":
+            return None
+        given = stage.budget or Budget()
+        kind = given.kind or ("epochs" if stage.fine_tune else "files")
+        largest = float(stage.fine_tune.max_epochs) if kind == "epochs" and stage.fine_tune else 100
+        max_budget = given.max_budget or largest
+        smallest = max_budget / self.optimizer.eta**2
+        if kind == "epochs":
+            smallest = min(max(1.0, smallest), max_budget)
+        return Budget(kind=kind, min_budget=given.min_budget or smallest, max_budget=max_budget)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name``."""

@@ -65,19 +65,22 @@ def differences(old: Any, new: Any, path: str = "spec") -> list[str]:
     return [] if old == new else [path]
 
 
-def resolve(accepted: dict[str, Any], current: dict[str, Any]) -> tuple[Spec, str | None]:
+def resolve(
+    accepted: dict[str, Any], current: dict[str, Any], previous: Spec | None = None
+) -> tuple[Spec, str | None]:
     """The spec to run (accepted, plus the current changeable fields) and why, if at all,
-    part of the current spec is refused."""
-    base = parse_spec(accepted)
+    part of the current spec is refused. An invalid update keeps ``previous``, the spec
+    that ran until now (else the accepted one)."""
     try:
         merged = parse_spec(_with_mutable_fields(accepted, current))
     except SpecError as error:
-        return base, f"the update is not valid, the previous spec is kept: {error}"
+        kept = previous or parse_spec(accepted)
+        return kept, f"the update is not valid, the previous spec is kept: {error}"
     try:
         wanted = parse_spec(current)
     except SpecError as error:
         return merged, f"the update is not valid: {error}"
-    changed = differences(fixed_part(base), fixed_part(wanted))
+    changed = differences(fixed_part(parse_spec(accepted)), fixed_part(wanted))
     if changed:
         return merged, (
             f"only {ALLOWED} may change while a tuning runs; refused changes to "

@@ -114,5 +114,6 @@ Image = Annotated[str, StringConstraints(pattern=IMAGE, min_length=1, max_length
 Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT, max_length=1024)]
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
 FiniteFloat = Annotated[float, Field(ge=-1e6, le=1e6), AfterValidator(_finite)]
+PositiveFloat = Annotated[float, Field(gt=0, le=1e6), AfterValidator(_finite)]
 BoundedInt = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
 Annotations = Annotated[dict[LabelKey, str], AfterValidator(_annotations_size)]

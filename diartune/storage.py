@@ -6,6 +6,7 @@ credentials from the usual AWS_* environment variables) or a local path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,6 +43,15 @@ def atomic_path(destination: Path) -> Iterator[Path]:
         os.replace(partial, destination)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cache_root() -> Path:
@@ -184,6 +194,14 @@ class Storage:
         for path in files:
             self.upload(path, join(uri, path.relative_to(source).as_posix()))
         return uri
+
+    def delete(self, uri: str) -> None:
+        """Remove the object or file at ``uri``, if there is one."""
+        if not is_s3(uri):
+            Path(uri).unlink(missing_ok=True)
+            return
+        bucket, key = split_s3(uri)
+        self._call(uri, lambda: self.client.delete_object(Bucket=bucket, Key=key))
 
     def read_text(self, uri: str) -> str:
         """The text of the object or file at ``uri``; MissingObject if there is none."""

@@ -19,8 +19,10 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from diartune.params import Value, pipeline_defaults
+from diartune.params import Value, canonical, pipeline_defaults
 from diartune.records import (
+    CHECKPOINT_FILE,
+    Checkpoint,
     Components,
     Document,
     FileScores,
@@ -29,10 +31,10 @@ from diartune.records import (
     TrialRecord,
     TrialRequest,
 )
-from diartune.spec import Spec, Stage
+from diartune.spec import Budget, Spec, Stage
 from diartune.statistics import compare, estimate
 from diartune.storage import join
-from diartune.tuner import SpaceExhausted, StageTuner
+from diartune.tuner import Observation, Proposal, SpaceExhausted, StageTuner
 
 #: The name of the evaluations of pyannote's default parameters (``defaults-test``, ...).
 DEFAULTS = "defaults"
@@ -145,9 +147,18 @@ class Study:
     """The stages of one tuning, their trials and tuners, and the final evaluations."""
 
     def __init__(
-        self, spec: Spec, records: Iterable[TrialRecord] = (), running: Iterable[Trial] = ()
+        self,
+        spec: Spec,
+        records: Iterable[TrialRecord] = (),
+        running: Iterable[Trial] = (),
+        root: str | None = None,
     ) -> None:
+        """``root``: where the driver puts trial artifacts (``<root>/trials/<name>``); a
+        checkpoint is then always taken from there, never from where a record says it is
+        (a record is the trial's word, a status anyone with patch rights may edit). None
+        for a study that only reads finished records (reports)."""
         self.spec = spec
+        self.root = root
         self.records: list[TrialRecord] = list(records)
         self.running: dict[str, Trial] = {trial.name: trial for trial in running}
         self._tuners: dict[str, StageTuner] = {}
@@ -187,16 +198,28 @@ class Study:
         return [stage.name for stage in self.spec.stages if stage.name in self._exhausted]
 
     def best(self, stage: str | None = None) -> TrialRecord | None:
-        """The successful search trial with the lowest objective, in ``stage`` or overall."""
-        candidates = [
-            r
-            for r in self.records
-            if r.state == "Succeeded"
-            and _objective(r) is not None
-            and not r.is_evaluation
-            and (stage is None or r.stage == stage)
-        ]
+        """The successful search trial with the lowest objective, in ``stage`` or overall.
+
+        With a files budget, only trials scored on the same files compare: those at the
+        largest budget any trial of the stage reached (all files once one got there).
+        An epochs budget scores every trial on all files: a shorter training is a model
+        like any other.
+        """
+        stages = [self.spec.stage(stage)] if stage else self.spec.stages
+        candidates = [record for each in stages for record in self._comparable(each)]
         return min(candidates, key=lambda r: _objective(r) or 0.0, default=None)
+
+    def _comparable(self, stage: Stage) -> list[TrialRecord]:
+        """The successful search trials of ``stage`` whose objectives compare."""
+        succeeded = [
+            r
+            for r in self.finished(stage.name)
+            if r.state == "Succeeded" and _objective(r) is not None
+        ]
+        if _kind(self.spec.budget(stage)) != "files" or not succeeded:
+            return succeeded
+        largest = max(r.budget or 0.0 for r in succeeded)
+        return [r for r in succeeded if r.budget == largest]
 
     @property
     def failure(self) -> str | None:
@@ -256,9 +279,10 @@ class Study:
         best = self.best()
         if best is None:
             return []
+        segmentation, digest = self._model_of(best)
         winner = Trial.model_validate(
             best.model_dump(include=set(Trial.model_fields))
-            | {"segmentation": best.checkpoint or best.segmentation}
+            | {"segmentation": segmentation, "segmentation_sha256": digest, "budget": None}
         )
         wanted = [
             _evaluate(winner, "test", export=True),
@@ -345,18 +369,20 @@ class Study:
         return trials
 
     def _next(self, stage: Stage) -> Trial:
-        base, segmentation = self._starting_point(stage)
+        base, segmentation, digest = self._starting_point(stage)
         taken = {r.number for r in self.finished(stage.name)}
         taken |= {t.number for t in self.running.values() if t.stage == stage.name}
         number = next(n for n in range(len(taken) + 1) if n not in taken)
-        params = self._tuner(stage).ask()
+        proposal = self._tuner(stage).ask()
         return Trial(
             name=f"{stage.name}-{number:03d}",
             stage=stage.name,
             number=number,
-            params=params,
-            full_params={**base, **params},
+            params=proposal.params,
+            full_params={**base, **proposal.params},
             segmentation=segmentation,
+            segmentation_sha256=digest,
+            budget=proposal.budget,
         )
 
     def prepare(self, count: int) -> None:
@@ -378,7 +404,7 @@ class Study:
         self.records.append(record)
         tuner = self._tuners.get(record.stage)
         if tuner is not None and not record.is_evaluation:
-            tuner.tell(record.params, _objective(record) if record.state == "Succeeded" else None)
+            tuner.tell(_observation(record))
 
     def stop(self) -> list[Trial]:
         """The running trials to stop now (the tuning failed), forgotten by the study."""
@@ -474,26 +500,85 @@ class Study:
 
     def _tuner(self, stage: Stage) -> StageTuner:
         if stage.name not in self._tuners:
-            finished = [
-                (r.params, _objective(r) if r.state == "Succeeded" else None)
-                for r in self.finished(stage.name)
-            ]
-            pending = [t.params for t in self.running.values() if t.stage == stage.name]
-            self._tuners[stage.name] = StageTuner(stage, self.spec.optimizer, finished, pending)
+            self._tuners[stage.name] = StageTuner(
+                stage,
+                self.spec.optimizer,
+                self.spec.budget(stage),
+                finished=[_observation(r) for r in self.finished(stage.name)],
+                pending=[
+                    Proposal(t.params, t.budget)
+                    for t in self.running.values()
+                    if t.stage == stage.name
+                ],
+            )
         return self._tuners[stage.name]
 
-    def _starting_point(self, stage: Stage) -> tuple[dict[str, Value], str]:
-        """Parameters and segmentation model a stage starts from: the earlier stages' best."""
+    def _starting_point(self, stage: Stage) -> tuple[dict[str, Value], str, str | None]:
+        """Parameters and segmentation model (with its SHA-256 when diartune made it) a
+        stage starts from: the earlier stages' best."""
         params = pipeline_defaults(self.spec.pipeline.clustering)
-        segmentation = self.spec.pipeline.segmentation
+        segmentation, digest = self.spec.pipeline.segmentation, None
         for earlier in self.spec.stages:
             if earlier.name == stage.name:
                 break
             best = self.best(earlier.name)
             assert best is not None, f"stage {earlier.name!r} has no successful trial"
             params.update(best.full_params)
-            segmentation = best.checkpoint or best.segmentation
-        return params, segmentation
+            segmentation, digest = self._model_of(best)
+        return params, segmentation, digest
+
+    def _checkpoint(self, record: TrialRecord) -> Checkpoint | None:
+        """The checkpoint ``record``'s trial fine-tuned, at the place the driver chose."""
+        if record.checkpoint is None or record.checkpoint_sha256 is None:
+            return None
+        uri = record.checkpoint
+        if self.root is not None:
+            uri = join(self.root, "trials", record.name, CHECKPOINT_FILE)
+        return Checkpoint(uri=uri, sha256=record.checkpoint_sha256)
+
+    def _model_of(self, record: TrialRecord) -> tuple[str, str | None]:
+        """The segmentation model a trial ended with, and its SHA-256 when diartune made it."""
+        checkpoint = self._checkpoint(record)
+        if checkpoint is None:
+            return record.segmentation, record.segmentation_sha256
+        return checkpoint.uri, checkpoint.sha256
+
+    def _continuation(self, trial: Trial) -> Checkpoint | None:
+        """The training state of ``trial``'s configuration at the largest smaller epochs
+        budget, to continue from (Hyperband promoted it)."""
+        earlier = [
+            r
+            for r in self.finished(trial.stage)
+            if r.state == "Succeeded"
+            and r.budget is not None
+            and trial.budget is not None
+            and r.budget < trial.budget
+            and canonical(r.params) == canonical(trial.params)
+        ]
+        best = max(earlier, key=lambda r: r.budget or 0.0, default=None)
+        return self._checkpoint(best) if best is not None else None
+
+    def request(self, trial: Trial) -> TrialRequest:
+        """The request that runs ``trial``, with artifacts under ``<root>/trials/<name>``."""
+        assert self.root is not None, "a study that launches trials knows their root"
+        stage = None if trial.is_evaluation else self.spec.stage(trial.stage)
+        budget = self.spec.budget(stage) if stage else None
+        fine_tune = stage.fine_tune if stage else None
+        continue_from = None
+        if fine_tune is not None and _kind(budget) == "epochs":
+            fine_tune = fine_tune.model_copy(update={"max_epochs": epochs(trial.budget)})
+            continue_from = self._continuation(trial)
+        return TrialRequest(
+            trial=trial,
+            data=self.spec.data,
+            pipeline=self.spec.pipeline.model_copy(update={"segmentation": trial.segmentation}),
+            objective=self.spec.objective,
+            fine_tune=fine_tune,
+            continue_from=continue_from,
+            files=trial.budget if _kind(budget) == "files" else None,
+            output=join(self.root, "trials", trial.name),
+            cache=join(self.root, "cache"),
+        )
 
 
 def _evaluate(trial: Trial, subset: Subset, export: bool = False) -> Trial:
@@ -508,15 +593,17 @@ def _evaluate(trial: Trial, subset: Subset, export: bool = False) -> Trial:
     )
 
 
-def trial_request(spec: Spec, trial: Trial, root: str) -> TrialRequest:
-    """The request that runs ``trial``, with artifacts under ``root/trials/<name>``."""
-    stage = None if trial.is_evaluation else spec.stage(trial.stage)
-    return TrialRequest(
-        trial=trial,
-        data=spec.data,
-        pipeline=spec.pipeline.model_copy(update={"segmentation": trial.segmentation}),
-        objective=spec.objective,
-        fine_tune=stage.fine_tune if stage else None,
-        output=join(root, "trials", trial.name),
-        cache=join(root, "cache"),
-    )
+def _observation(record: TrialRecord) -> Observation:
+    """A finished search trial as its stage's tuner is told it."""
+    cost = _objective(record) if record.state == "Succeeded" else None
+    return Observation(record.params, cost, record.budget)
+
+
+def _kind(budget: Budget | None) -> str | None:
+    return budget.kind if budget else None
+
+
+def epochs(budget: float | None) -> int:
+    """The epochs an epochs budget buys (SMAC's budgets are real numbers)."""
+    assert budget is not None
+    return max(1, round(budget))

@@ -10,6 +10,11 @@ improvement) runs with pure ask/tell. Its design is built here so that:
 - configurations can be asked ahead (``prepare``, from a worker thread), so that a
   freed slot gets its next trial without waiting for SMAC: its retrains take seconds
   after hundreds of trials. Tells are queued and reach SMAC before its next ask.
+
+The multi-fidelity facade (the same surrogate; Hyperband or successive halving over the
+stage's budget) runs the same way, with each proposal's budget. A rebuilt tuner tells
+SMAC the finished trials first: its intensifier then puts their configurations in its
+first bracket and promotes from their results, without running them again.
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ConfigSpace import Configuration
-from smac import HyperparameterOptimizationFacade, Scenario
+from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, Scenario
+from smac.facade.abstract_facade import AbstractFacade
+from smac.intensifier.abstract_intensifier import AbstractIntensifier
+from smac.intensifier.successive_halving import SuccessiveHalving
 from smac.main.config_selector import ConfigSelector
 from smac.model.random_forest import RandomForest
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
@@ -33,7 +42,7 @@ from smac.runhistory.enumerations import StatusType
 
 from diartune.params import Value, canonical
 from diartune.space import all_configurations, plain, stage_space
-from diartune.spec import Optimizer, Stage
+from diartune.spec import Budget, Optimizer, Stage
 
 # SMAC cannot model an infinite cost (its random forest sees NaN), so a failed trial
 # costs as much as the worst DER seen, and at least this.
@@ -45,17 +54,37 @@ class SpaceExhausted(Exception):
     """Every configuration of the stage's search space is pending or finished."""
 
 
-def _key(params: dict[str, Value]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((name, repr(canonical(value))) for name, value in params.items()))
+@dataclass(frozen=True)
+class Proposal:
+    """A configuration to run, at a budget (multi-fidelity) or at full cost (None)."""
+
+    params: dict[str, Value]
+    budget: float | None = None
 
 
-class _Facade(HyperparameterOptimizationFacade):
-    """SMAC's HPO facade (Sobol design, random forest, log EI) with two of its parts
-    made faster, same model and same method; ``bench/scale.py`` measured them."""
+@dataclass(frozen=True)
+class Observation:
+    """A finished trial as SMAC sees it; ``cost=None`` means it failed."""
+
+    params: dict[str, Value]
+    cost: float | None
+    budget: float | None = None
+
+
+Key = tuple[tuple[tuple[str, str], ...], float | None]
+
+
+def _key(params: dict[str, Value], budget: float | None = None) -> Key:
+    return tuple(sorted((name, repr(canonical(value))) for name, value in params.items())), budget
+
+
+class _FastParts:
+    """Two parts of SMAC's facades made faster, same model and same method;
+    ``bench/scale.py`` measured them."""
 
     @staticmethod
     def get_model(scenario: Scenario, **options: Any) -> RandomForest:
-        """The facade's random forest, predicting in the calling thread, grown depth-first.
+        """The facades' random forest, predicting in the calling thread, grown depth-first.
 
         SMAC predicts one row at a time in places: with its ``n_jobs=-1`` each call paid
         joblib's thread-pool round trip (~15 ms). sklearn sizes a best-first tree for
@@ -70,63 +99,109 @@ class _Facade(HyperparameterOptimizationFacade):
     def get_config_selector(
         scenario: Scenario, *, retrain_after: int = 8, retries: int = 16
     ) -> ConfigSelector:
-        """The facade's configuration selector, with the incumbent predicted in one batch."""
+        """The facades' configuration selector, with the incumbent predicted in one batch."""
         return _BatchedConfigSelector(
             scenario, retrain_after=retrain_after, max_new_config_tries=retries
         )
 
 
+class _HPOFacade(_FastParts, HyperparameterOptimizationFacade):
+    """SMAC's HPO facade: Sobol design, random forest, log EI."""
+
+
+class _MultiFidelityFacade(_FastParts, MultiFidelityFacade):
+    """SMAC's multi-fidelity facade: the HPO facade's surrogate, Hyperband's budgets."""
+
+
+def _scenario(stage: Stage, optimizer: Optimizer, budget: Budget | None, folder: str) -> Scenario:
+    """The SMAC scenario of a stage: deterministic (a trial's seeds are fixed by the spec,
+    so one seed per configuration), with the stage's budgets when multi-fidelity."""
+    return Scenario(
+        stage_space(stage, optimizer.seed),
+        name=stage.name,
+        output_directory=Path(folder),
+        deterministic=True,
+        n_trials=max(stage.max_trial_count, optimizer.initial_design_size + 1),
+        seed=optimizer.seed,
+        min_budget=budget.min_budget if budget else None,
+        max_budget=budget.max_budget if budget else None,
+    )
+
+
+def _facade(scenario: Scenario, optimizer: Optimizer, done: set[Key]) -> AbstractFacade:
+    """The facade the spec names, starting from pyannote's defaults: then Sobol points
+    (hpo) or random ones (multiFidelity) that did not run yet."""
+    space = scenario.configspace
+    default = space.get_default_configuration()
+    size = optimizer.initial_design_size
+    if optimizer.facade == "hpo":
+        sobol = _HPOFacade.get_initial_design(
+            scenario, n_configs=size, max_ratio=1.0
+        ).select_configurations()[:size]
+        remaining = [c for c in [default, *sobol] if _key(plain(c)) not in done]
+        return _HPOFacade(
+            scenario,
+            target_function=None,  # pure ask/tell
+            initial_design=_HPOFacade.get_initial_design(
+                scenario, n_configs=0, additional_configs=remaining
+            ),
+            intensifier=_HPOFacade.get_intensifier(scenario, max_config_calls=1),
+            overwrite=True,
+            logging_level=logging.WARNING,
+        )
+    intensifier: AbstractIntensifier
+    if optimizer.intensifier == "hyperband":
+        intensifier = _MultiFidelityFacade.get_intensifier(scenario, eta=optimizer.eta)
+    else:
+        intensifier = SuccessiveHalving(
+            scenario, eta=optimizer.eta, incumbent_selection="highest_observed_budget"
+        )
+    return _MultiFidelityFacade(
+        scenario,
+        target_function=None,
+        initial_design=_MultiFidelityFacade.get_initial_design(
+            scenario, n_configs=size, additional_configs=[default]
+        ),
+        intensifier=intensifier,
+        overwrite=True,
+        logging_level=logging.WARNING,
+    )
+
+
 class StageTuner:
-    """Asks SMAC for configurations of one stage and tells it their DER."""
+    """Asks SMAC for configurations of one stage (and their budgets) and tells it their cost."""
 
     def __init__(
         self,
         stage: Stage,
         optimizer: Optimizer,
-        finished: Iterable[tuple[dict[str, Value], float | None]] = (),
-        pending: Iterable[dict[str, Value]] = (),
+        budget: Budget | None = None,
+        finished: Iterable[Observation] = (),
+        pending: Iterable[Proposal] = (),
     ) -> None:
-        self.space = stage_space(stage, optimizer.seed)
-        self._size = stage.size
-        finished = list(finished)
-        self._seen = {_key(params) for params, _ in finished} | {_key(p) for p in pending}
-        self._asked: dict[tuple[tuple[str, str], ...], TrialInfo] = {}
         self._workdir = tempfile.TemporaryDirectory(prefix="diartune-smac-")
-        scenario = Scenario(
-            self.space,
-            name=stage.name,
-            output_directory=Path(self._workdir.name),
-            deterministic=True,
-            n_trials=max(stage.max_trial_count, optimizer.initial_design_size + 1),
-            seed=optimizer.seed,
-        )
-        sobol = _Facade.get_initial_design(
-            scenario, n_configs=optimizer.initial_design_size, max_ratio=1.0
-        ).select_configurations()[: optimizer.initial_design_size]
-        design = [self.space.get_default_configuration(), *sobol]
-        remaining = [c for c in design if _key(plain(c)) not in self._seen]
-        self._smac = _Facade(
-            scenario,
-            target_function=None,  # pure ask/tell
-            initial_design=_Facade.get_initial_design(
-                scenario, n_configs=0, additional_configs=remaining
-            ),
-            intensifier=_Facade.get_intensifier(scenario, max_config_calls=1),
-            overwrite=True,
-            logging_level=logging.WARNING,
-        )
+        scenario = _scenario(stage, optimizer, budget, self._workdir.name)
+        self.space = scenario.configspace
+        # A multi-fidelity stage runs a configuration at several budgets: only SMAC
+        # knows when it has no new one.
+        self._size = stage.size if budget is None else math.inf
+        self._min_budget = budget.min_budget if budget else None
+        finished = list(finished)
+        self._seen = {_key(o.params, o.budget) for o in finished}
+        self._seen |= {_key(p.params, p.budget) for p in pending}
+        self._asked: dict[Key, TrialInfo] = {}
+        self._smac = _facade(scenario, optimizer, self._seen)
+        self._ask_ahead = budget is None  # rungs wait for tells: asking ahead opens brackets
         self._worst = MIN_CRASH_COST
         self._lock = threading.Lock()  # SMAC is not thread-safe
-        self._ready: deque[dict[str, Value]] = deque()
-        self._told: deque[tuple[dict[str, Value], float | None]] = deque()
-        for params, der in finished:
-            self._tell_smac(params, der)
+        self._ready: deque[Proposal] = deque()
+        self._told: deque[Observation] = deque()
+        for observation in finished:
+            self._tell_smac(observation)
 
-    def ask(self) -> dict[str, Value]:
-        """A configuration that is neither pending nor finished: a prepared one if any.
-
-        Raises SpaceExhausted when there is none left.
-        """
+    def ask(self) -> Proposal:
+        """A configuration and budget that is neither pending nor finished: a prepared one
+        if any. Raises SpaceExhausted when there is none left."""
         try:
             return self._ready.popleft()
         except IndexError:
@@ -135,21 +210,24 @@ class StageTuner:
                 return self._ask_smac()
 
     def prepare(self, count: int) -> None:
-        """Ask SMAC now for up to ``count`` configurations, for the next ``ask`` calls."""
+        """Ask SMAC now for up to ``count`` configurations, for the next ``ask`` calls
+        (not with budgets: Hyperband's promotions depend on the tells before them)."""
+        if not self._ask_ahead:
+            return
         with self._lock:
             self._flush_tells()
             while len(self._ready) < count and len(self._seen) < self._size:
                 self._ready.append(self._ask_smac())
 
-    def tell(self, params: dict[str, Value], der: float | None) -> None:
-        """Record a finished trial; ``der=None`` means it failed (told as crashed)."""
-        self._told.append((params, der))
+    def tell(self, observation: Observation) -> None:
+        """Record a finished trial (told to SMAC before its next ask)."""
+        self._told.append(observation)
 
     def _flush_tells(self) -> None:
         while self._told:
-            self._tell_smac(*self._told.popleft())
+            self._tell_smac(self._told.popleft())
 
-    def _ask_smac(self) -> dict[str, Value]:
+    def _ask_smac(self) -> Proposal:
         if len(self._seen) >= self._size:
             raise SpaceExhausted(f"all {self._size:.0f} configurations of the space were tried")
         for _ in range(_MAX_DUPLICATE_ASKS):
@@ -157,32 +235,35 @@ class StageTuner:
                 info = self._smac.ask()
             except StopIteration:  # SMAC's own generators ran dry in a small space
                 break
-            params = plain(info.config)
-            if _key(params) not in self._seen:
-                self._seen.add(_key(params))
-                self._asked[_key(params)] = info
-                return params
+            proposal = Proposal(plain(info.config), info.budget)
+            key = _key(proposal.params, proposal.budget)
+            self._asked.setdefault(key, info)  # a restored pending trial's tell uses it
+            if key not in self._seen:
+                self._seen.add(key)
+                return proposal
         # The surrogate keeps proposing known points: take one it has not proposed.
         if math.isfinite(self._size):
             candidates: Iterable[dict[str, Value]] = all_configurations(self.space)
         else:
             candidates = map(plain, self.space.sample_configuration(_MAX_DUPLICATE_ASKS))
         for params in candidates:
-            if _key(params) not in self._seen:
-                self._seen.add(_key(params))
-                return params
+            if _key(params, self._min_budget) not in self._seen:
+                self._seen.add(_key(params, self._min_budget))
+                return Proposal(params, self._min_budget)
         raise SpaceExhausted("SMAC found no configuration that was not tried")
 
-    def _tell_smac(self, params: dict[str, Value], der: float | None) -> None:
-        self._seen.add(_key(params))
-        info = self._asked.pop(_key(params), None)
+    def _tell_smac(self, observation: Observation) -> None:
+        key = _key(observation.params, observation.budget)
+        self._seen.add(key)
+        info = self._asked.pop(key, None)
         if info is None:  # a trial of an earlier tuner, restored
-            info = TrialInfo(Configuration(self.space, values=params), seed=0)
-        if der is None:
+            config = Configuration(self.space, values=observation.params)
+            info = TrialInfo(config, seed=0, budget=observation.budget)
+        if observation.cost is None:
             value = TrialValue(cost=self._worst, status=StatusType.CRASHED)
         else:
-            self._worst = max(self._worst, der)
-            value = TrialValue(cost=der, status=StatusType.SUCCESS)
+            self._worst = max(self._worst, observation.cost)
+            value = TrialValue(cost=observation.cost, status=StatusType.SUCCESS)
         self._smac.tell(info, value, save=False)
 
 

@@ -161,8 +161,8 @@ class FaultProxy:
             return await self._expired_watch(request)
         if fault.action == "hang":
             await asyncio.sleep(fault.seconds)
-        assert request.transport is not None
-        request.transport.close()  # reset: the client sees the connection drop
+        if request.transport is not None:  # None: the client gave up during the hang
+            request.transport.close()  # reset: the client sees the connection drop
         return web.Response(status=500)
 
     async def _forward(self, request: web.Request, fault: Fault | None) -> web.StreamResponse:
@@ -181,7 +181,9 @@ class FaultProxy:
                 if key.lower() not in _HOP_BY_HOP:
                     response.headers[key] = value
             truncated = fault is not None and fault.action == "truncate"
-            if truncated and upstream.content_length:
+            # A HEAD's Content-Length is the object's size (s3transfer needs it); a
+            # truncated body announces the whole length, as a dropped connection would.
+            if (truncated or request.method == "HEAD") and upstream.content_length:
                 response.content_length = upstream.content_length
             await response.prepare(request)
             if truncated:

@@ -39,6 +39,9 @@ from diartune.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSI
 SERVICE_ACCOUNT = "ops-diartune"  # what install_chart's release "ops" creates
 POOL = {"pool": "faults"}
 TIMEOUT_S = 600.0
+# Watches end every few seconds, so that a scenario's run sees them re-established (and
+# expired) several times, as a long tuning does with the default 300 s.
+OPERATOR_ENV = {"DIARTUNE_WATCH_TIMEOUT": "5"}
 FINAL = ("Succeeded", "Failed")
 
 
@@ -221,7 +224,13 @@ def start(
     api = cluster.new_api_client()
     workload = SyntheticWorkload(api, namespace, duration, fate)
     operators = [
-        Operator(cluster, namespace, folder / f"operator-{namespace}-{index}.log", kubeconfig)
+        Operator(
+            cluster,
+            namespace,
+            folder / f"operator-{namespace}-{index}.log",
+            kubeconfig,
+            OPERATOR_ENV,
+        )
         for index in range(replicas)
     ]
     run = Run(cluster, namespace, workload, operators, fault_proxy)

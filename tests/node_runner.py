@@ -74,6 +74,15 @@ def remap(text: str, path_map: Mapping[str, str]) -> str:
     return text
 
 
+def on_host(text: str, path_map: Mapping[str, str], mounts: Mapping[str, str]) -> str:
+    """``text`` with its container paths as host paths: those of ``path_map`` (the
+    termination log...), else one under a mounted volume. A path already mapped is not
+    mounted again: the runner's host folders may lie under a container mount point
+    (both under /tmp)."""
+    mapped = remap(text, path_map)
+    return mapped if mapped != text else mount(text, mounts)
+
+
 @dataclass
 class RunningPod:
     """What the runner knows about one pod it is running."""
@@ -326,13 +335,13 @@ class NodeRunner:
         mounts = self._empty_dirs(pod, container, running)
         container_env = self._container_env(pod, container)
         container_env = {
-            key: mount(remap(value, path_map), mounts) for key, value in container_env.items()
+            key: on_host(value, path_map, mounts) for key, value in container_env.items()
         }
         argv = [
             expand(arg, container_env)
             for arg in [*(container.command or []), *(container.args or [])]
         ]
-        argv = [mount(remap(arg, path_map), mounts) for arg in argv]
+        argv = [on_host(arg, path_map, mounts) for arg in argv]
         if not argv:
             raise ValueError(
                 f"container {container.name} has no command (image entrypoints are unknown)"

@@ -9,16 +9,31 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from cluster import ROOT, Cluster, die_with_parent
+from kubernetes import client
+
+RELEASE = "ops"
+# What the chart's Deployment tells the operator that the test process must know too: the
+# trial policy (which tunings may launch trials at all) and the trial pods' account.
+CHART_ENV = ("DIARTUNE_TRIAL_POLICY", "DIARTUNE_TRIAL_SERVICE_ACCOUNT")
 
 
 class Operator:
     """``diartune operator --namespace NS`` as a process, which can be killed and restarted."""
 
-    def __init__(self, cluster: Cluster, namespace: str, log: Path, kubeconfig: Path) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        log: Path,
+        kubeconfig: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.cluster = cluster
+        self.env = dict(env or {})
         self.namespace = namespace
         self.log = log
         self.kubeconfig = kubeconfig
@@ -29,6 +44,8 @@ class Operator:
         # No AWS_* variables: the operator never needs the S3 credentials.
         env = {k: v for k, v in self.cluster.env().items() if not k.startswith("AWS_")}
         env["KUBECONFIG"] = str(self.kubeconfig)
+        env.update(chart_env(self.cluster, self.namespace))
+        env.update(self.env)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace],
@@ -61,6 +78,14 @@ class Operator:
         return [line for line in text.splitlines() if "Traceback" in line or "[ERROR" in line]
 
 
+def chart_env(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """The ``CHART_ENV`` variables of the chart's operator Deployment in ``namespace``."""
+    apps = client.AppsV1Api(cluster.api_client())
+    deployment = apps.read_namespaced_deployment(f"{RELEASE}-diartune", namespace)
+    container = deployment.spec.template.spec.containers[0]
+    return {var.name: var.value for var in container.env or () if var.name in CHART_ENV}
+
+
 def install_chart(cluster: Cluster, namespace: str) -> Path:
     """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount."""
     helm = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
@@ -71,7 +96,7 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
         [
             str(helm),
             "install",
-            "ops",
+            RELEASE,
             str(ROOT / "charts" / "diartune"),
             "-n",
             namespace,
@@ -97,4 +122,4 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
         capture_output=True,
         timeout=120,
     )
-    return cluster.serviceaccount_kubeconfig(namespace, "ops-diartune")
+    return cluster.serviceaccount_kubeconfig(namespace, f"{RELEASE}-diartune")

@@ -28,7 +28,7 @@ from diartune.operator.manifests import job_manifest, trial_manifest
 from diartune.operator.settings import JobDefaults
 from diartune.spec import SpecError
 from diartune.spec_file import parse_tuning
-from diartune.study import Study, trial_request
+from diartune.study import Study
 
 pytestmark = pytest.mark.cluster
 
@@ -101,12 +101,13 @@ def accepted_everywhere(cluster: Cluster, namespace: str, document: dict[str, An
         "apply", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False
     )
     assert server.returncode == 0, server.stderr
-    [trial] = Study(tuning.spec).plan()[:1] or [None]
+    study = Study(tuning.spec, root="s3://runs/diartune")
+    [trial] = study.plan()[:1] or [None]
     assert trial is not None
     owner = {**body, "metadata": {**body["metadata"], "uid": str(uuid.uuid4())}}
     resource = trial_manifest(owner, trial)
     resource["metadata"]["uid"] = str(uuid.uuid4())
-    request = trial_request(tuning.spec, trial, "s3://runs/diartune")
+    request = study.request(trial)
     job = job_manifest(resource, "ems", tuning.spec, request, JobDefaults())
     admitted = cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), check=False

@@ -23,7 +23,7 @@ from cluster import (
     watch_until,
 )
 from kubernetes import client
-from node_runner import NodeRunner
+from node_runner import NodeRunner, on_host
 
 pytestmark = pytest.mark.cluster
 
@@ -309,3 +309,12 @@ def test_serviceaccount_kubeconfig_has_only_its_rbac(cluster: Cluster, namespace
     assert not can("delete", "pods")
     pods = cluster.kubectl("--kubeconfig", str(kubeconfig), "get", "pods", "-o", "name")
     assert pods.stdout == ""
+
+
+def test_a_path_the_runner_maps_is_not_mounted_again() -> None:
+    """The termination log's host file lies under /tmp, where trial pods mount their
+    scratch emptyDir: it must stay the runner's file, not move into the volume."""
+    path_map = {"/dev/termination-log": "/tmp/runner/pod/termination-log"}
+    mounts = {"/tmp": "/tmp/runner/pod/volumes/scratch"}
+    assert on_host("/dev/termination-log", path_map, mounts) == "/tmp/runner/pod/termination-log"
+    assert on_host("/tmp/cache", path_map, mounts) == "/tmp/runner/pod/volumes/scratch/cache"

@@ -362,6 +362,7 @@ def test_printer_columns() -> None:
     assert columns(crd.trial_crd()) == [
         ("Tuning", ".spec.tuning", "string"),
         ("Stage", ".spec.stage", "string"),
+        ("Budget", ".spec.budget", "number"),
         ("State", ".status.state", "string"),
         ("DER", ".status.der", "number"),
         ("Age", ".metadata.creationTimestamp", "date"),
@@ -597,7 +598,7 @@ def test_the_api_server_takes_the_crds_and_the_examples(crds_applied: Cluster) -
         done = dry_run(crds_applied, document)
         assert done.returncode == 0, f"{source}: {done.stderr}"
     explained = crds_applied.kubectl("explain", "diarizationtuning.spec.stages").stdout
-    assert "Trials in this stage, failed ones included." in explained
+    assert "Trials in this stage, failed ones included; with multiFidelity" in explained
 
 
 @pytest.mark.cluster

@@ -18,9 +18,17 @@ from diartune.operator.manifests import (
 )
 from diartune.operator.settings import JobDefaults, job_defaults
 from diartune.operator.status import Conditions, tuning_status
-from diartune.records import Components, Trial, TrialOutcome, TrialRecord, TrialRequest
+from diartune.records import (
+    SECRET_VARIABLES_ENV,
+    Components,
+    Trial,
+    TrialOutcome,
+    TrialRecord,
+    TrialRequest,
+)
 from diartune.spec import Spec
-from diartune.study import Study, trial_request
+from diartune.study import Study
+from diartune.trial.run import scrub
 
 TUNING = {
     "apiVersion": "diartune.io/v1alpha1",
@@ -71,7 +79,7 @@ def trial_resource() -> dict[str, Any]:
 
 def manifest(spec: Spec, defaults: JobDefaults | None = None) -> dict[str, Any]:
     """The Job of TRIAL in namespace ns of tuning demo."""
-    request = trial_request(spec, TRIAL, "s3://artifacts/ns/demo")
+    request = Study(spec, root="s3://artifacts/ns/demo").request(TRIAL)
     return job_manifest(trial_resource(), "demo", spec, request, defaults or JobDefaults())
 
 
@@ -122,7 +130,24 @@ def test_credentials_and_token_come_from_secrets() -> None:
         "HF_TOKEN": {"name": "hf", "key": "HF_TOKEN"},
     }
     values = {var["name"]: var["value"] for var in env if "value" in var}
-    assert values == {"HOME": "/tmp", "DIARTUNE_CACHE": "/tmp/diartune"}  # no secret inline
+    assert values == {
+        "HOME": "/tmp",
+        "DIARTUNE_CACHE": "/tmp/diartune",
+        SECRET_VARIABLES_ENV: "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,HF_TOKEN",
+    }  # no secret inline; the trial masks the values of the variables named
+
+
+def test_the_trial_masks_every_secret_variable_it_is_told_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ref = {"secretKeyRef": {"name": "ward", "key": "k"}}
+    document = spec_document(trialTemplate={"env": [{"name": "WARD_KEY", "valueFrom": ref}]})
+    env = container(manifest(Spec.model_validate(document)))["env"]
+    for var in env:
+        value = var.get("value", f"canary-{var['name']}")
+        monkeypatch.setenv(var["name"], value)
+    text = scrub("boom canary-WARD_KEY canary-HF_TOKEN canary-AWS_SECRET_ACCESS_KEY /tmp")
+    assert text == "boom *** *** *** /tmp"
 
 
 def test_trial_pods_are_hardened_and_run_as_the_charts_service_account() -> None:
@@ -327,5 +352,5 @@ def test_a_request_digest_survives_the_api_servers_key_order() -> None:
     stored["spec"]["fullParams"]["clustering.threshold"] = 1
     again = trial_of(stored)
     assert list(again.full_params) != list(TRIAL.full_params)  # another order...
-    first = trial_request(spec, TRIAL, "s3://artifacts/ns/demo")
-    assert trial_request(spec, again, "s3://artifacts/ns/demo").digest == first.digest
+    first = Study(spec, root="s3://artifacts/ns/demo").request(TRIAL)
+    assert Study(spec, root="s3://artifacts/ns/demo").request(again).digest == first.digest

@@ -544,7 +544,12 @@ def test_a_tuning_author_gains_no_other_power(
     template["serviceAccountName"] = "ops-diartune"  # unknown to the CRD: pruned
     secret_ref = {"secretKeyRef": {"name": "ops-diartune-token", "key": "token"}}
     template["env"] = [{"name": "STOLEN", "valueFrom": secret_ref}]
-    created = as_author("apply", "-n", namespace, "-f", "-", document=escalating)
+    refused = as_author("apply", "-n", namespace, "-f", "-", document=escalating)
+    assert 'unknown field "spec.trialTemplate.serviceAccountName"' in refused.stderr
+    # Without kubectl's strict field validation the API server prunes the field instead.
+    created = as_author(
+        "apply", "--validate=false", "-n", namespace, "-f", "-", document=escalating
+    )
     assert created.returncode == 0, created.stderr
 
     def refused() -> Any:

@@ -47,7 +47,8 @@ with open(sys.argv[2], "w", encoding="utf-8") as rttm:
     for audio in sys.argv[3:]:
         output = pipeline({"uri": Path(audio).stem, "audio": audio})
         output.speaker_diarization.write_rttm(rttm)
-print(type(pipeline).__module__, *sorted(m for m in sys.modules if m.partition(".")[0] == "diartune"))
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] == "diartune")
+print(type(pipeline).__module__, *loaded)
 """
 
 

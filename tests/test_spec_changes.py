@@ -55,3 +55,10 @@ def test_an_invalid_update_keeps_the_previous_spec() -> None:
     spec, refused = resolve(document(), document(parallelTrialCount=0))
     assert spec.parallel_trial_count == 1
     assert refused is not None and "not valid" in refused
+
+
+def test_an_invalid_update_keeps_the_changes_that_ran_until_then() -> None:
+    running, _ = resolve(document(), document(parallelTrialCount=3, suspend=True))
+    spec, refused = resolve(document(), document(parallelTrialCount=0), running)
+    assert (spec.parallel_trial_count, spec.suspend) == (3, True)
+    assert refused is not None and "previous spec is kept" in refused

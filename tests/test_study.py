@@ -22,9 +22,9 @@ from diartune.records import (
     TrialRecord,
     TrialResult,
 )
-from diartune.spec import Spec
+from diartune.spec import Budget, Spec, SpecError
 from diartune.spec_file import parse_tuning
-from diartune.study import DEFAULTS, Phase, Study, trial_request
+from diartune.study import DEFAULTS, Phase, Study
 
 CLUSTERING = {
     "name": "clustering",
@@ -96,6 +96,7 @@ class Launcher:
             scores=scores,
             components=components,
             checkpoint=None if trial.is_evaluation else checkpoint,
+            checkpoint_sha256=None if trial.is_evaluation or not checkpoint else "f" * 64,
             artifacts=f"s3://a/trials/{trial.name}",
         )
         return TrialOutcome(result=result, seconds=1.0)
@@ -122,7 +123,7 @@ class Launcher:
 
 
 def test_stages_run_in_order_and_later_stages_start_from_the_best() -> None:
-    study = Study(spec())
+    study = Study(spec(), root="s3://r")
     launcher = Launcher(study, lambda t: {"segmentation-001": 0.3}.get(t.name, 0.5))
     assert [t.name for t in launcher.step()] == ["segmentation-000", "segmentation-001"]
     assert launcher.step() == []  # both slots busy
@@ -136,13 +137,15 @@ def test_stages_run_in_order_and_later_stages_start_from_the_best() -> None:
     best = study.best("segmentation")
     assert best is not None and best.name == "segmentation-001"
     for trial in clustering:
-        assert trial.segmentation == "s3://a/segmentation-001/segmentation.ckpt"
+        # From the root the driver chose, whatever the record says; with its digest.
+        assert trial.segmentation == "s3://r/trials/segmentation-001/segmentation.ckpt"
+        assert trial.segmentation_sha256 == "f" * 64
         assert (
             trial.full_params["segmentation.min_duration_off"]
             == (best.full_params["segmentation.min_duration_off"])
         )
-        assert trial_request(study.spec, trial, "root").fine_tune is None
-    first = trial_request(study.spec, launcher.launched[0], "s3://r")
+        assert study.request(trial).fine_tune is None
+    first = study.request(launcher.launched[0])
     assert first.fine_tune is not None and first.output == "s3://r/trials/segmentation-000"
 
 
@@ -313,3 +316,102 @@ def test_the_summary_says_how_sure_the_gain_over_the_defaults_is() -> None:
 def test_the_objective_can_be_the_mean_or_the_upper_bound_of_per_file_ders() -> None:
     study = Study(spec(CLUSTERING, objective={"aggregate": "upperBound"}))
     assert study.summary().objective == "upperBound"
+
+
+FINE_TUNING = {
+    "name": "segmentation",
+    "fineTune": {"maxEpochs": 9},
+    "searchSpace": {"training.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}},
+    "maxTrialCount": 13,
+}
+MULTI_FIDELITY = {"facade": "multiFidelity", "eta": 3, "seed": 0, "initialDesignSize": 2}
+
+
+def test_an_epochs_budget_continues_from_the_same_configuration_at_a_smaller_one() -> None:
+    """Hyperband over 1, 3 and 9 epochs: a promoted configuration trains only the extra
+    epochs, from the checkpoint it wrote at the smaller budget (under the driver's root)."""
+    study = Study(spec(FINE_TUNING, optimizer=MULTI_FIDELITY, parallelTrialCount=1), root="s3://r")
+    launcher = Launcher(study, lambda t: 0.5 - float(t.params.get("training.learning_rate", 0)))
+    launcher.run()
+    searched = [r for r in study.records if not r.is_evaluation]
+    assert {r.budget for r in searched} == {1.0, 3.0, 9.0}
+    assert len(searched) == 13
+    for record in searched:
+        request = study.request(record)
+        assert request.fine_tune is not None
+        assert request.fine_tune.max_epochs == round(record.budget or 0)
+        smaller = [
+            r
+            for r in searched
+            if r.params == record.params and (r.budget or 0) < (record.budget or 0)
+        ]
+        if not smaller:
+            assert request.continue_from is None
+            continue
+        source = max(smaller, key=lambda r: r.budget or 0)
+        assert request.continue_from is not None
+        assert request.continue_from.uri == f"s3://r/trials/{source.name}/segmentation.ckpt"
+    assert study.summary().phase is Phase.SUCCEEDED
+
+
+def files_budget_study(slots: int, trials: int) -> Study:
+    clustering = {**CLUSTERING, "maxTrialCount": trials}
+    study = Study(spec(clustering, optimizer=MULTI_FIDELITY, parallelTrialCount=slots), root="r")
+
+    def der(trial: Trial) -> float | None:
+        # A small subset flatters: its DER is lower than the full set's.
+        return (der_of(trial) or 0) * (trial.budget or 100) / 100
+
+    return Launcher(study, der).run()
+
+
+def test_a_files_budget_scores_subsets_and_only_full_scores_can_win() -> None:
+    """Clustering over 11 %, 33 % and 100 % of the development files: a trial's request
+    says its share; the best is chosen among trials scored on every file."""
+    study = files_budget_study(slots=1, trials=13)
+    budgets = {round(r.budget or 0, 1) for r in study.records if not r.is_evaluation}
+    assert budgets == {11.1, 33.3, 100.0}
+    for record in study.records:
+        assert study.request(record).files == (record.budget if record.budget else None)
+        assert study.request(record).fine_tune is None
+    best = study.best()
+    assert best is not None and best.budget == 100
+    test = study.evaluation(f"{best.name}-test")
+    assert test is not None and test.budget is None
+
+
+def test_without_a_full_score_the_best_is_among_the_largest_budget_reached() -> None:
+    """Parallel slots open new brackets while rungs wait: 12 trials may end before any
+    configuration reached every file. The winner then comes from the largest budget
+    reached (the same files for all), never from a smaller, flattering subset."""
+    study = files_budget_study(slots=2, trials=12)
+    searched = [r for r in study.records if not r.is_evaluation]
+    assert {round(r.budget or 0, 1) for r in searched} == {11.1, 33.3}
+    assert min(searched, key=lambda r: r.der or 0).budget == pytest.approx(100 / 9)  # flatters
+    best = study.best()
+    assert best is not None and best.budget == pytest.approx(100 / 3)
+    assert study.phase is Phase.SUCCEEDED
+
+
+def test_budgets_are_checked_against_the_facade_and_the_stage() -> None:
+    def problems(stage: dict[str, Any], facade: str = "multiFidelity") -> str:
+        with pytest.raises(SpecError) as error:
+            spec(stage, optimizer={"facade": facade})
+        return str(error.value)
+
+    hpo = problems({**CLUSTERING, "budget": {"kind": "files"}}, facade="hpo")
+    assert "budget: a budget needs optimizer.facade multiFidelity" in hpo
+    assert "epochs needs fineTune" in problems({**CLUSTERING, "budget": {"kind": "epochs"}})
+    assert "expected at most 100" in problems({**CLUSTERING, "budget": {"maxBudget": 200}})
+    assert "expected at most maxBudget" in problems(
+        {**FINE_TUNING, "budget": {"minBudget": 20, "maxBudget": 10}}
+    )
+    tuned = {
+        **FINE_TUNING["searchSpace"],
+        "training.max_epochs": {"type": "int", "low": 1, "high": 5},
+    }  # type: ignore[dict-item]
+    assert "do not tune it as well" in problems({**FINE_TUNING, "searchSpace": tuned})
+    defaults = spec(FINE_TUNING, CLUSTERING, optimizer={"facade": "multiFidelity", "eta": 3})
+    epochs, files = (defaults.budget(stage) for stage in defaults.stages)
+    assert epochs == Budget(kind="epochs", min_budget=1, max_budget=9)
+    assert files == Budget(kind="files", min_budget=100 / 9, max_budget=100)

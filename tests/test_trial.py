@@ -11,7 +11,8 @@ import pytest
 from conftest import PROTOCOL, copy_ami, result_line, run_trial
 from trial_requests import request_document
 
-from diartune.records import EXIT_BAD_INPUT
+from diartune.records import EXIT_BAD_INPUT, RECORD_FILE, TrialRecord
+from diartune.storage import sha256_file
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +135,10 @@ def test_bad_audio_is_bad_input_naming_the_file(
     code, output = run_trial(request(database, models, tmp_path), tmp_path)
     assert code == EXIT_BAD_INPUT, output[-3000:]
     assert message in result_line(output, "DIARTUNE_ERROR ")["error"]
-    assert not (tmp_path / "artifacts").exists()
+    # no result, hypothesis or checkpoint: only the record of the failure (run.main)
+    assert [path.name for path in (tmp_path / "artifacts").iterdir()] == [RECORD_FILE]
+    record = TrialRecord.model_validate_json((tmp_path / "artifacts" / RECORD_FILE).read_text())
+    assert record.state == "Failed" and record.bad_input and message in (record.message or "")
 
 
 def test_rttm_uris_without_audio_are_bad_input(
@@ -173,6 +177,21 @@ def test_missing_database_is_bad_input(models: tuple[Path, Path], tmp_path: Path
     code, output = run_trial(request(tmp_path / "nope.yml", models, tmp_path), tmp_path)
     assert code == EXIT_BAD_INPUT
     assert "spec.data.database" in result_line(output, "DIARTUNE_ERROR ")["error"]
+
+
+def test_a_segmentation_changed_since_its_trial_wrote_it_is_refused_before_loading(
+    ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The next stage's model is one a trial of this tuning fine-tuned: its recorded
+    SHA-256 must match before it is unpickled."""
+    changed = tmp_path / "segmentation.ckpt"
+    changed.write_bytes(models[0].read_bytes() + b"\0")
+    digest = sha256_file(models[0])
+    fields = request(ami, (changed, models[1]), tmp_path, segmentationSha256=digest)
+    code, output = run_trial(fields, tmp_path)
+    assert code == EXIT_BAD_INPUT, output[-3000:]
+    error = result_line(output, "DIARTUNE_ERROR ")["error"]
+    assert "segmentation.ckpt" in error and digest[:12] in error, error
 
 
 def test_file_without_speech_is_scored_with_the_others(

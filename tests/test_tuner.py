@@ -8,8 +8,8 @@ import pytest
 from smac.model.random_forest import RandomForest
 
 from diartune.params import KNOWN
-from diartune.spec import Optimizer, Stage
-from diartune.tuner import SpaceExhausted, StageTuner
+from diartune.spec import Budget, Optimizer, Stage
+from diartune.tuner import Observation, SpaceExhausted, StageTuner
 
 CLUSTERING = {
     "name": "clustering",
@@ -35,7 +35,8 @@ def stage(**changes: Any) -> Stage:
 
 def test_first_configuration_is_pyannotes_default() -> None:
     first = StageTuner(stage(), Optimizer(seed=0, initial_design_size=4)).ask()
-    assert first == {
+    assert first.budget is None
+    assert first.params == {
         "clustering.method": KNOWN["clustering.method"].default,
         "clustering.min_cluster_size": KNOWN["clustering.min_cluster_size"].default,
         "clustering.threshold": KNOWN["clustering.threshold"].default,
@@ -44,13 +45,13 @@ def test_first_configuration_is_pyannotes_default() -> None:
 
 def test_default_outside_the_range_is_clipped_into_it() -> None:
     space = {"clustering.threshold": {"type": "float", "low": 0.8, "high": 1.3}}
-    first = StageTuner(stage(searchSpace=space), Optimizer()).ask()
+    first = StageTuner(stage(searchSpace=space), Optimizer()).ask().params
     assert first == {"clustering.threshold": 0.8}
 
 
 def test_pending_asks_are_distinct() -> None:
     tuner = StageTuner(stage(), Optimizer(seed=1, initial_design_size=3))
-    pending = [tuner.ask() for _ in range(8)]  # more than the initial design
+    pending = [tuner.ask().params for _ in range(8)]  # more than the initial design
     assert len({tuple(sorted(p.items())) for p in pending}) == 8
     for params in pending:
         assert isinstance(params["clustering.method"], str)  # no numpy scalars
@@ -61,12 +62,12 @@ def test_prepared_asks_are_the_asks_smac_would_have_made() -> None:
 
     def trials(prepared: bool) -> list[dict[str, Any]]:
         tuner = StageTuner(stage(), Optimizer(seed=2, initial_design_size=2))
-        first = [tuner.ask() for _ in range(3)]  # the default and the design: no model yet
+        first = [tuner.ask().params for _ in range(3)]  # the default and the design: no model
         for params in first:
-            tuner.tell(params, objective(params))
+            tuner.tell(Observation(params, objective(params)))
         if prepared:
             tuner.prepare(4)  # model-based: they depend on the tells above
-        return first + [tuner.ask() for _ in range(6)]  # 4 prepared, then 2 asked
+        return first + [tuner.ask().params for _ in range(6)]  # 4 prepared, then 2 asked
 
     plain, prepared = trials(False), trials(True)
     assert prepared == plain
@@ -77,8 +78,8 @@ def run(seed: int, count: int) -> list[dict[str, Any]]:
     tuner = StageTuner(stage(), Optimizer(seed=seed, initial_design_size=3))
     seen = []
     for _ in range(count):
-        params = tuner.ask()
-        tuner.tell(params, objective(params))
+        params = tuner.ask().params
+        tuner.tell(Observation(params, objective(params)))
         seen.append(params)
     return seen
 
@@ -93,21 +94,21 @@ def test_restored_tuner_never_reruns_finished_trials() -> None:
     first = StageTuner(stage(), optimizer)
     finished = []
     for _ in range(3):  # part of the initial design
-        params = first.ask()
-        finished.append((params, objective(params)))
+        params = first.ask().params
+        finished.append(Observation(params, objective(params)))
     restored = StageTuner(stage(), optimizer, finished=finished)
-    keys = {tuple(sorted(p.items())) for p, _ in finished}
+    keys = {tuple(sorted(o.params.items())) for o in finished}
     for _ in range(6):
-        params = restored.ask()
+        params = restored.ask().params
         assert tuple(sorted(params.items())) not in keys
-        restored.tell(params, objective(params))
+        restored.tell(Observation(params, objective(params)))
 
 
 def test_failed_trials_are_told_as_crashed_and_the_search_goes_on() -> None:
     tuner = StageTuner(stage(), Optimizer(seed=0, initial_design_size=2))
     for index in range(6):
-        params = tuner.ask()
-        tuner.tell(params, None if index % 2 else objective(params))
+        params = tuner.ask().params
+        tuner.tell(Observation(params, None if index % 2 else objective(params)))
     assert tuner.ask()  # the surrogate fits despite crashes (finite crash cost)
 
 
@@ -119,8 +120,8 @@ def test_a_finite_space_is_exhausted_without_repeats() -> None:
     tuner = StageTuner(stage(searchSpace=space), Optimizer(seed=0, initial_design_size=2))
     seen = []
     for _ in range(6):
-        params = tuner.ask()
-        tuner.tell(params, objective({**params, "clustering.threshold": 0.9}))
+        params = tuner.ask().params
+        tuner.tell(Observation(params, objective({**params, "clustering.threshold": 0.9})))
         seen.append(tuple(sorted(params.items())))
     assert len(set(seen)) == 6
     with pytest.raises(SpaceExhausted, match="all 6 configurations"):
@@ -160,3 +161,58 @@ def test_known_defaults_are_pyannotes(clustering: str) -> None:
     if clustering == "VBxClustering":
         assert shared == set(theirs)
     assert {name: ours[name] for name in shared} == {name: theirs[name] for name in shared}
+
+
+MULTI_FIDELITY = Optimizer(facade="multiFidelity", eta=3, seed=0, initial_design_size=4)
+BUDGET = Budget(kind="files", min_budget=100 / 9, max_budget=100)
+
+
+def fidelity_objective(params: dict[str, Any], budget: float | None) -> float:
+    """The objective, noisier at a small budget (as a DER on fewer files)."""
+    assert budget is not None
+    return objective(params) + 0.05 * (100 - budget) / 100
+
+
+def test_multi_fidelity_promotes_the_best_to_larger_budgets() -> None:
+    """Hyperband's first bracket: configurations at 11 %, the best third of them at 33 %,
+    the best of those at 100 %; a promoted configuration is one that ran before."""
+    tuner = StageTuner(stage(maxTrialCount=40), MULTI_FIDELITY, BUDGET)
+    asked = []
+    while not asked or asked[-1][0] < 100:
+        proposal = tuner.ask()
+        assert proposal.budget is not None
+        asked.append((round(proposal.budget, 1), proposal.params))
+        cost = fidelity_objective(proposal.params, proposal.budget)
+        tuner.tell(Observation(proposal.params, cost, proposal.budget))
+    first = [params for budget, params in asked if budget == 11.1]
+    second = [params for budget, params in asked if budget == 33.3]
+    assert [budget for budget, _ in asked] == [11.1] * len(first) + [33.3] * len(second) + [100]
+    assert len(first) >= 8 and len(second) == 3  # Hyperband plans 9, 3, 1 for eta = 3
+    assert sorted(second, key=objective) == sorted(first, key=objective)[: len(second)]
+    assert asked[-1][1] == min(second, key=objective)
+
+
+def test_multi_fidelity_never_asks_ahead_and_restores_without_reruns() -> None:
+    first = StageTuner(stage(maxTrialCount=40), MULTI_FIDELITY, BUDGET)
+    first.prepare(4)
+    assert not first._ready  # a rung waits for its tells
+    done = []
+    for _ in range(10):
+        proposal = first.ask()
+        cost = fidelity_objective(proposal.params, proposal.budget)
+        done.append(Observation(proposal.params, cost, proposal.budget))
+        first.tell(done[-1])
+    restored = StageTuner(stage(maxTrialCount=40), MULTI_FIDELITY, BUDGET, finished=done)
+    keys = {(tuple(sorted(o.params.items())), o.budget) for o in done}
+    for _ in range(6):
+        proposal = restored.ask()
+        assert (tuple(sorted(proposal.params.items())), proposal.budget) not in keys
+        cost = fidelity_objective(proposal.params, proposal.budget)
+        restored.tell(Observation(proposal.params, cost, proposal.budget))
+
+
+def test_successive_halving_is_the_other_intensifier() -> None:
+    optimizer = MULTI_FIDELITY.model_copy(update={"intensifier": "successiveHalving"})
+    tuner = StageTuner(stage(maxTrialCount=40), optimizer, BUDGET)
+    assert type(tuner._smac._intensifier).__name__ == "SuccessiveHalving"
+    assert tuner.ask().budget == pytest.approx(100 / 9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TRIAL_KEYS = ("name", "stage", "subset", "export")
+TRIAL_KEYS = ("name", "stage", "subset", "export", "budget", "segmentationSha256")
 
 
 def request_document(fields: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from diartune.report import load_records, percent, plot, save_best, save_records
 from diartune.spec import DiarizationTuning, Spec, SpecError
 from diartune.spec_changes import resolve
 from diartune.storage import is_s3
-from diartune.study import Phase, Study, Summary, trial_request
+from diartune.study import Phase, Study, Summary
 
 ACCEPTED_SPEC = "spec.json"
 
@@ -61,7 +61,7 @@ class LocalTuning:
         self.folder = folder
         self.console = console or Console(stderr=True)
         self.root = self.spec.artifacts or str(folder.resolve())
-        self.study = Study(self.spec, load_records(folder))
+        self.study = Study(self.spec, load_records(folder), root=self.root)
         self.executor = LocalExecutor(folder / "logs")
 
     def run(self) -> Summary:
@@ -96,7 +96,7 @@ class LocalTuning:
     def _loop(self, progress: Progress, task: Any) -> None:
         while True:
             for trial in self.study.plan():
-                self.executor.start(trial_request(self.spec, trial, self.root))
+                self.executor.start(self.study.request(trial))
             stopped = self.study.stop()
             if stopped:
                 self.executor.stop([trial.name for trial in stopped])

@@ -56,7 +56,7 @@ from diartune.report import percent
 from diartune.spec import SpecError
 from diartune.spec_changes import MUTABLE_KEYS, resolve
 from diartune.spec_file import parse_spec
-from diartune.study import Phase, Study, trial_request
+from diartune.study import Phase, Study
 
 ACCEPTED_SPEC = f"{GROUP}/accepted-spec"
 STOPPED = "stopped: the tuning failed"
@@ -263,7 +263,7 @@ class TuningController:
                 self.jobless.add(trial.name)
             else:
                 self.take_job(None, job)
-        self.study = Study(spec, records, running)
+        self.study = Study(spec, records, running, root=self.root)
 
     async def _refuse(self, message: str) -> None:
         """Fail a tuning whose spec cannot run at all."""
@@ -291,7 +291,7 @@ class TuningController:
             return
         self.applied_generation = generation
         self.conditions.generation = generation
-        spec, refused = resolve(self.accepted, self.body["spec"])
+        spec, refused = resolve(self.accepted, self.body["spec"], self.study.spec)
         rejected = self.conditions.items.get("SpecRejected", {})
         if refused and refused != rejected.get("message"):
             kopf.warn(self._reference(), reason="SpecRejected", message=refused)
@@ -354,9 +354,7 @@ class TuningController:
                 self.namespace, name, {"state": "Failed", "message": STOPPED}
             )
             self.trial_states.pop(trial.name, None)
-        refused = self.policy.refusals(study.spec, self.defaults.image)
-        if refused:  # nothing is launched until the trialTemplate (or the chart) allows it
-            self.conditions.mark_template("; ".join(refused))
+        if self._refused_by_policy():  # nothing is launched until the trialTemplate allows it
             return
         for trial in await asyncio.to_thread(study.plan):
             await self._launch(trial)
@@ -405,8 +403,11 @@ class TuningController:
         """Create the trial's Job (an existing one is adopted); a template the API server
         refuses becomes the TrialTemplateInvalid condition and is retried on change."""
         assert self.study is not None
+        if self._refused_by_policy():  # a re-created Job runs the current trialTemplate
+            self.jobless.add(trial.name)
+            return
         spec = self.study.spec
-        request = trial_request(spec, trial, self.root)
+        request = self.study.request(trial)
         manifest = job_manifest(resource, self.name, spec, request, self.defaults)
         try:
             await self.kube.create_job(manifest)
@@ -417,6 +418,14 @@ class TuningController:
             self.jobless.add(trial.name)
             return
         self.conditions.mark_template(None)
+
+    def _refused_by_policy(self) -> bool:
+        """Whether the chart's trial policy refuses the trialTemplate (then say why)."""
+        assert self.study is not None
+        refused = self.policy.refusals(self.study.spec, self.defaults.image)
+        if refused:
+            self.conditions.mark_template("; ".join(refused))
+        return bool(refused)
 
     async def _finish(self, trial: Trial, record: TrialRecord) -> None:
         study = self.study

@@ -33,6 +33,7 @@ from diartune.api import (
 from diartune.operator.settings import JobDefaults
 from diartune.records import (
     EXIT_BAD_INPUT,
+    SECRET_VARIABLES_ENV,
     Trial,
     TrialOutcome,
     TrialRecord,
@@ -96,7 +97,7 @@ def trial_manifest(tuning: Manifest, trial: Trial) -> Manifest:
             "namespace": meta["namespace"],
             "labels": labels(meta["name"], trial),
         },
-        "spec": spec.model_dump(mode="json", by_alias=True),
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     owner: Any = tuning
     kopf.append_owner_reference(manifest, owner=kopf.Body(owner))
@@ -150,6 +151,9 @@ def _env(spec: Spec) -> list[Manifest]:
         env.append(_secret_env("HF_TOKEN", spec.pipeline.token_secret, "HF_TOKEN"))
     for var in spec.trial_template.env:
         env.append(var.model_dump(mode="json", by_alias=True, exclude_none=True))
+    secret = [var["name"] for var in env if "valueFrom" in var]
+    if secret:
+        env.append({"name": SECRET_VARIABLES_ENV, "value": ",".join(secret)})
     return env
 
 

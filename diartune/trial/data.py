@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,49 @@ def subset_files(protocol: Any, subset: str, load: bool = True) -> list[dict[str
             }
         loaded.append(entry)
     return loaded
+
+
+def _radical_inverse(index: int) -> float:
+    """Van der Corput's base-2 sequence: 0, 1/2, 1/4, 3/4, ... spread over [0, 1)."""
+    value, scale = 0.0, 0.5
+    while index:
+        value += scale * (index & 1)
+        index >>= 1
+        scale /= 2
+    return value
+
+
+def budget_order(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files in the order a files budget takes them, deterministic and stratified.
+
+    Files are ranked by number of speakers, then reference speech, then URI, and taken
+    at van der Corput positions of that ranking, so that every prefix spreads over the
+    strata (few to many speakers, short to long) and a larger budget's subset contains
+    every smaller one's.
+    """
+    ranked = sorted(
+        files,
+        key=lambda f: (
+            len(f["annotation"].labels()),
+            f["annotation"].get_timeline().support().duration(),
+            f["uri"],
+        ),
+    )
+    # Van der Corput orders indices of a power-of-two range; scale them to this one.
+    size = 1 << max(len(ranked) - 1, 0).bit_length()
+    taken: list[int] = []
+    seen: set[int] = set()
+    for index in sorted(range(size), key=_radical_inverse):
+        position = index * len(ranked) // size
+        if position not in seen:
+            seen.add(position)
+            taken.append(position)
+    return [ranked[i] for i in taken]
+
+
+def budget_files(files: list[dict[str, Any]], percent: float | None) -> list[dict[str, Any]]:
+    """The first ``percent`` % of the files in budget order (at least one); all with None."""
+    if percent is None or percent >= 100:
+        return files
+    count = max(1, math.ceil(len(files) * percent / 100))
+    return budget_order(files)[:count]

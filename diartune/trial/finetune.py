@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from torch_audiomentations import AddColoredNoise, Compose, Gain
 
 from diartune.params import KNOWN, Value
 from diartune.spec import FineTune
+from diartune.trial.device import available_cpus, loader_workers
 
 
 def _augmentation(probability: float, sample_rate: int) -> Compose | None:
@@ -40,6 +41,26 @@ def _training(params: dict[str, Value], name: str) -> Any:
     return params.get(f"training.{name}", KNOWN[f"training.{name}"].default)
 
 
+#: Called with a checkpoint of the whole training state and the epochs it completed.
+SaveState = Callable[[Path, int], None]
+
+
+class _SaveEvery(lightning.Callback):
+    """Hands the training state to ``save`` every ``every`` epochs (not after the last:
+    the trial's checkpoint is that one)."""
+
+    def __init__(self, every: int, save: SaveState, folder: Path) -> None:
+        self.every, self.save, self.folder = every, save, folder
+
+    def on_train_epoch_end(self, trainer: lightning.Trainer, module: Any) -> None:
+        done = trainer.current_epoch + 1
+        if done % self.every == 0 and done < (trainer.max_epochs or 0):
+            path = self.folder / f"epoch-{done}.ckpt"
+            trainer.save_checkpoint(path)
+            self.save(path, done)
+            path.unlink()
+
+
 def fine_tune(
     model: Model,
     protocol: Any,
@@ -47,23 +68,46 @@ def fine_tune(
     settings: FineTune,
     output: Path,
     seed: int = 0,
+    resume: Path | None = None,
+    save_state: SaveState | None = None,
 ) -> Path:
     """Train ``model`` on the protocol's train subset; write and return its checkpoint.
 
     A pretrained model keeps its speaker counts (so its head is not rebuilt); the
     chunk duration, batch size, learning rate, epochs and augmentation come from
     the trial's ``training.*`` parameters.
+
+    Parameters
+    ----------
+    model
+        The model to train (pretrained or new).
+    protocol
+        A pyannote.database protocol with a train subset.
+    params
+        The trial's parameters; ``training.*`` ones set the training.
+    settings
+        Epochs, batches per epoch, precision, how often the state is saved.
+    output
+        Where the checkpoint (weights, optimizer and loop state) is written.
+    seed
+        Seed of Python, numpy and torch (the chunks drawn and the initial weights).
+    resume
+        A checkpoint of this training at an earlier epoch: the weights, optimizer and
+        epoch counter are restored from it and training goes on to ``maxEpochs``.
+    save_state
+        Called every ``settings.checkpoint_every_epochs`` epochs with a checkpoint of the
+        training state.
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
     specifications = getattr(model, "_specifications", None)
     per_chunk = len(specifications.classes) if specifications is not None else None
     per_frame = (specifications.powerset_max_classes if specifications is not None else None) or 2
-    cpus = os.cpu_count() or 1
     task = SpeakerDiarization(
         protocol,
         duration=float(_training(params, "duration")),
         batch_size=int(_training(params, "batch_size")),
-        num_workers=0 if cpus <= 2 else min(8, cpus // 2),
+        num_workers=loader_workers(available_cpus()),
+        pin_memory=torch.cuda.is_available(),
         augmentation=_augmentation(float(_training(params, "augmentation")), 16000),
         max_speakers_per_chunk=per_chunk,
         max_speakers_per_frame=per_frame,
@@ -76,10 +120,16 @@ def fine_tune(
     )
     epochs = int(params.get("training.max_epochs", settings.max_epochs))
     with tempfile.TemporaryDirectory(prefix="diartune-fit-") as workdir:
+        every = settings.checkpoint_every_epochs
+        callbacks: list[lightning.Callback] = (
+            [_SaveEvery(every, save_state, Path(workdir))] if save_state else []
+        )
         trainer = lightning.Trainer(
             accelerator="auto",
             devices=1,
+            precision=settings.precision if torch.cuda.is_available() else "32",
             max_epochs=epochs,
+            callbacks=callbacks,
             limit_train_batches=settings.batches_per_epoch or 1.0,
             limit_val_batches=0,
             num_sanity_val_steps=0,
@@ -90,7 +140,8 @@ def fine_tune(
             logger=False,
             default_root_dir=workdir,
         )
-        trainer.fit(model)
+        # A checkpoint to resume from is diartune's own, verified by its SHA-256 first.
+        trainer.fit(model, ckpt_path=resume, weights_only=False)
         output.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(output)
     return output

@@ -22,7 +22,9 @@ from pyannote.audio.core.task import Problem, Resolution, Specifications
 from torch import nn
 from torchaudio.transforms import MelSpectrogram
 
-from diartune.storage import Storage, is_s3
+from diartune.corpus import BadInput
+from diartune.records import Checkpoint
+from diartune.storage import Storage, is_s3, sha256_file
 
 _SAMPLE_RATE = 16000
 _PARTIAL_FRAMES = 160  # 1.6 s of 10 ms mel frames, as Resemblyzer embeds
@@ -151,16 +153,51 @@ def fetch_model(uri: str, storage: Storage, cache_dir: Path) -> Path:
     return Path(uri)
 
 
-def load_model(uri: str, storage: Storage, cache_dir: Path, token: str | None = None) -> Model:
-    """Load a pyannote model from a local path, an s3:// URI or the hub (with ``token``)."""
+def verified(uri: str, path: Path, sha256: str) -> Path:
+    """``path`` (fetched from ``uri``) if its bytes have the SHA-256 its trial recorded.
+
+    A checkpoint is a pickle: unpickling runs code, so one diartune made is loaded only
+    while it is byte for byte what its trial wrote.
+    """
+    found = sha256_file(path)
+    if found != sha256:
+        raise BadInput(
+            f"{uri}: SHA-256 {found[:16]} is not the {sha256[:16]} its trial recorded; "
+            "the checkpoint was changed after it was written, and is not loaded"
+        )
+    return path
+
+
+def fetch_checkpoint(checkpoint: Checkpoint, storage: Storage, cache_dir: Path) -> Path:
+    """A local copy of a checkpoint diartune made, verified."""
+    location = fetch_model(checkpoint.uri, storage, cache_dir)
+    if not location.exists():
+        raise FileNotFoundError(f"{checkpoint.uri}: no such checkpoint")
+    return verified(checkpoint.uri, location, checkpoint.sha256)
+
+
+def load_model(
+    uri: str,
+    storage: Storage,
+    cache_dir: Path,
+    token: str | None = None,
+    sha256: str | None = None,
+) -> Model:
+    """Load a pyannote model from a local path, an s3:// URI or the hub (``org/name[@revision]``
+    with ``token``; from the Hugging Face cache with ``HF_HUB_OFFLINE=1``); with ``sha256``,
+    only if the file has that digest (a checkpoint diartune made)."""
     reference = hub_reference(uri)
     if reference is not None:
+        if sha256 is not None:
+            raise BadInput(f"{uri}: a checkpoint of this tuning must be a file or s3:// URI")
         repository, revision = reference
         model = Model.from_pretrained(repository, revision=revision, token=token, strict=False)
     else:
         location = fetch_model(uri, storage, cache_dir)
         if not location.exists():
             raise FileNotFoundError(f"{uri}: no such model checkpoint")
+        if sha256 is not None:
+            verified(uri, location, sha256)
         model = Model.from_pretrained(location, strict=False)
     if model is None:
         raise FileNotFoundError(f"{uri}: could not load this model from the hub")

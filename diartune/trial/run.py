@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-import torch
 from pyannote.audio import Model
 from pyannote.core import Annotation
 from pydantic import ValidationError
@@ -28,24 +27,35 @@ from pydantic import ValidationError
 from diartune.corpus import BadInput, fetch_database
 from diartune.params import pipeline_defaults
 from diartune.records import (
+    CHECKPOINT_FILE,
     ERROR_PREFIX,
     EXIT_BAD_INPUT,
     EXIT_INFRASTRUCTURE,
     RECORD_FILE,
     RESULT_FILE,
     RESULT_PREFIX,
+    SECRET_VARIABLES_ENV,
     FileScores,
     TrialOutcome,
     TrialRequest,
     TrialResult,
 )
 from diartune.statistics import objective_value
-from diartune.storage import MissingObject, Storage, StorageError, cache_root, is_s3, join
+from diartune.storage import (
+    MissingObject,
+    Storage,
+    StorageError,
+    cache_root,
+    is_s3,
+    join,
+    sha256_file,
+)
 from diartune.trial.cache import FeatureCache
-from diartune.trial.data import load_protocol, subset_files
+from diartune.trial.data import budget_files, load_protocol, subset_files
+from diartune.trial.device import device
 from diartune.trial.evaluate import score
 from diartune.trial.finetune import fine_tune
-from diartune.trial.models import load_model, save_checkpoint
+from diartune.trial.models import fetch_checkpoint, load_model, save_checkpoint
 from diartune.trial.pipeline import (
     build_pipeline,
     diarize,
@@ -55,6 +65,7 @@ from diartune.trial.pipeline import (
     pipeline_params,
 )
 from diartune.trial.plda import load_plda
+from diartune.trial.progress import StateKeeper
 
 
 def model_digest(model: Model) -> str:
@@ -96,27 +107,40 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         subsets = (request.trial.subset, *(("train",) if request.fine_tune else ()))
         confined = is_s3(request.data.database)
         protocol = load_protocol(database, request.data.protocol, subsets, confined)
-        files = subset_files(protocol, request.trial.subset)
+        files = budget_files(subset_files(protocol, request.trial.subset), request.files)
     with timings.phase("models"):
-        segmentation = load_model(request.pipeline.segmentation, storage, scratch, token)
+        segmentation = load_model(
+            request.pipeline.segmentation,
+            storage,
+            scratch,
+            token,
+            sha256=request.trial.segmentation_sha256,
+        )
         embedding = load_model(request.pipeline.embedding, storage, scratch, token)
         plda_folder, plda = None, None
         if request.pipeline.plda:  # before fine-tuning: a PLDA that does not fit is bad input
             dimension = cast(int, embedding.dimension)
             plda_folder, plda = load_plda(request.pipeline.plda, storage, scratch, dimension, token)
     checkpoint = None
+    keeper = StateKeeper(request, storage, scratch)
     if request.fine_tune is not None:
         subset_files(protocol, "train", load=False)
         with timings.phase("fine_tune"):
+            resume = keeper.load()
+            if resume is None and request.continue_from is not None:
+                resume = fetch_checkpoint(request.continue_from, storage, scratch)
             checkpoint = fine_tune(
-                segmentation, protocol, request.params, request.fine_tune, workdir / "model.ckpt"
+                segmentation,
+                protocol,
+                request.params,
+                request.fine_tune,
+                workdir / CHECKPOINT_FILE,
+                resume=resume,
+                save_state=keeper.save,
             )
             segmentation = load_model(str(checkpoint), storage, scratch)
     segmentation.eval()
     embedding.eval()
-    if torch.cuda.is_available():
-        segmentation.to(torch.device("cuda"))
-        embedding.to(torch.device("cuda"))
     params = {**pipeline_defaults(request.pipeline.clustering), **request.params}
     batch_sizes = (request.pipeline.segmentation_batch_size, request.pipeline.embedding_batch_size)
     pipeline = build_pipeline(
@@ -128,6 +152,8 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         plda=plda,
         batch_sizes=batch_sizes,
     )
+    # After building: pyannote wraps the embedding model on the CPU unless told the device.
+    pipeline.to(device())
     cache = None
     if request.cache:
         identity: dict[str, Any] = {
@@ -146,10 +172,11 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     artifacts = workdir / "artifacts"
     artifacts.mkdir()
     _write_rttm(hypotheses, artifacts / "hypothesis.rttm")
-    checkpoint_uri = None
+    checkpoint_uri = checkpoint_sha256 = None
     if checkpoint is not None:
-        (artifacts / "segmentation.ckpt").write_bytes(checkpoint.read_bytes())
-        checkpoint_uri = join(request.output, "segmentation.ckpt")
+        (artifacts / CHECKPOINT_FILE).write_bytes(checkpoint.read_bytes())
+        checkpoint_uri = join(request.output, CHECKPOINT_FILE)
+        checkpoint_sha256 = sha256_file(checkpoint)
     if request.trial.export:
         export_pipeline(
             artifacts / "pipeline",
@@ -173,6 +200,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         per_file=per_file,
         scores=scores,
         checkpoint=checkpoint_uri,
+        checkpoint_sha256=checkpoint_sha256,
         artifacts=request.output,
         timings=dict(timings),
         request_digest=request.digest,
@@ -180,6 +208,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     (artifacts / RESULT_FILE).write_text(result.model_dump_json(by_alias=True, indent=2))
     output = request.output if is_s3(request.output) else str(Path(request.output).resolve())
     storage.upload_tree(artifacts, output, last=RESULT_FILE)
+    keeper.clear()
     return result
 
 
@@ -205,8 +234,9 @@ MAX_ERROR = 1000
 
 def scrub(text: str) -> str:
     """An error message fit for a status or an event: secrets masked, length bounded."""
-    for name in SECRET_VARIABLES:
-        value = os.environ.get(name)
+    listed = os.environ.get(SECRET_VARIABLES_ENV, "").split(",")
+    for name in {*SECRET_VARIABLES, *listed}:
+        value = os.environ.get(name) if name else None
         if value and len(value) >= 4:
             text = text.replace(value, "***")
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
