@@ -143,7 +143,7 @@ def run_pyannote_optimize(
         folder = Path(scratch) / "pipeline"
         defaults = nested(pipeline_defaults("AgglomerativeClustering"))
         defaults["segmentation"].pop("threshold")
-        export_pipeline(folder, models[0], models[1], "AgglomerativeClustering", defaults)
+        export_pipeline(folder, models, "AgglomerativeClustering", defaults, None, (32, 32))
         Model.from_pretrained(models[0])  # fail here, not in the subprocess, if unloadable
         config = folder / "config.yaml"
         # pyannote 4.0.7's optimizer scores the pipeline's output as an Annotation, which

@@ -8,6 +8,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from diartune.commands import add_export_parser, add_report_parser
+from diartune.corpus import BadInput
 from diartune.simulate import add_simulate_parser
 from diartune.spec import SpecError
 from diartune.spec_file import load_tuning
@@ -19,8 +20,10 @@ TUNE_EXIT_CODES = {"Succeeded": 0, "Failed": 1, "Suspended": 3}
 
 def _tune(args: argparse.Namespace) -> int:
     from diartune.local.tuning import LocalTuning
+    from diartune.trial.preflight import check_models
 
     tuning = load_tuning(args.spec)
+    check_models(tuning.spec)
     output = Path(args.output or Path("runs") / tuning.metadata.name)
     try:
         summary = LocalTuning(tuning, output, verbose=args.verbose).run()
@@ -94,9 +97,14 @@ def _crd(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     print(f"{args.spec}: valid DiarizationTuning {tuning.metadata.name!r}")
+    if args.models and tuning.spec.pipeline.plda:
+        from diartune.trial.preflight import check_models
+
+        check_models(tuning.spec)
+        print(f"{tuning.spec.pipeline.plda}: a PLDA for the embedding model's dimension")
     if not args.data:
         return 0
-    from diartune.corpus import BadInput, corpus_problems, fetch_database
+    from diartune.corpus import corpus_problems, fetch_database
 
     data = tuning.spec.data
     try:
@@ -201,6 +209,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also check the corpus: lists, annotations, annotated regions, audio paths",
     )
+    validate.add_argument(
+        "--models",
+        action="store_true",
+        help="also load the embedding model and check the PLDA against it",
+    )
     validate.set_defaults(run=_validate)
     return root
 
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (SpecError, StorageError) as error:
+    except (SpecError, StorageError, BadInput) as error:
         for line in str(error).splitlines():  # one line per problem, each one whole
             print(f"diartune: {line}", file=sys.stderr)
         return 2

@@ -19,7 +19,6 @@ from diartune.spec import Data, Objective
 from diartune.storage import Storage
 from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.evaluate import score
-from diartune.trial.models import load_plda
 from diartune.trial.offline_plda import build_plda, protocol_audio, training_embeddings
 from diartune.trial.pipeline import build_pipeline, diarize
 from diartune.trial.plda import (
@@ -28,6 +27,7 @@ from diartune.trial.plda import (
     TwoCovariancePLDA,
     XvectorTransform,
     check_plda,
+    load_plda,
     train_plda,
     write_plda,
 )
@@ -191,7 +191,8 @@ def test_a_plda_for_another_embedding_dimension_is_refused_before_loading(
     assert str(error.value).startswith(str(small_plda / TRANSFORM_FILE))
     with pytest.raises(BadInput, match="no such PLDA folder"):
         load_plda(str(tmp_path / "nowhere"), storage, tmp_path, dimension=16)
-    assert load_plda(str(small_plda), storage, tmp_path, dimension=16).phi.shape == (6,)
+    folder, plda = load_plda(str(small_plda), storage, tmp_path, dimension=16)
+    assert folder == small_plda and plda.phi.shape == (6,)
 
 
 @pytest.mark.integration
@@ -309,7 +310,7 @@ def test_vbx_diarizes_ami_development_with_the_offline_plda(
 ) -> None:
     segmentation = Model.from_pretrained(models[0], strict=False)
     embedding = Model.from_pretrained(models[1], strict=False)
-    plda = load_plda(str(offline_plda), Storage(None), offline_plda, dimension=256)
+    _, plda = load_plda(str(offline_plda), Storage(None), offline_plda, dimension=256)
     files = subset_files(load_protocol(ami, PROTOCOL), "development")
     pipeline = build_pipeline(
         segmentation, embedding, "VBxClustering", pipeline_defaults("VBxClustering"), set(), plda

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from pyannote.audio import Model
 from pyannote.audio import __version__ as pyannote_version
-from pyannote.audio.core.plda import PLDA
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 from torch import nn
 from torchaudio.transforms import MelSpectrogram
@@ -26,7 +25,6 @@ from torchaudio.transforms import MelSpectrogram
 from diartune.corpus import BadInput
 from diartune.records import Checkpoint
 from diartune.storage import Storage, is_s3, sha256_file
-from diartune.trial.plda import load_plda_folder
 
 _SAMPLE_RATE = 16000
 _PARTIAL_FRAMES = 160  # 1.6 s of 10 ms mel frames, as Resemblyzer embeds
@@ -135,17 +133,24 @@ def build_resemblyzer_checkpoint(path: Path) -> Path:
     return save_checkpoint(model, path)
 
 
-def fetch_model(uri: str, storage: Storage, cache_dir: Path) -> Path | str:
-    """A local path for ``uri`` (downloaded once from S3), or the hub id itself."""
+def hub_reference(uri: str) -> tuple[str, str | None] | None:
+    """``(repository, revision)`` when ``uri`` names a Hugging Face repository
+    (``org/name[@revision]``); None for an s3:// URI or a local path."""
+    if is_s3(uri) or Path(uri).exists() or uri.startswith((".", "/")):
+        return None
+    repository, _, revision = uri.partition("@")
+    return repository, revision or None
+
+
+def fetch_model(uri: str, storage: Storage, cache_dir: Path) -> Path:
+    """A local path for the checkpoint at ``uri``, a path or an s3:// URI (downloaded once)."""
     if is_s3(uri):
         local = cache_dir / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
         local = local / Path(uri).name
         if not local.exists():
             storage.download(uri, local)
         return local
-    if Path(uri).exists() or uri.startswith((".", "/")):
-        return Path(uri)
-    return uri  # a Hugging Face id
+    return Path(uri)
 
 
 def verified(uri: str, path: Path, sha256: str) -> Path:
@@ -166,7 +171,7 @@ def verified(uri: str, path: Path, sha256: str) -> Path:
 def fetch_checkpoint(checkpoint: Checkpoint, storage: Storage, cache_dir: Path) -> Path:
     """A local copy of a checkpoint diartune made, verified."""
     location = fetch_model(checkpoint.uri, storage, cache_dir)
-    if not isinstance(location, Path) or not location.exists():
+    if not location.exists():
         raise FileNotFoundError(f"{checkpoint.uri}: no such checkpoint")
     return verified(checkpoint.uri, location, checkpoint.sha256)
 
@@ -178,35 +183,22 @@ def load_model(
     token: str | None = None,
     sha256: str | None = None,
 ) -> Model:
-    """Load a pyannote model from a local path, an s3:// URI or the hub (with ``token``);
-    with ``sha256``, only if the file has that digest (a checkpoint diartune made)."""
-    location = fetch_model(uri, storage, cache_dir)
-    if isinstance(location, Path) and not location.exists():
-        raise FileNotFoundError(f"{uri}: no such model checkpoint")
-    if sha256 is not None:
-        if not isinstance(location, Path):
+    """Load a pyannote model from a local path, an s3:// URI or the hub (``org/name[@revision]``
+    with ``token``; from the Hugging Face cache with ``HF_HUB_OFFLINE=1``); with ``sha256``,
+    only if the file has that digest (a checkpoint diartune made)."""
+    reference = hub_reference(uri)
+    if reference is not None:
+        if sha256 is not None:
             raise BadInput(f"{uri}: a checkpoint of this tuning must be a file or s3:// URI")
-        verified(uri, location, sha256)
-    model = Model.from_pretrained(location, token=token, strict=False)
+        repository, revision = reference
+        model = Model.from_pretrained(repository, revision=revision, token=token, strict=False)
+    else:
+        location = fetch_model(uri, storage, cache_dir)
+        if not location.exists():
+            raise FileNotFoundError(f"{uri}: no such model checkpoint")
+        if sha256 is not None:
+            verified(uri, location, sha256)
+        model = Model.from_pretrained(location, strict=False)
     if model is None:
         raise FileNotFoundError(f"{uri}: could not load this model from the hub")
     return model
-
-
-def load_plda(
-    uri: str, storage: Storage, cache_dir: Path, dimension: int, token: str | None = None
-) -> PLDA:
-    """Load a PLDA (for VBx): a local folder, an s3:// prefix, or a hub repo's ``plda/``.
-
-    Local and S3 folders are checked first against the embedding's ``dimension``:
-    BadInput names the missing or mismatched file.
-    """
-    if is_s3(uri):
-        local = cache_dir / "plda" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-        return load_plda_folder(storage.download_prefix(uri, local), dimension)
-    if Path(uri).exists() or uri.startswith((".", "/")):
-        return load_plda_folder(Path(uri), dimension)
-    plda = PLDA.from_pretrained(uri, subfolder="plda", token=token)
-    if plda is None:
-        raise FileNotFoundError(f"{uri}: could not load this PLDA from the hub")
-    return plda

@@ -17,6 +17,10 @@ from pyannote.core import Annotation
 from diartune.corpus import BadInput
 from diartune.params import Value, pipeline_defaults
 from diartune.trial.cache import FeatureCache
+from diartune.trial.plda import PLDA_FILE, TRANSFORM_FILE, write_inert_plda
+
+#: What exported pipelines name: pyannote's own class, which needs no diartune.
+STOCK_PIPELINE = f"{SpeakerDiarization.__module__}.{SpeakerDiarization.__name__}"
 
 
 class _NoPLDA(PLDA):
@@ -30,10 +34,9 @@ class _NoPLDA(PLDA):
 
 
 class OfflineSpeakerDiarization(SpeakerDiarization):
-    """pyannote's SpeakerDiarization that loads no PLDA unless one is given.
+    """pyannote's SpeakerDiarization that loads no PLDA unless one is given: what trials run.
 
-    Exported pipelines name this class, so ``Pipeline.from_pretrained`` loads them
-    offline with agglomerative clustering.
+    Exported pipelines name pyannote's own class instead (see :func:`export_pipeline`).
     """
 
     def __init__(self, plda: Any = None, **kwargs: Any) -> None:
@@ -181,35 +184,54 @@ def diarize(
 
 def export_pipeline(
     folder: Path,
-    segmentation: Path,
-    embedding: Path,
+    models: tuple[Path, Path],
     clustering: str,
     params: dict[str, dict[str, Value]],
+    plda: Path | None,
+    batch_sizes: tuple[int, int],
 ) -> Path:
     """Write a pipeline that ``pyannote.audio.Pipeline.from_pretrained(folder)`` loads.
+
+    ``config.yaml`` names pyannote's own ``SpeakerDiarization``, with the models and the
+    PLDA in subfolders, as community-1 lays them out: diartune is needed to load it
+    only where a model's architecture is diartune's (docs/models.md).
 
     Parameters
     ----------
     folder
-        Where to write ``config.yaml`` and the models.
-    segmentation, embedding
-        The models' checkpoints, copied into the folder.
+        Where to write ``config.yaml``, the models and the PLDA.
+    models
+        The segmentation and embedding checkpoints, copied into the folder.
     clustering
         The clustering method.
     params
         The pipeline's parameters, nested by group.
+    plda
+        The PLDA folder the trial clustered with, or None: pyannote's class loads a
+        PLDA whatever the clustering, so an inert one stands in (:func:`write_inert_plda`).
+    batch_sizes
+        Segmentation and embedding batch sizes, as the trial ran them.
     """
-    for name, checkpoint in (("segmentation", segmentation), ("embedding", embedding)):
+    for name, checkpoint in zip(("segmentation", "embedding"), models, strict=True):
         (folder / name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, folder / name / "pytorch_model.bin")
+    if plda is None:
+        write_inert_plda(folder / "plda")
+    else:
+        (folder / "plda").mkdir()
+        for name in (TRANSFORM_FILE, PLDA_FILE):
+            shutil.copyfile(plda / name, folder / "plda" / name)
     config = {
         "dependencies": {"pyannote.audio": pyannote_version},
         "pipeline": {
-            "name": f"{__name__}.OfflineSpeakerDiarization",
+            "name": STOCK_PIPELINE,
             "params": {
                 "segmentation": "$model/segmentation",
                 "embedding": "$model/embedding",
+                "plda": "$model/plda",
                 "clustering": clustering,
+                "segmentation_batch_size": batch_sizes[0],
+                "embedding_batch_size": batch_sizes[1],
             },
         },
         "params": params,

@@ -21,14 +21,18 @@ Kaldi's ``PldaEstimator``; the projection is scikit-learn's PCA.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pyannote.audio.core.plda import PLDA
+from pyannote.audio.utils.hf_hub import download_from_hf_hub
 from sklearn.decomposition import PCA
 
 from diartune.corpus import BadInput
+from diartune.storage import Storage, is_s3
+from diartune.trial.models import hub_reference
 
 PLDA_DIMENSION = 64  # L: held-out EER best among 8-128 (docs/models.md)
 BETWEEN_SHRINKAGE = 1.0  # suits a few dozen training speakers
@@ -188,41 +192,57 @@ def write_plda(folder: Path, transform: XvectorTransform, plda: TwoCovariancePLD
     return folder
 
 
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays pyannote reads from one file of a PLDA folder; BadInput naming it."""
+def write_inert_plda(folder: Path) -> Path:
+    """Write a PLDA that pyannote loads and VBx cannot use, for pipelines without VBx.
+
+    pyannote's ``SpeakerDiarization`` loads a PLDA whatever its clustering, and
+    agglomerative clustering never reads it. This one takes 1-dimensional embeddings,
+    so a pipeline switched to VBx fails on its first file (numpy: shapes not aligned)
+    instead of clustering with a PLDA that models no speaker.
+    """
+    zero = np.zeros(1)
+    transform = XvectorTransform(mean1=zero, mean2=zero, lda=np.ones((1, 1)))
+    return write_plda(folder, transform, TwoCovariancePLDA(zero, np.eye(1), np.eye(1)))
+
+
+def _arrays(path: Path, shown: str) -> dict[str, np.ndarray]:
+    """The arrays pyannote reads from one file of a PLDA folder; BadInput naming it ``shown``."""
     expected = _ARRAYS[path.name]
     if not path.is_file():
-        raise BadInput(f"{path}: missing (a PLDA folder holds {TRANSFORM_FILE} and {PLDA_FILE})")
+        raise BadInput(f"{shown}: missing (a PLDA folder holds {TRANSFORM_FILE} and {PLDA_FILE})")
     try:
         stored = np.load(path)
     except (OSError, ValueError) as error:
-        raise BadInput(f"{path}: not a numpy .npz archive ({error})") from error
+        raise BadInput(f"{shown}: not a numpy .npz archive ({error})") from error
     if not isinstance(stored, np.lib.npyio.NpzFile):
-        raise BadInput(f"{path}: a single array, not a numpy .npz archive")
+        raise BadInput(f"{shown}: a single array, not a numpy .npz archive")
     with stored:
         missing = [name for name in expected if name not in stored]
         if missing:
-            raise BadInput(f"{path}: no array {missing} (expected {', '.join(expected)})")
+            raise BadInput(f"{shown}: no array {missing} (expected {', '.join(expected)})")
         return {name: stored[name] for name in expected}
 
 
-def check_plda(folder: Path, dimension: int) -> None:
+def check_plda(folder: Path, dimension: int, source: str | None = None) -> None:
     """Raise BadInput, naming the file, unless ``folder`` is a PLDA for ``dimension``-d embeddings.
 
     Checks that both files exist with pyannote's arrays, that the transform takes
     embeddings of ``dimension``, and that all shapes agree. A PLDA trained for another
-    model of the same dimension passes: only its DER tells.
+    model of the same dimension passes: only its DER tells. Messages name files under
+    ``source`` (the spec's location of the folder, such as an s3:// prefix) when given.
     """
+    shown = (source or str(folder)).rstrip("/")
     if not folder.is_dir():
-        raise BadInput(f"{folder}: no such PLDA folder")
-    transform = _arrays(folder / TRANSFORM_FILE)
-    plda = _arrays(folder / PLDA_FILE)
+        raise BadInput(f"{shown}: no such PLDA folder")
+    transform_file, plda_file = f"{shown}/{TRANSFORM_FILE}", f"{shown}/{PLDA_FILE}"
+    transform = _arrays(folder / TRANSFORM_FILE, transform_file)
+    plda = _arrays(folder / PLDA_FILE, plda_file)
     lda = transform["lda"]
     if lda.ndim != 2 or transform["mean1"].shape != lda.shape[:1]:
-        raise BadInput(f"{folder / TRANSFORM_FILE}: lda must be (D, L) and mean1 (D,)")
+        raise BadInput(f"{transform_file}: lda must be (D, L) and mean1 (D,)")
     if lda.shape[0] != dimension:
         raise BadInput(
-            f"{folder / TRANSFORM_FILE}: this PLDA takes {lda.shape[0]}-dimensional "
+            f"{transform_file}: this PLDA takes {lda.shape[0]}-dimensional "
             f"embeddings, the embedding model gives {dimension}"
         )
     reduced = lda.shape[1]
@@ -235,14 +255,47 @@ def check_plda(folder: Path, dimension: int) -> None:
     expected = {"mean2": (reduced,), "mu": (reduced,), "psi": (reduced,), "tr": (reduced, reduced)}
     wrong = [f"{name} {shapes[name]}" for name in shapes if shapes[name] != expected[name]]
     if wrong:
-        raise BadInput(f"{folder / PLDA_FILE}: shapes {wrong} do not fit lda's L = {reduced}")
+        raise BadInput(f"{plda_file}: shapes {wrong} do not fit lda's L = {reduced}")
     if not np.all(plda["psi"] > 0):
-        raise BadInput(f"{folder / PLDA_FILE}: psi must be positive (pyannote divides by it)")
+        raise BadInput(f"{plda_file}: psi must be positive (pyannote divides by it)")
 
 
-def load_plda_folder(folder: Path, dimension: int) -> PLDA:
-    """pyannote's PLDA from a local folder, checked against the embedding's dimension."""
-    check_plda(folder, dimension)
+def fetch_plda(uri: str, storage: Storage, cache_dir: Path, token: str | None = None) -> Path:
+    """A local folder holding the PLDA at ``uri`` (``spec.pipeline.plda``).
+
+    A local folder is taken as is; an s3:// prefix is mirrored into ``cache_dir`` (once:
+    objects are fetched again only when they changed); a hub id ``org/name[@revision]``
+    is the ``plda/`` subfolder of that repository, from the Hugging Face cache or the hub.
+    """
+    if is_s3(uri):
+        local = cache_dir / "plda" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        return storage.download_prefix(uri, local)
+    reference = hub_reference(uri)
+    if reference is None:
+        return Path(uri)
+    repository, revision = reference
+    files = [
+        download_from_hf_hub(repository, name, subfolder="plda", revision=revision, token=token)
+        for name in (TRANSFORM_FILE, PLDA_FILE)
+    ]
+    return Path(str(files[0])).parent
+
+
+def load_plda_folder(folder: Path, dimension: int, source: str | None = None) -> PLDA:
+    """pyannote's PLDA from a local folder, checked first against the embedding's dimension
+    (see :func:`check_plda` for ``source``)."""
+    check_plda(folder, dimension, source)
     plda = PLDA.from_pretrained(str(folder))
     assert plda is not None  # a local folder always loads or raises
     return plda
+
+
+def load_plda(
+    uri: str, storage: Storage, cache_dir: Path, dimension: int, token: str | None = None
+) -> tuple[Path, PLDA]:
+    """The PLDA at ``uri`` for ``dimension``-d embeddings, and the local folder it came from.
+
+    BadInput names the file at ``uri`` that is missing or does not fit.
+    """
+    folder = fetch_plda(uri, storage, cache_dir, token)
+    return folder, load_plda_folder(folder, dimension, uri)

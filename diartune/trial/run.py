@@ -55,7 +55,7 @@ from diartune.trial.data import budget_files, load_protocol, subset_files
 from diartune.trial.device import device
 from diartune.trial.evaluate import score
 from diartune.trial.finetune import fine_tune
-from diartune.trial.models import fetch_checkpoint, load_model, load_plda, save_checkpoint
+from diartune.trial.models import fetch_checkpoint, load_model, save_checkpoint
 from diartune.trial.pipeline import (
     build_pipeline,
     diarize,
@@ -64,6 +64,7 @@ from diartune.trial.pipeline import (
     nested,
     pipeline_params,
 )
+from diartune.trial.plda import load_plda
 from diartune.trial.progress import StateKeeper
 
 
@@ -116,6 +117,10 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
             sha256=request.trial.segmentation_sha256,
         )
         embedding = load_model(request.pipeline.embedding, storage, scratch, token)
+        plda_folder, plda = None, None
+        if request.pipeline.plda:  # before fine-tuning: a PLDA that does not fit is bad input
+            dimension = cast(int, embedding.dimension)
+            plda_folder, plda = load_plda(request.pipeline.plda, storage, scratch, dimension, token)
     checkpoint = None
     keeper = StateKeeper(request, storage, scratch)
     if request.fine_tune is not None:
@@ -137,12 +142,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     segmentation.eval()
     embedding.eval()
     params = {**pipeline_defaults(request.pipeline.clustering), **request.params}
-    plda = None
-    if request.pipeline.plda:
-        with timings.phase("models"):
-            plda = load_plda(
-                request.pipeline.plda, storage, scratch, cast(int, embedding.dimension), token
-            )
+    batch_sizes = (request.pipeline.segmentation_batch_size, request.pipeline.embedding_batch_size)
     pipeline = build_pipeline(
         segmentation,
         embedding,
@@ -150,10 +150,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
         params,
         tuned=set(request.tuned),
         plda=plda,
-        batch_sizes=(
-            request.pipeline.segmentation_batch_size,
-            request.pipeline.embedding_batch_size,
-        ),
+        batch_sizes=batch_sizes,
     )
     # After building: pyannote wraps the embedding model on the CPU unless told the device.
     pipeline.to(device())
@@ -183,10 +180,14 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
     if request.trial.export:
         export_pipeline(
             artifacts / "pipeline",
-            save_checkpoint(segmentation, workdir / "export" / "segmentation.ckpt"),
-            save_checkpoint(embedding, workdir / "export" / "embedding.ckpt"),
+            (
+                save_checkpoint(segmentation, workdir / "export" / "segmentation.ckpt"),
+                save_checkpoint(embedding, workdir / "export" / "embedding.ckpt"),
+            ),
             request.pipeline.clustering,
             nested(pipeline_params(pipeline, params)),
+            plda_folder,
+            batch_sizes,
         )
     if cache is not None:
         timings["cache_hits"] = cache.hits
