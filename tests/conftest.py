@@ -20,6 +20,7 @@ from trial_requests import request_document
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = "Debug.SpeakerDiarization.Debug"
+SPEECH_POOL = Path(os.environ.get("DIARTUNE_SPEECH_POOL", ROOT.parent / "shared/data/speech-pool"))
 
 
 def ami_source() -> Path:
@@ -101,6 +102,26 @@ def models(ami: Path) -> tuple[Path, Path]:
     cache = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
     folder = cache / "test-models" / key
     return make_models(Data(database=str(ami), protocol=PROTOCOL), folder, 12, 20)
+
+
+def plda_cache(name: str) -> Path:
+    """Where the offline PLDA's inputs and outputs are cached, by the code that makes them."""
+    key = _source_digest(
+        "trial/models.py", "trial/speakers.py", "trial/plda.py", "trial/offline_plda.py"
+    )
+    cache = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
+    return cache / "test-plda" / key / name
+
+
+@pytest.fixture(scope="session")
+def offline_plda(models: tuple[Path, Path], ami: Path) -> Path:
+    """The PLDA that build_plda makes for the offline embedding, from speech-pool and
+    ami-debug's train speakers (cached outside the repo)."""
+    from diartune.spec import Data
+    from diartune.trial.offline_plda import build_plda
+
+    data = Data(database=str(ami), protocol=PROTOCOL)
+    return build_plda(plda_cache("plda"), models[1], SPEECH_POOL, data)
 
 
 def free_port() -> int:

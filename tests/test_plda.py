@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import PROTOCOL, ROOT, _source_digest, copy_ami, result_line, run_trial
+from conftest import PROTOCOL, SPEECH_POOL, copy_ami, plda_cache, result_line, run_trial
 from pyannote.audio import Audio, Model
 from pyannote.audio.core.plda import PLDA
 
@@ -19,7 +18,7 @@ from diartune.spec import Data, Objective
 from diartune.storage import Storage
 from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.evaluate import score
-from diartune.trial.offline_plda import build_plda, protocol_audio, training_embeddings
+from diartune.trial.offline_plda import protocol_audio, training_embeddings
 from diartune.trial.pipeline import build_pipeline, diarize
 from diartune.trial.plda import (
     PLDA_FILE,
@@ -39,16 +38,6 @@ from diartune.trial.verification import (
     cross_validation,
     plda_scores,
 )
-
-SPEECH_POOL = Path(os.environ.get("DIARTUNE_SPEECH_POOL", ROOT.parent / "shared/data/speech-pool"))
-
-
-def _cache(name: str) -> Path:
-    key = _source_digest(
-        "trial/models.py", "trial/speakers.py", "trial/plda.py", "trial/offline_plda.py"
-    )
-    cache = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
-    return cache / "test-plda" / key / name
 
 
 def synthetic_speakers(
@@ -264,19 +253,12 @@ def test_evaluation_speakers_stay_out_of_training(tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def labelled(models: tuple[Path, Path], ami: Path) -> SpeakerEmbeddings:
     """Embeddings of speech-pool and ami-debug's train speakers (cached outside the repo)."""
-    path = _cache("embeddings.npz")
+    path = plda_cache("embeddings.npz")
     if not path.exists():
         model = Model.from_pretrained(models[1], strict=False)
         data = Data(database=str(ami), protocol=PROTOCOL)
         training_embeddings(model, SPEECH_POOL, data).save(path)
     return SpeakerEmbeddings.load(path)
-
-
-@pytest.fixture(scope="session")
-def offline_plda(models: tuple[Path, Path], ami: Path) -> Path:
-    """The PLDA that build_plda makes for the offline embedding (cached outside the repo)."""
-    data = Data(database=str(ami), protocol=PROTOCOL)
-    return build_plda(_cache("plda"), models[1], SPEECH_POOL, data)
 
 
 def test_held_out_speakers_plda_and_cosine(labelled: SpeakerEmbeddings) -> None:
