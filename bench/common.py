@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,19 @@ def offline_models(seed: int = 0) -> tuple[Path, Path]:
     database = demo_corpus(seed)
     folder = database.parent.parent / "models"
     return make_models(Data(database=str(database), protocol=DEMO), folder, 40, 40)
+
+
+def seed_rows(
+    folder: Path, seed: int, measure: Callable[[int], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """``measure(seed)``'s rows, measured once: a rerun reads the seeds it already finished
+    from ``folder/seed-N.json``."""
+    done = folder / f"seed-{seed}.json"
+    if done.exists():
+        return list(json.loads(done.read_text()))
+    rows = measure(seed)
+    done.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def machine() -> str:

@@ -30,7 +30,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from common import AMI, demo_corpus, machine, offline_models, write_table
+from common import AMI, demo_corpus, machine, offline_models, seed_rows, write_table
 from common import PROTOCOL as AMI_PROTOCOL
 from hpo import BUDGET, Objective, grid_optimum, run_pyannote_optimize, run_random, run_smac
 
@@ -129,14 +129,16 @@ def report(rows: list[dict[str, Any]], seeds: int) -> str:
 
 def main() -> None:
     args = arguments()
+    folder = Path(args.output) / "generalization"
+    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in range(args.seeds):
-        rows += one_seed(seed, args.grid_points)
+        rows += seed_rows(folder, seed, lambda n: one_seed(n, args.grid_points))
         print(
             {row["method"]: round(100 * row["test"], 2) for row in rows if row["seed"] == seed},
             flush=True,
         )
-        write_table(Path(args.output) / "generalization", "generalization", rows)
+        write_table(folder, "generalization", rows)
     print(report(rows, args.seeds))
 
 

@@ -53,6 +53,8 @@ class Objective:
         protocol: str,
         models: tuple[Path, Path],
         subset: str = "development",
+        clustering: str = "AgglomerativeClustering",
+        plda: Any = None,
     ) -> None:
         from pyannote.audio import Model
 
@@ -62,9 +64,8 @@ class Objective:
         path = Path(database)
         self.files = subset_files(load_protocol(path, protocol, (subset,)), subset)
         segmentation, embedding = (Model.from_pretrained(m) for m in models)
-        self.pipeline = build_pipeline(
-            segmentation, embedding, "AgglomerativeClustering", {}, set()
-        )
+        self.clustering = clustering
+        self.pipeline = build_pipeline(segmentation, embedding, clustering, {}, set(), plda)
         self.pipeline.training = True  # pyannote then keeps features in each file's dict
         self.history: list[tuple[dict[str, Any], float]] = []
 
@@ -76,7 +77,7 @@ class Objective:
         from diartune.trial.evaluate import score
         from diartune.trial.pipeline import nested, pipeline_params
 
-        full = {**pipeline_defaults("AgglomerativeClustering"), **params}
+        full = {**pipeline_defaults(self.clustering), **params}
         self.pipeline.instantiate(nested(pipeline_params(self.pipeline, full)))
         hypotheses = {}
         for file in self.files:
@@ -92,10 +93,10 @@ class Objective:
         return der
 
 
-def stage() -> Any:
+def stage(space: dict[str, Any] = SPACE) -> Any:
     from diartune.spec import Stage
 
-    return Stage.model_validate({"name": "pipeline", "searchSpace": SPACE, "maxTrialCount": BUDGET})
+    return Stage.model_validate({"name": "pipeline", "searchSpace": space, "maxTrialCount": BUDGET})
 
 
 def run_random(objective: Objective, seed: int) -> list[float]:
@@ -105,11 +106,13 @@ def run_random(objective: Objective, seed: int) -> list[float]:
     return [objective(plain(c)) for c in space.sample_configuration(BUDGET)]
 
 
-def run_smac(objective: Objective, seed: int) -> tuple[list[float], float]:
+def run_smac(
+    objective: Objective, seed: int, space: dict[str, Any] = SPACE
+) -> tuple[list[float], float]:
     from diartune.spec import Optimizer
     from diartune.tuner import Observation, StageTuner
 
-    tuner = StageTuner(stage(), Optimizer(seed=seed, initial_design_size=8))
+    tuner = StageTuner(stage(space), Optimizer(seed=seed, initial_design_size=8))
     ders, overhead = [], 0.0
     for _ in range(BUDGET):
         start = time.perf_counter()

@@ -20,6 +20,12 @@ from trial_requests import request_document
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = "Debug.SpeakerDiarization.Debug"
+#: community-1's tunable VBx knobs, around pyannote's defaults (0.6, 0.07, 0.8).
+VBX_SPACE = {
+    "clustering.threshold": {"type": "float", "low": 0.3, "high": 0.9},
+    "clustering.Fa": {"type": "float", "low": 0.01, "high": 0.5},
+    "clustering.Fb": {"type": "float", "low": 0.3, "high": 2.0},
+}
 SPEECH_POOL = Path(os.environ.get("DIARTUNE_SPEECH_POOL", ROOT.parent / "shared/data/speech-pool"))
 
 

@@ -142,7 +142,7 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
             "--set",
             "trialPolicy.allowedImages={diartune-trial}",
             "--set",
-            "trialPolicy.allowedSecrets={s3-credentials,canary-extra}",
+            "trialPolicy.allowedSecrets={s3-credentials,canary-extra,hf-token}",
             "--set",
             "trialPolicy.allowedTolerationKeys={kwok.x-k8s.io/node}",
         ],

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +30,8 @@ from cluster import (
     Cluster,
     cluster_fixture,  # noqa: F401  (provides the session fixture "cluster")
 )
-from conftest import PROTOCOL, ROOT, copy_ami
+from conftest import PROTOCOL, ROOT, VBX_SPACE, copy_ami
+from hub_cache import add_repository
 from kubernetes import client
 from node_runner import NodeRunner
 from operator_run import Operator, install_chart
@@ -44,6 +46,8 @@ TUNINGS, TRIALS = "diarizationtunings", "diarizationtrials"
 LABEL_TUNING = "diartune.io/tuning"
 CREDENTIALS = "s3-credentials"
 EXTRA = "canary-extra"
+HF_TOKEN = "hf-token"
+HUB_EMBEDDING = "diartune-test/embedding"
 TRIAL_TIMEOUT_S = 900
 
 
@@ -71,6 +75,7 @@ def canaries(namespace: str) -> dict[str, dict[str, str]]:
             "AWS_SECRET_ACCESS_KEY": f"canary-{namespace}-secret-key",
         },
         EXTRA: {"VALUE": f"canary-{namespace}-extra"},
+        HF_TOKEN: {"HF_TOKEN": f"hf_canary{namespace.replace('-', '')}token"},
     }
 
 
@@ -134,6 +139,19 @@ def s3_data(
     for path in models:
         s3.upload_file(str(path), "models", path.name)
     return {"endpoint": s3_endpoint}
+
+
+@pytest.fixture(scope="module")
+def hub_embedding(models: tuple[Path, Path]) -> Iterator[tuple[Path, str]]:
+    """The offline embedding as a Hugging Face repository in a hub-layout cache folder,
+    and its commit: what an air-gapped trial image holds at its HF_HUB_CACHE. Not under
+    /tmp, which is the trial pod's emptyDir."""
+    from diartune.storage import cache_root
+
+    (cache_root() / "test-hub").mkdir(parents=True, exist_ok=True)
+    cache = Path(tempfile.mkdtemp(dir=cache_root() / "test-hub"))
+    yield cache, add_repository(cache, HUB_EMBEDDING, {"pytorch_model.bin": models[1]})
+    shutil.rmtree(cache)
 
 
 @pytest.fixture(scope="module")
@@ -452,6 +470,69 @@ def check_warm_start(
     assert (status["trialsImported"], status["trialsDone"]) == (3, 0), status
     refused = wait("folder failed", phase_is(cluster, namespace, "folder", "Failed"), 60, operator)
     assert refused["message"].startswith("spec.optimizer.warmStartFrom[0]: 'runs/v1'"), refused
+
+
+def test_vbx_tuning_with_a_hub_embedding_a_token_secret_and_a_plda_on_s3(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    runner: NodeRunner,
+    s3_data: dict[str, str],
+    hub_embedding: tuple[Path, str],
+    offline_plda: Path,
+    tmp_path: Path,
+) -> None:
+    """VBx's threshold, Fa and Fb tuned on the cluster: the embedding is a hub id read
+    offline from the Hugging Face cache, the token comes from a Secret and shows nowhere,
+    the PLDA is read from S3, and the exported pipeline carries it."""
+    s3 = boto3.client("s3", endpoint_url=s3_data["endpoint"])
+    for path in sorted(offline_plda.iterdir()):
+        s3.upload_file(str(path), "models", f"plda/{path.name}")
+    cache, commit = hub_embedding
+    manifest = tuning_manifest(
+        "vbx",
+        trials=2,
+        parallel=2,
+        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
+        endpoint=s3_data["endpoint"],
+        corpus="ami-test",
+    )
+    spec = manifest["spec"]
+    spec["pipeline"] |= {
+        "embedding": f"{HUB_EMBEDDING}@{commit}",
+        "clustering": "VBxClustering",
+        "plda": "s3://models/plda",
+        "tokenSecret": HF_TOKEN,
+    }
+    spec["stages"][0]["searchSpace"] = VBX_SPACE
+    spec["optimizer"]["initialDesignSize"] = 1
+    spec["trialTemplate"]["env"] += [
+        {"name": "HF_HUB_CACHE", "value": str(cache)},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+    ]
+    apply(cluster, namespace, manifest, tmp_path)
+    status = wait(
+        "phase Succeeded",
+        phase_is(cluster, namespace, "vbx", "Succeeded", "Failed"),
+        TRIAL_TIMEOUT_S,
+        operator,
+    )
+    trials = [t for t in list_trials(cluster, namespace, "vbx") if t["spec"]["number"] >= 0]
+    assert status["phase"] == "Succeeded", [t["status"] for t in trials]
+    assert len(trials) == 2 and all(t["status"]["state"] == "Succeeded" for t in trials)
+    for trial in trials:  # each ran VBx with its own threshold, Fa and Fb
+        assert set(VBX_SPACE) <= set(trial["spec"]["params"]), trial["spec"]
+    assert set(VBX_SPACE) <= set(status["bestTrial"]["params"]), status["bestTrial"]
+    assert isinstance(status["testDer"], float)
+
+    winner = status["bestTrial"]["name"].removeprefix("vbx-")
+    exported = f"{namespace}/vbx/trials/{winner}-test/pipeline"
+    config = s3.get_object(Bucket="artifacts", Key=f"{exported}/config.yaml")["Body"].read()
+    assert yaml.safe_load(config)["pipeline"]["params"]["clustering"] == "VBxClustering"
+    for path in sorted(offline_plda.iterdir()):
+        body = s3.get_object(Bucket="artifacts", Key=f"{exported}/plda/{path.name}")["Body"]
+        assert body.read() == path.read_bytes()
+    assert leaks(cluster, namespace, s3, operator, runner) == []
 
 
 def test_gpu_capacity_is_respected_and_delete_cleans_up(

@@ -12,19 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import PROTOCOL, copy_ami
+from conftest import PROTOCOL, VBX_SPACE, copy_ami
 
 from diartune.cli import main
 from diartune.trial.plda import PLDA_FILE, TRANSFORM_FILE, train_plda, write_plda
 
 pytestmark = pytest.mark.integration
-
-#: community-1's tunable VBx knobs, around pyannote's defaults (0.6, 0.07, 0.8).
-VBX_SPACE = {
-    "clustering.threshold": {"type": "float", "low": 0.3, "high": 0.9},
-    "clustering.Fa": {"type": "float", "low": 0.01, "high": 0.5},
-    "clustering.Fb": {"type": "float", "low": 0.3, "high": 2.0},
-}
 
 
 def vbx_spec(database: Path, models: tuple[Path, Path], plda: Path, trials: int) -> dict[str, Any]:
