@@ -17,12 +17,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from diartune.params import Value, canonical, pipeline_defaults
-from diartune.records import CHECKPOINT_FILE, Checkpoint, Subset, Trial, TrialRecord, TrialRequest
+from diartune.records import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    Subset,
+    Trial,
+    TrialOutcome,
+    TrialRecord,
+    TrialRequest,
+)
 from diartune.spec import Budget, Spec, Stage
 from diartune.storage import join
 from diartune.summary import Gain, Interval, Phase, Summary
 from diartune.tuner import Observation, Proposal, SpaceExhausted, StageTuner
 from diartune.warm_start import WarmStart
+
+#: Why a trial that was running when its tuning failed has no result.
+STOPPED = "stopped: the tuning failed"
 
 #: The name of the evaluations of pyannote's default parameters (``defaults-test``, ...).
 DEFAULTS = "defaults"
@@ -308,12 +319,15 @@ class Study:
         if tuner is not None and not record.is_evaluation:
             tuner.tell(_observation(record))
 
-    def stop(self) -> list[Trial]:
-        """The running trials to stop now (the tuning failed), forgotten by the study."""
+    def stop(self) -> list[TrialRecord]:
+        """Stop the running trials now (the tuning failed): each is recorded as Failed
+        (``STOPPED``), as a restarted driver reads it back, so that a tuning resumed by a
+        larger maxFailedTrialCount never gives its number to another trial."""
         if self.phase is not Phase.FAILED:
             return []
-        stopped = list(self.running.values())
-        self.running.clear()
+        stopped = [trial.record(TrialOutcome(error=STOPPED)) for trial in self.running.values()]
+        for record in stopped:
+            self.record(record)
         return stopped
 
     def forget(self, name: str) -> None:

@@ -13,6 +13,7 @@ from diartune.operator.manifests import (
     job_outcome,
     record_status,
     resource_name,
+    result_lost,
     trial_manifest,
     trial_of,
     trial_status,
@@ -309,6 +310,14 @@ def test_results_are_read_from_termination_messages() -> None:
     oom = job_outcome(_job("Failed", "PodFailurePolicy"), [_pod(137, "", reason="OOMKilled")])
     assert oom.error is not None and oom.error.startswith("out of memory (OOMKilled)")
     assert "resources.limits.memory" in oom.error and not oom.bad_input
+
+
+def test_a_complete_job_whose_succeeded_pod_is_gone_has_lost_its_result() -> None:
+    retried = _pod(75, "OSError: S3 503")  # the first attempt failed, the second succeeded
+    assert result_lost(_job("Complete"), [])
+    assert result_lost(_job("Complete"), [retried])  # only the failed attempt's pod is left
+    assert not result_lost(_job("Complete"), [retried, _pod(0, '{"der": "garbled"}')])
+    assert not result_lost(_job("Failed", "BackoffLimitExceeded"), [retried])
 
 
 def test_trial_status_round_trips_to_a_record() -> None:

@@ -24,7 +24,7 @@ from diartune.records import (
 )
 from diartune.spec import Budget, Spec, SpecError
 from diartune.spec_file import parse_tuning
-from diartune.study import DEFAULTS, Phase, Study
+from diartune.study import DEFAULTS, STOPPED, Phase, Study
 
 CLUSTERING = {
     "name": "clustering",
@@ -206,10 +206,29 @@ def test_too_many_failures_stop_the_running_trials_and_more_allowed_failures_res
     assert study.plan() == []
     launcher.step()
     assert launcher.stopped == ["clustering-002"] and not study.running
+    stopped = study.records[-1]
+    assert (stopped.name, stopped.state, stopped.message) == ("clustering-002", "Failed", STOPPED)
+    assert study.failed_count == 3  # the stopped trial counts, before and after a restart
 
-    rebuilt = Study(spec(CLUSTERING, parallelTrialCount=3, maxFailedTrialCount=2), study.records)
+    rebuilt = Study(spec(CLUSTERING, parallelTrialCount=3, maxFailedTrialCount=3), study.records)
     assert rebuilt.phase is Phase.PENDING
     assert Launcher(rebuilt, lambda t: 0.3).run().phase is Phase.SUCCEEDED
+
+
+def test_a_failed_tuning_resumed_in_place_gives_no_stopped_trials_number_again() -> None:
+    study = Study(spec(CLUSTERING, parallelTrialCount=3))
+    launcher = Launcher(study, lambda t: None if t.number in (0, 1) else 0.3)
+    launcher.step()
+    launcher.finish("clustering-000")
+    launcher.finish("clustering-001")
+    launcher.step()
+    assert launcher.stopped == ["clustering-002"]
+
+    study.spec = spec(CLUSTERING, parallelTrialCount=3, maxFailedTrialCount=3)
+    assert launcher.run().phase is Phase.SUCCEEDED
+    search = [t.name for t in launcher.launched if not t.is_evaluation]
+    assert len(search) == len(set(search)), search  # clustering-002 ran once, and was stopped
+    assert [r.state for r in study.records if r.name == "clustering-002"] == ["Failed"]
 
 
 def test_a_suspended_tuning_launches_nothing_until_resumed() -> None:

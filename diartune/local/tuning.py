@@ -132,7 +132,8 @@ class LocalTuning:
                 self.executor.start(self.study.request(trial))
             stopped = self.study.stop()
             if stopped:
-                self.executor.stop([trial.name for trial in stopped])
+                self.executor.stop([record.name for record in stopped])
+                save_records(self.folder, self.study.records)
             if not self.executor.running:
                 return
             name, outcome = self.executor.wait()

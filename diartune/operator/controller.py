@@ -45,6 +45,7 @@ from diartune.operator.manifests import (
     job_outcome,
     record_status,
     resource_name,
+    result_lost,
     trial_manifest,
     trial_of,
     trial_status,
@@ -62,7 +63,6 @@ from diartune.study import Phase, Study
 from diartune.warm_start import WarmStart, warm_start
 
 ACCEPTED_SPEC = f"{GROUP}/accepted-spec"
-STOPPED = "stopped: the tuning failed"
 #: Trials asked of SMAC ahead of need: as many as SMAC itself hands out per surrogate
 #: fit (its retrain_after), so prepared trials are no staler than SMAC's own batches.
 PREPARED_TRIALS = 8
@@ -73,7 +73,8 @@ logger = logging.getLogger(__name__)
 
 
 class StaleTrial(RuntimeError):
-    """A DiarizationTrial of this name exists, owned by an earlier tuning of the same name."""
+    """A DiarizationTrial or Job of this name exists, left by an earlier tuning of the same
+    name."""
 
 
 class Lifecycle(enum.Enum):
@@ -371,9 +372,7 @@ class TuningController:
         elif condition is not None:
             pods = await self.kube.job_pods(self.namespace, job["metadata"]["uid"])
             outcome = job_outcome(job, pods)
-            if outcome.result is None and condition["type"] == "Complete" and not pods:
-                # It succeeded but its pod, and the result in its termination message,
-                # are gone: run it again, and it reports the result.json it wrote.
+            if outcome.result is None and result_lost(job, pods):
                 await self.kube.delete_job(self.namespace, name)
                 self.jobless.add(trial.name)
                 return
@@ -397,13 +396,13 @@ class TuningController:
         """Stop, launch or evaluate, as the study decides."""
         study = self.study
         assert study is not None
-        for trial in study.stop():
-            name = resource_name(self.name, trial.name)
+        for record in study.stop():
+            name = resource_name(self.name, record.name)
             await self.kube.delete_job(self.namespace, name)
             await self.kube.patch_trial_status(
-                self.namespace, name, {"state": "Failed", "message": STOPPED}
+                self.namespace, name, {"state": "Failed", "message": record.message}
             )
-            self.trial_states.pop(trial.name, None)
+            self.trial_states.pop(record.name, None)
         if self._refused_by_policy():  # nothing is launched until the trialTemplate allows it
             return
         for trial in await asyncio.to_thread(study.plan):
@@ -461,7 +460,7 @@ class TuningController:
         request = self.study.request(trial)
         manifest = job_manifest(resource, self.name, spec, request, self.defaults)
         try:
-            await self.kube.create_job(manifest)
+            job = await self.kube.create_job(manifest)
         except ApiException as error:
             if error.status != 422:
                 raise
@@ -469,6 +468,12 @@ class TuningController:
             self.jobless.add(trial.name)
             return
         self.conditions.mark_template(None)
+        if not _owned_by(job, resource["metadata"]["uid"]):
+            # Left by an earlier trial of the same name (a deleted tuning's, not yet
+            # garbage-collected): remove it, and create this trial's on the retried pass.
+            self.jobless.add(trial.name)
+            await self.kube.delete_job(self.namespace, job["metadata"]["name"])
+            raise StaleTrial(f"Job {job['metadata']['name']} belongs to an earlier trial")
 
     def _refused_by_policy(self) -> bool:
         """Whether the chart's trial policy refuses the trialTemplate (then say why)."""

@@ -157,17 +157,16 @@ class Kube:
         )
         return list(listing["items"])
 
-    async def create_job(self, manifest: Manifest) -> bool:
-        """Create a Job; False if one of that name exists already."""
+    async def create_job(self, manifest: Manifest) -> Manifest:
+        """Create a Job; return it as stored, or the one of that name that exists already."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
-            await self._call(
-                self.batch.create_namespaced_job, manifest["metadata"]["namespace"], manifest
-            )
+            created = await self._call(self.batch.create_namespaced_job, namespace, manifest)
         except client.ApiException as error:
-            if error.status == 409:
-                return False
-            raise
-        return True
+            if error.status != 409:
+                raise
+            created = await self._call(self.batch.read_namespaced_job, name, namespace)
+        return dict(created)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its pods."""

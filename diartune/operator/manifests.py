@@ -337,6 +337,14 @@ def _last_terminated(pods: list[Manifest]) -> Manifest | None:
     return ended[-1][1] if ended else None
 
 
+def result_lost(job: Manifest, pods: list[Manifest]) -> bool:
+    """Whether the Job succeeded but the pod that succeeded, and the result in its
+    termination message, are gone (deleted, evicted, garbage-collected): pods of its failed
+    attempts may remain. Running the trial again makes it report the result.json it wrote."""
+    complete = (finished_condition(job) or {}).get("type") == "Complete"
+    return complete and not any((_terminated(pod) or {}).get("exitCode") == 0 for pod in pods)
+
+
 def _parse_message(message: str) -> dict[str, Any]:
     try:
         document = json.loads(message)
