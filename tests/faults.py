@@ -11,7 +11,8 @@ from what the pods did:
 - ``runs``: pods that did a trial's work (a pod that only reports the result its request
   already wrote is not a run);
 - ``lost``: trials the tuning should have finished and has no record of;
-- ``duplicated``: trials whose work was done more than once.
+- ``duplicated``: trial requests whose work was done more than once (the same trial
+  with the same parameters, models and data).
 
 Used by tests/test_faults.py (the scenarios that fit CI's time) and bench/faults.py.
 """
@@ -167,7 +168,7 @@ class Run:
         user = f"system:serviceaccount:{self.namespace}:{SERVICE_ACCOUNT}"
         creations = job_creations(self.cluster.audit_log, user, self.namespace)
         prefix = f"{name}/"
-        runs = {k[len(prefix) :]: v for k, v in self.workload.runs.items() if k.startswith(prefix)}
+        runs = {k: v for k, v in self.workload.runs.items() if k[0].startswith(prefix)}
         status = self.tuning(name).get("status") or {}
         return {
             "phase": status.get("phase"),
@@ -177,7 +178,7 @@ class Run:
             "runs": sum(runs.values()),
             "lost": max(0, search_trials - len(search)),
             "duplicated": sum(count - 1 for count in runs.values() if count > 1),
-            "run_twice": sorted(trial for trial, count in runs.items() if count > 1),
+            "run_twice": sorted(k[len(prefix) :] for (k, _), count in runs.items() if count > 1),
             "failed": status.get("trialsFailed"),
             "restarts": self.restarts,
             "operator_peak_rss_mib": round(self.peak_rss_mib),

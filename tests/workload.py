@@ -83,7 +83,9 @@ class SyntheticWorkload:
         self.seen: set[str] = set()
         self.results: dict[str, dict[str, Any]] = {}  # by request digest: the artifacts
         self.working: dict[str, tuple[str, dict[str, Any] | None]] = {}  # by pod uid
-        self.runs: collections.Counter[str] = collections.Counter()  # pods that did the work
+        #: Pods that did the work, by trial and request digest: a trial of a tuning deleted
+        #: and created again may run other parameters under the same name.
+        self.runs: collections.Counter[tuple[str, str]] = collections.Counter()
         self.reports: collections.Counter[str] = collections.Counter()  # pods that reported
         self.attempts: collections.Counter[str] = collections.Counter()
         self.requests: dict[str, list[TrialRequest]] = {}
@@ -120,7 +122,7 @@ class SyntheticWorkload:
             self.reports[key] += 1
         else:
             self.results[result["requestDigest"]] = result  # its result.json, written last
-            self.runs[key] += 1
+            self.runs[key, result["requestDigest"]] += 1
 
     def _ending(self, pod: dict[str, Any], tuning: str, trial: str) -> dict[str, str]:
         command = pod["spec"]["containers"][0]["command"]
