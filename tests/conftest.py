@@ -130,6 +130,14 @@ def offline_plda(models: tuple[Path, Path], ami: Path) -> Path:
     return build_plda(plda_cache("plda"), models[1], SPEECH_POOL, data)
 
 
+def trained(checkpoint: Path) -> tuple[int, int]:
+    """(epochs completed, optimizer steps) of a Lightning checkpoint saved after fit."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return state["epoch"], state["global_step"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

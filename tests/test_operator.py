@@ -30,7 +30,7 @@ from cluster import (
     Cluster,
     cluster_fixture,  # noqa: F401  (provides the session fixture "cluster")
 )
-from conftest import PROTOCOL, ROOT, VBX_SPACE, copy_ami
+from conftest import PROTOCOL, ROOT, VBX_SPACE, copy_ami, trained
 from hub_cache import add_repository
 from kubernetes import client
 from node_runner import NodeRunner
@@ -533,6 +533,75 @@ def test_vbx_tuning_with_a_hub_embedding_a_token_secret_and_a_plda_on_s3(
         body = s3.get_object(Bucket="artifacts", Key=f"{exported}/plda/{path.name}")["Body"]
         assert body.read() == path.read_bytes()
     assert leaks(cluster, namespace, s3, operator, runner) == []
+
+
+def test_an_evicted_fine_tuning_pod_resumes_from_its_last_epoch(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    runner: NodeRunner,
+    s3_data: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A fine-tuning trial's pod evicted once it saved an epoch: the Job ignores the
+    disruption, its next pod resumes from the state in S3 and trains only what was left."""
+    manifest = tuning_manifest(
+        "evicted",
+        trials=1,
+        parallel=1,
+        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
+        endpoint=s3_data["endpoint"],
+        corpus="ami-test",
+    )
+    manifest["spec"]["stages"] = [
+        {
+            "name": "segmentation",
+            "fineTune": {"maxEpochs": 4, "batchesPerEpoch": 20},
+            "searchSpace": {
+                "training.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}
+            },
+            "maxTrialCount": 1,
+        }
+    ]
+    manifest["spec"]["optimizer"]["initialDesignSize"] = 0
+    apply(cluster, namespace, manifest, tmp_path)
+    s3 = boto3.client("s3", endpoint_url=s3_data["endpoint"])
+    state = f"{namespace}/evicted/trials/segmentation-000/training/state.json"
+
+    def saved_an_epoch() -> bool:
+        listing = s3.list_objects_v2(Bucket="artifacts", Prefix=state)
+        return bool(listing.get("KeyCount"))
+
+    wait("a saved training state", saved_an_epoch, TRIAL_TIMEOUT_S, operator)
+    saved = json.loads(s3.get_object(Bucket="artifacts", Key=state)["Body"].read())["epochs"]
+    [first] = [p for p in list_pods(cluster, namespace) if p.status.phase == "Running"]
+    core = client.CoreV1Api(cluster.api_client())
+    eviction = client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=first.metadata.name, namespace=namespace)
+    )
+    core.create_namespaced_pod_eviction(first.metadata.name, namespace, eviction)
+
+    status = wait(
+        "phase Succeeded",
+        phase_is(cluster, namespace, "evicted", "Succeeded", "Failed"),
+        TRIAL_TIMEOUT_S,
+        operator,
+    )
+    [trial] = [t for t in list_trials(cluster, namespace, "evicted") if t["spec"]["number"] >= 0]
+    assert status["phase"] == "Succeeded", trial["status"]
+    assert 1 <= saved < 4, saved
+    job = trial["status"]["job"]
+    pods = [p for p in list_pods(cluster, namespace) if p.metadata.labels["job-name"] == job]
+    [second] = [p for p in pods if p.metadata.name != first.metadata.name]  # its successor
+    output = runner.log(namespace, second.metadata.name)
+    assert "resuming after epoch" in output, output[-3000:]
+    resumed = int(output.split("resuming after epoch ")[1].split()[0])
+    assert resumed >= saved  # it may have saved more epochs before the eviction took effect
+    checkpoint = trial["status"]["checkpoint"].removeprefix("s3://artifacts/")
+    local = tmp_path / "segmentation.ckpt"
+    s3.download_file("artifacts", checkpoint, str(local))
+    epochs, steps = trained(local)
+    assert epochs == 4 and 0 < steps <= 4 * 20
 
 
 def test_gpu_capacity_is_respected_and_delete_cleans_up(

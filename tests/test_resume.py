@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import PROTOCOL, result_line, run_trial
+from conftest import PROTOCOL, result_line, run_trial, trained
 from trial_requests import request_document
 
 from diartune.records import EXIT_BAD_INPUT
@@ -39,12 +39,6 @@ def fine_tuning(
         "output": str(output),
         **changes,
     }
-
-
-def trained(checkpoint: Path) -> tuple[int, int]:
-    """(epochs completed, optimizer steps) of a Lightning checkpoint saved after fit."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return state["epoch"], state["global_step"]
 
 
 def start_and_kill_after_first_save(request: dict[str, Any], cwd: Path) -> int:
