@@ -55,14 +55,17 @@ class Objective:
         subset: str = "development",
         clustering: str = "AgglomerativeClustering",
         plda: Any = None,
+        files: list[Any] | None = None,
     ) -> None:
         from pyannote.audio import Model
 
         from diartune.trial.data import load_protocol, subset_files
         from diartune.trial.pipeline import build_pipeline
 
-        path = Path(database)
-        self.files = subset_files(load_protocol(path, protocol, (subset,)), subset)
+        if files is None:  # else another objective's: their cached features are shared
+            path = Path(database)
+            files = subset_files(load_protocol(path, protocol, (subset,)), subset)
+        self.files = files
         segmentation, embedding = (Model.from_pretrained(m) for m in models)
         self.clustering = clustering
         self.pipeline = build_pipeline(segmentation, embedding, clustering, {}, set(), plda)
