@@ -16,20 +16,14 @@ import os
 import shutil
 from pathlib import Path
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from diartune.storage import sha256_file
 
 
 def add_repository(cache: Path, repository: str, files: dict[str, Path]) -> str:
     """Store ``files`` (path in the repository -> local file) as the ``main`` revision of
     the model repository ``repository`` in the cache folder ``cache``; return its commit."""
     root = cache / f"models--{repository.replace('/', '--')}"
-    blobs = {name: _sha256(source) for name, source in sorted(files.items())}
+    blobs = {name: sha256_file(source) for name, source in sorted(files.items())}
     commit = hashlib.sha1(repr(sorted(blobs.items())).encode()).hexdigest()
     snapshot = root / "snapshots" / commit
     for name, blob in blobs.items():

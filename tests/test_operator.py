@@ -218,6 +218,20 @@ def tuning_manifest(
     }
 
 
+def runner_tuning(
+    name: str, trials: int, parallel: int, s3_data: dict[str, str], corpus: str = "ami"
+) -> dict[str, Any]:
+    """A tuning whose trials really run, on the runner node, with data on the S3 server."""
+    return tuning_manifest(
+        name,
+        trials=trials,
+        parallel=parallel,
+        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
+        endpoint=s3_data["endpoint"],
+        corpus=corpus,
+    )
+
+
 def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any], tmp_path: Path) -> None:
     """``kubectl apply -f`` the manifest, as a user would."""
     path = tmp_path / f"{manifest['metadata']['name']}.yaml"
@@ -283,6 +297,16 @@ def phase_is(cluster: Cluster, namespace: str, name: str, *phases: str) -> Calla
         return status if status.get("phase") in phases else None
 
     return check
+
+
+def finished(cluster: Cluster, namespace: str, name: str, operator: Operator) -> Any:
+    """Wait until the tuning Succeeded or Failed (a trial's time at most); its status."""
+    return wait(
+        "phase Succeeded",
+        phase_is(cluster, namespace, name, "Succeeded", "Failed"),
+        TRIAL_TIMEOUT_S,
+        operator,
+    )
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -369,21 +393,9 @@ def test_tuning_runs_real_trials_to_success(
 ) -> None:
     """kubectl apply -> trials on the runner node -> Succeeded, with kubectl showing it."""
     started = time.monotonic()
-    manifest = tuning_manifest(
-        "ami",
-        trials=3,
-        parallel=2,
-        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
-        endpoint=s3_data["endpoint"],
-        corpus="ami-test",
-    )
+    manifest = runner_tuning("ami", 3, 2, s3_data, corpus="ami-test")
     apply(cluster, namespace, manifest, tmp_path)
-    status = wait(
-        "phase Succeeded",
-        phase_is(cluster, namespace, "ami", "Succeeded", "Failed"),
-        TRIAL_TIMEOUT_S,
-        operator,
-    )
+    status = finished(cluster, namespace, "ami", operator)
     print(f"tuning took {time.monotonic() - started:.0f} s", file=sys.stderr)
     assert status["phase"] == "Succeeded", status
     trials = [t for t in list_trials(cluster, namespace, "ami") if t["spec"]["number"] >= 0]
@@ -489,14 +501,7 @@ def test_vbx_tuning_with_a_hub_embedding_a_token_secret_and_a_plda_on_s3(
     for path in sorted(offline_plda.iterdir()):
         s3.upload_file(str(path), "models", f"plda/{path.name}")
     cache, commit = hub_embedding
-    manifest = tuning_manifest(
-        "vbx",
-        trials=2,
-        parallel=2,
-        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
-        endpoint=s3_data["endpoint"],
-        corpus="ami-test",
-    )
+    manifest = runner_tuning("vbx", 2, 2, s3_data, corpus="ami-test")
     spec = manifest["spec"]
     spec["pipeline"] |= {
         "embedding": f"{HUB_EMBEDDING}@{commit}",
@@ -511,12 +516,7 @@ def test_vbx_tuning_with_a_hub_embedding_a_token_secret_and_a_plda_on_s3(
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
     apply(cluster, namespace, manifest, tmp_path)
-    status = wait(
-        "phase Succeeded",
-        phase_is(cluster, namespace, "vbx", "Succeeded", "Failed"),
-        TRIAL_TIMEOUT_S,
-        operator,
-    )
+    status = finished(cluster, namespace, "vbx", operator)
     trials = [t for t in list_trials(cluster, namespace, "vbx") if t["spec"]["number"] >= 0]
     assert status["phase"] == "Succeeded", [t["status"] for t in trials]
     assert len(trials) == 2 and all(t["status"]["state"] == "Succeeded" for t in trials)
@@ -545,14 +545,7 @@ def test_an_evicted_fine_tuning_pod_resumes_from_its_last_epoch(
 ) -> None:
     """A fine-tuning trial's pod evicted once it saved an epoch: the Job ignores the
     disruption, its next pod resumes from the state in S3 and trains only what was left."""
-    manifest = tuning_manifest(
-        "evicted",
-        trials=1,
-        parallel=1,
-        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
-        endpoint=s3_data["endpoint"],
-        corpus="ami-test",
-    )
+    manifest = runner_tuning("evicted", 1, 1, s3_data, corpus="ami-test")
     manifest["spec"]["stages"] = [
         {
             "name": "segmentation",
@@ -581,12 +574,7 @@ def test_an_evicted_fine_tuning_pod_resumes_from_its_last_epoch(
     )
     core.create_namespaced_pod_eviction(first.metadata.name, namespace, eviction)
 
-    status = wait(
-        "phase Succeeded",
-        phase_is(cluster, namespace, "evicted", "Succeeded", "Failed"),
-        TRIAL_TIMEOUT_S,
-        operator,
-    )
+    status = finished(cluster, namespace, "evicted", operator)
     [trial] = [t for t in list_trials(cluster, namespace, "evicted") if t["spec"]["number"] >= 0]
     assert status["phase"] == "Succeeded", trial["status"]
     assert 1 <= saved < 4, saved
@@ -687,13 +675,7 @@ def test_operator_killed_mid_tuning_finishes_it_without_loss_or_duplicates(
     tmp_path: Path,
 ) -> None:
     """SIGKILL the operator while trials run; once restarted it finishes the tuning."""
-    manifest = tuning_manifest(
-        "restart",
-        trials=5,
-        parallel=2,
-        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
-        endpoint=s3_data["endpoint"],
-    )
+    manifest = runner_tuning("restart", 5, 2, s3_data)
     apply(cluster, namespace, manifest, tmp_path)
 
     def one_done_and_jobs_running() -> bool:
@@ -708,12 +690,7 @@ def test_operator_killed_mid_tuning_finishes_it_without_loss_or_duplicates(
     time.sleep(2)
     operator.start()
 
-    status = wait(
-        "phase Succeeded",
-        phase_is(cluster, namespace, "restart", "Succeeded", "Failed"),
-        TRIAL_TIMEOUT_S,
-        operator,
-    )
+    status = finished(cluster, namespace, "restart", operator)
     assert status["phase"] == "Succeeded", status
     trials = [t for t in list_trials(cluster, namespace, "restart") if t["spec"]["number"] >= 0]
     assert len(trials) == 5 and status["trialsDone"] == 5
