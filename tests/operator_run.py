@@ -9,29 +9,52 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from cluster import ROOT, Cluster, die_with_parent
+from containers import container_name, podman_env, remove_container
 
 
 class Operator:
-    """``diartune operator --namespace NS`` as a process, which can be killed and restarted."""
+    """``diartune operator --namespace NS`` as a process, which can be killed and restarted.
 
-    def __init__(self, cluster: Cluster, namespace: str, log: Path, kubeconfig: Path) -> None:
+    With ``image``, the process is ``podman run`` of that operator image (read-only root,
+    a tmpfs on /tmp, the host's network), given the kubeconfig and the DIARTUNE_* variables.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        log: Path,
+        kubeconfig: Path,
+        image: str | None = None,
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log = log
         self.kubeconfig = kubeconfig
+        self.image = image
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def container(self) -> str:
+        """The container's name in image mode."""
+        return container_name("operator", self.namespace)
 
     def start(self) -> None:
         """Start the operator (its output goes to ``log``)."""
         # No AWS_* variables: the operator never needs the S3 credentials.
         env = {k: v for k, v in self.cluster.env().items() if not k.startswith("AWS_")}
         env["KUBECONFIG"] = str(self.kubeconfig)
+        argv = [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace]
+        if self.image is not None:
+            argv = self._podman_run(self.image, env)
+            env = podman_env(env)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace],
+                argv,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -39,21 +62,48 @@ class Operator:
                 preexec_fn=die_with_parent,
             )
 
+    def _podman_run(self, image: str, env: dict[str, str]) -> list[str]:
+        """The ``podman run`` argv of the operator image, with env's KUBECONFIG and DIARTUNE_*."""
+        kubeconfig = Path(env["KUBECONFIG"])
+        passed = {k: v for k, v in env.items() if k.startswith("DIARTUNE_") or k == "KUBECONFIG"}
+        # The kubeconfig names the CA by its host path: both keep their paths inside.
+        mounts = [f"{path}:{path}:ro" for path in (kubeconfig, self.cluster.ca_path)]
+        return [
+            "podman",
+            "run",
+            "--rm",
+            "--name",
+            self.container,
+            "--network",
+            "host",
+            "--read-only",
+            "--read-only-tmpfs=false",
+            "--tmpfs",
+            "/tmp:rw,mode=1777",
+            *(f"--volume={mount}" for mount in mounts),
+            *(f"--env={key}={value}" for key, value in passed.items()),
+            image,
+            "operator",
+            "--namespace",
+            self.namespace,
+        ]
+
     def kill(self) -> None:
         """SIGKILL: no chance to clean up."""
         assert self.process is not None
+        if self.image is not None:  # SIGKILL to `podman run` would leave the container
+            remove_container(self.container)
         self.process.kill()
         self.process.wait()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 20 s."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self.process.terminate()  # `podman run` passes it to the container
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
 
     def errors(self) -> list[str]:
         """Tracebacks and errors the operator logged."""
@@ -61,8 +111,18 @@ class Operator:
         return [line for line in text.splitlines() if "Traceback" in line or "[ERROR" in line]
 
 
-def install_chart(cluster: Cluster, namespace: str) -> Path:
-    """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount."""
+#: Keeps the chart's operator pod Pending: the operator runs as a test process instead.
+PENDING_OPERATOR_POD = ("--set", "nodeSelector.diartune-test=no-such-node")
+
+
+def install_chart(
+    cluster: Cluster, namespace: str, values: Sequence[str] = PENDING_OPERATOR_POD
+) -> Path:
+    """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount.
+
+    ``values`` are more helm arguments (``--set ...``); by default the chart's own operator
+    pod stays Pending.
+    """
     helm = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
     helm = helm / "control-plane" / "bin" / "helm"
     if not os.access(helm, os.X_OK):
@@ -80,9 +140,7 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
             "rbac.scope=namespace",
             "--set",
             f"watchNamespaces={{{namespace}}}",
-            # The operator runs as a test process; its Deployment's pod must not run too.
-            "--set",
-            "nodeSelector.diartune-test=no-such-node",
+            *values,
         ],
         env=cluster.env(),
         check=True,
