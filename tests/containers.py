@@ -23,7 +23,6 @@ from kubernetes.utils import parse_quantity
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "build-images.sh"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 BUILD_TIMEOUT_S = 3600
 
 
@@ -71,20 +70,30 @@ def images_fixture() -> dict[str, str]:
 
 
 def podman(
-    *args: str, check: bool = True, timeout: float = 600, input: str | None = None
+    *args: str, check: bool = True, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run podman with the project's container configuration; capture text output."""
+    return _run_tool("podman", args, check, timeout)
+
+
+def skopeo(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """Run skopeo (which copies images between storages and registries), failing on error."""
+    return _run_tool("skopeo", args, True, timeout)
+
+
+def _run_tool(
+    tool: str, args: Sequence[str], check: bool, timeout: float
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        ["podman", *args],
+        [tool, *args],
         env=podman_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
-        input=input,
         check=False,
     )
     if check and done.returncode != 0:
-        raise RuntimeError(f"podman {' '.join(args)} exited {done.returncode}: {done.stderr}")
+        raise RuntimeError(f"{tool} {' '.join(args)} exited {done.returncode}: {done.stderr}")
     return done
 
 
@@ -110,17 +119,17 @@ class PodmanRuntime:
     The container gets the pod's image (pulled as its ``imagePullPolicy`` says), command,
     args, env (resolved by the runner), user, capabilities and memory limit; its root
     filesystem is read-only, whatever the pod says, with its emptyDir volumes and a tmpfs on
-    /tmp unless a volume covers it; the ServiceAccount token is projected like the
-    kubelet's (a TokenRequest bound to the pod) with KUBERNETES_SERVICE_HOST/PORT; the
-    network is the host's, so that servers on 127.0.0.1 are reachable. The termination
-    message path is a file of the pod's work dir, bind-mounted.
+    /tmp unless a volume covers it; projected volumes (the ServiceAccount token that the
+    admission plugin adds) are written like the kubelet's, the token from a TokenRequest
+    bound to the pod, and KUBERNETES_SERVICE_HOST/PORT name the API server; the network is
+    the host's, so that servers on 127.0.0.1 are reachable. The termination message path
+    is a file of the pod's work dir, bind-mounted.
     """
 
     def __init__(self, api: client.ApiClient, insecure_registries: Sequence[str] = ()) -> None:
         """``insecure_registries``: registry hosts (host:port) reached over plain HTTP."""
         self.core = client.CoreV1Api(api)
         self.server = api.configuration.host
-        self.ca_file = api.configuration.ssl_ca_cert
         self.insecure_registries = set(insecure_registries)
         self.env = podman_env()
 
@@ -195,41 +204,72 @@ class PodmanRuntime:
     ) -> list[str]:
         volumes = {volume.name: volume for volume in pod.spec.volumes or []}
         options: list[str] = []
-        targets = set()
         for mount in container.volume_mounts or []:
             volume = volumes[mount.name]
-            targets.add(mount.mount_path)
-            if volume.empty_dir is None:
-                raise ValueError(f"volume {mount.name}: only emptyDir volumes are supported")
-            if volume.empty_dir.medium == "Memory":
-                options += ["--tmpfs", f"{mount.mount_path}:rw,mode=1777"]
-                continue
-            host = workdir / "volumes" / mount.name
-            host.mkdir(parents=True, exist_ok=True)
-            host.chmod(0o777)  # an emptyDir is writable by the pod's user
             mode = "ro" if mount.read_only else "rw"
-            options += ["--volume", f"{host}:{mount.mount_path}:{mode}"]
-        if "/tmp" not in targets:
+            if volume.empty_dir is not None and volume.empty_dir.medium == "Memory":
+                options += ["--tmpfs", f"{mount.mount_path}:rw,mode=1777"]
+            elif volume.empty_dir is not None:
+                host = workdir / "volumes" / mount.name
+                host.mkdir(parents=True, exist_ok=True)
+                host.chmod(0o777)  # an emptyDir is writable by the pod's user
+                options += ["--volume", f"{host}:{mount.mount_path}:{mode}"]
+            elif volume.projected is not None:
+                host = self._projected(pod, volume.projected, workdir / "volumes" / mount.name)
+                options += ["--volume", f"{host}:{mount.mount_path}:ro"]
+            else:
+                raise ValueError(f"volume {mount.name}: only emptyDir and projected are supported")
+        if "/tmp" not in {mount.mount_path for mount in container.volume_mounts or []}:
             options += ["--tmpfs", "/tmp:rw,mode=1777"]
-        if pod.spec.automount_service_account_token is not False:
-            token = self._service_account(pod, workdir)
-            options += ["--volume", f"{token}:{SERVICE_ACCOUNT_DIR}:ro"]
-            host, _, port = self.server.removeprefix("https://").rpartition(":")
-            options += [
-                "--env",
-                f"KUBERNETES_SERVICE_HOST={host}",
-                "--env",
-                f"KUBERNETES_SERVICE_PORT={port}",
-            ]
-        return options
+        # The kubelet's service environment: how in-cluster clients find the API server.
+        host, _, port = self.server.removeprefix("https://").rpartition(":")
+        return [
+            *options,
+            "--env",
+            f"KUBERNETES_SERVICE_HOST={host}",
+            "--env",
+            f"KUBERNETES_SERVICE_PORT={port}",
+        ]
 
-    def _service_account(self, pod: client.V1Pod, workdir: Path) -> Path:
-        """The pod's projected ServiceAccount volume: token, ca.crt and namespace."""
+    def _projected(
+        self, pod: client.V1Pod, volume: client.V1ProjectedVolumeSource, folder: Path
+    ) -> Path:
+        """Write a projected volume's files (ServiceAccount token, ConfigMap keys, namespace).
+
+        These are what the ServiceAccount admission plugin puts in every pod that mounts
+        its token (the ``kube-api-access-*`` volume).
+        """
+        meta = pod.metadata
+        files: dict[str, str] = {}
+        for source in volume.sources:
+            if source.service_account_token is not None:
+                token = source.service_account_token
+                files[token.path] = self._token(pod, token.audience, token.expiration_seconds)
+            elif source.config_map is not None:
+                data = self.core.read_namespaced_config_map(
+                    source.config_map.name, meta.namespace
+                ).data
+                for item in source.config_map.items:
+                    files[item.path] = data[item.key]
+            elif source.downward_api is not None:
+                fields = {"metadata.namespace": meta.namespace, "metadata.name": meta.name}
+                for item in source.downward_api.items:
+                    files[item.path] = fields[item.field_ref.field_path]
+            else:
+                raise ValueError(f"projected volume source not supported: {source}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            (folder / path).write_text(text)
+            (folder / path).chmod(0o644)
+        return folder
+
+    def _token(self, pod: client.V1Pod, audience: str | None, seconds: int | None) -> str:
+        """A ServiceAccount token bound to the pod, from the TokenRequest API."""
         meta = pod.metadata
         request = {
             "spec": {
-                "audiences": [],
-                "expirationSeconds": 3600,
+                "audiences": [audience] if audience else [],
+                "expirationSeconds": seconds or 3600,
                 "boundObjectRef": {
                     "apiVersion": "v1",
                     "kind": "Pod",
@@ -239,15 +279,10 @@ class PodmanRuntime:
             }
         }
         account = pod.spec.service_account_name or "default"
-        status = self.core.create_namespaced_service_account_token(account, meta.namespace, request)
-        folder = workdir / "serviceaccount"
-        folder.mkdir(exist_ok=True)
-        (folder / "token").write_text(status.status.token)
-        (folder / "namespace").write_text(meta.namespace)
-        (folder / "ca.crt").write_bytes(Path(self.ca_file).read_bytes())
-        for path in folder.iterdir():
-            path.chmod(0o644)
-        return folder
+        created = self.core.create_namespaced_service_account_token(
+            account, meta.namespace, request
+        )
+        return str(created.status.token)
 
     @staticmethod
     def _security(pod: client.V1Pod, container: client.V1Container) -> list[str]:
