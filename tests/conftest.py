@@ -1,4 +1,4 @@
-"""Shared fixtures: real speech (../shared/data/ami-debug), offline models, an S3 server."""
+"""Shared fixtures: real speech (../shared/data/ami-debug), offline models, S3 servers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from servers import seaweedfs
 from trial_requests import request_document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,12 @@ VBX_SPACE = {
     "clustering.Fb": {"type": "float", "low": 0.3, "high": 2.0},
 }
 SPEECH_POOL = Path(os.environ.get("DIARTUNE_SPEECH_POOL", ROOT.parent / "shared/data/speech-pool"))
+#: The credentials of the S3 servers, also in the environment once one is up.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "diartune-test",
+    "AWS_SECRET_ACCESS_KEY": "diartune-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def ami_source() -> Path:
@@ -164,14 +171,23 @@ def s3_endpoint() -> Iterator[str]:
                 server.kill()
                 pytest.fail("moto's S3 server did not start")
             time.sleep(0.2)
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="diartune-test",
-        AWS_SECRET_ACCESS_KEY="diartune-test-secret",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
+    os.environ.update(S3_CREDENTIALS)
     yield endpoint
     server.terminate()
     server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A production S3 server: SeaweedFS's S3 gateway over HTTP, with S3_CREDENTIALS only.
+
+    Unlike moto it checks signatures against those credentials.
+    """
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    keys = S3_CREDENTIALS["AWS_ACCESS_KEY_ID"], S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    with seaweedfs(folder, *keys) as endpoint:
+        os.environ.update(S3_CREDENTIALS)
+        yield endpoint
 
 
 def run_trial(request: dict[str, Any], cwd: Path, **env: str) -> tuple[int, str]:

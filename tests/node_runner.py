@@ -8,11 +8,15 @@ then reports Succeeded or Failed with the exit code and the termination message,
 the kubelet does, so that the Job controller (and podFailurePolicy) see real results.
 Deleting the pod kills the process.
 
-The container image is not available, so ``executables`` maps a command name to what
-runs instead, e.g. ``{"diartune": [sys.executable, "-m", "diartune"]}``; ``path_map``
+By default the container image is not used, so ``executables`` maps a command name to
+what runs instead, e.g. ``{"diartune": [sys.executable, "-m", "diartune"]}``; ``path_map``
 maps container paths (volume mounts) to host paths. The container's
 ``terminationMessagePath`` (default ``/dev/termination-log``) is replaced in
 command, args and env values by a per-pod file, read after the process exits.
+
+In podman mode (``podman=containers.PodmanRuntime(...)``) each pod's container runs in its
+image instead, with podman (see ``containers.PodmanRuntime``); ``executables`` and
+``path_map`` are then unused and the per-pod file is bind-mounted at the container's path.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client, watch
+
+if TYPE_CHECKING:
+    from containers import PodmanRuntime
 
 DEFAULT_NODE = "runner-0"
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -124,9 +131,12 @@ class NodeRunner:
         path_map: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | None = None,
         workdir: Path | None = None,
+        podman: PodmanRuntime | None = None,
     ) -> None:
-        """``base_env`` (default ``os.environ``) is the environment the container env extends."""
+        """``base_env`` (default ``os.environ``) is the environment the container env extends;
+        with ``podman``, containers run in their images (and ``base_env`` is unused)."""
         self.core = client.CoreV1Api(api)
+        self.podman = podman
         self.node = node
         self.executables = dict(executables or {})
         self.path_map = dict(path_map or {})
@@ -330,10 +340,23 @@ class NodeRunner:
         self, pod: client.V1Pod, container: client.V1Container, running: RunningPod
     ) -> tuple[list[str], dict[str, str]]:
         """The argv and environment to run ``container`` with on this machine."""
+        container_env = self._container_env(pod, container)
+        if self.podman is not None:
+            command = [expand(arg, container_env) for arg in container.command or []]
+            args = [expand(arg, container_env) for arg in container.args or []]
+            argv = self.podman.run_argv(
+                pod,
+                container,
+                command,
+                args,
+                container_env,
+                running.workdir,
+                running.termination_log,
+            )
+            return argv, self.podman.env
         termination_path = container.termination_message_path or DEFAULT_TERMINATION_PATH
         path_map = {**self.path_map, termination_path: str(running.termination_log)}
         mounts = self._empty_dirs(pod, container, running)
-        container_env = self._container_env(pod, container)
         container_env = {
             key: on_host(value, path_map, mounts) for key, value in container_env.items()
         }
@@ -542,10 +565,22 @@ class NodeRunner:
     # ---------------------------------------------------------------- deletion
 
     def _kill(self, running: RunningPod, grace: float = MAX_KILL_GRACE_S) -> None:
-        """Mark the pod deleted and stop its process group (SIGTERM, SIGKILL after grace)."""
+        """Mark the pod deleted and stop its process group (SIGTERM, SIGKILL after grace).
+
+        In podman mode, SIGTERM reaches the container through ``podman run``; the container
+        is then removed, as SIGKILL would only kill ``podman run``.
+        """
         with running.lock:
             running.deleted = True
             process = running.process
+        try:
+            self._kill_process(process, grace)
+        finally:
+            if self.podman is not None and process is not None:
+                self.podman.remove(running.namespace, running.name, running.uid)
+
+    @staticmethod
+    def _kill_process(process: subprocess.Popen[bytes] | None, grace: float) -> None:
         if process is None or process.poll() is not None:
             return
         try:

@@ -11,10 +11,11 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cluster import ROOT, Cluster, die_with_parent, free_port
+from containers import container_name, podman_env, remove_container
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -27,7 +28,11 @@ CHART_ENV = ("DIARTUNE_TRIAL_POLICY", "DIARTUNE_TRIAL_SERVICE_ACCOUNT")
 
 class Operator:
     """``diartune operator --namespace NS`` as a process, which can be killed and restarted,
-    serving its metrics on a free port."""
+    serving its metrics on a free port.
+
+    With ``image``, the process is ``podman run`` of that operator image (read-only root,
+    a tmpfs on /tmp, the host's network), given the kubeconfig and the DIARTUNE_* variables.
+    """
 
     def __init__(
         self,
@@ -38,6 +43,7 @@ class Operator:
         *,
         log_format: str = "plain",
         env: Mapping[str, str] | None = None,
+        image: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.env = dict(env or {})
@@ -46,7 +52,13 @@ class Operator:
         self.kubeconfig = kubeconfig
         self.log_format = log_format
         self.metrics_port = free_port()
+        self.image = image
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def container(self) -> str:
+        """The container's name in image mode."""
+        return container_name("operator", self.namespace)
 
     def start(self) -> None:
         """Start the operator (its output goes to ``log``)."""
@@ -55,12 +67,15 @@ class Operator:
         env["KUBECONFIG"] = str(self.kubeconfig)
         env.update(chart_env(self.cluster, self.namespace))
         env.update(self.env)
+        options = ["--namespace", self.namespace, "--metrics-port", str(self.metrics_port)]
+        options += ["--log-format", self.log_format]
+        argv = [sys.executable, "-m", "diartune", "operator", *options]
+        if self.image is not None:
+            argv = self._podman_run(self.image, env, options)
+            env = podman_env(env)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "diartune", "operator", "--namespace", self.namespace),
-                    *("--metrics-port", str(self.metrics_port), "--log-format", self.log_format),
-                ],
+                argv,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -68,21 +83,47 @@ class Operator:
                 preexec_fn=die_with_parent,
             )
 
+    def _podman_run(self, image: str, env: dict[str, str], options: list[str]) -> list[str]:
+        """The ``podman run`` argv of the operator image, with env's KUBECONFIG and DIARTUNE_*."""
+        kubeconfig = Path(env["KUBECONFIG"])
+        passed = {k: v for k, v in env.items() if k.startswith("DIARTUNE_") or k == "KUBECONFIG"}
+        # The kubeconfig names the CA by its host path: both keep their paths inside.
+        mounts = [f"{path}:{path}:ro" for path in (kubeconfig, self.cluster.ca_path)]
+        return [
+            "podman",
+            "run",
+            "--rm",
+            "--name",
+            self.container,
+            "--network",
+            "host",
+            "--read-only",
+            "--read-only-tmpfs=false",
+            "--tmpfs",
+            "/tmp:rw,mode=1777",
+            *(f"--volume={mount}" for mount in mounts),
+            *(f"--env={key}={value}" for key, value in passed.items()),
+            image,
+            "operator",
+            *options,
+        ]
+
     def kill(self) -> None:
         """SIGKILL: no chance to clean up."""
         assert self.process is not None
+        if self.image is not None:  # SIGKILL to `podman run` would leave the container
+            remove_container(self.container)
         self.process.kill()
         self.process.wait()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 20 s."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self.process.terminate()  # `podman run` passes it to the container
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
 
     def errors(self) -> list[str]:
         """Tracebacks and errors the operator logged, in either log format."""
@@ -115,8 +156,18 @@ def chart_env(cluster: Cluster, namespace: str) -> dict[str, str]:
     return {var.name: var.value for var in container.env or () if var.name in CHART_ENV}
 
 
-def install_chart(cluster: Cluster, namespace: str) -> Path:
-    """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount."""
+#: Keeps the chart's operator pod Pending: the operator runs as a test process instead.
+PENDING_OPERATOR_POD = ("--set", "nodeSelector.diartune-test=no-such-node")
+
+
+def install_chart(
+    cluster: Cluster, namespace: str, values: Sequence[str] = PENDING_OPERATOR_POD
+) -> Path:
+    """``helm install`` the chart for ``namespace``; a kubeconfig with its ServiceAccount.
+
+    ``values`` are more helm arguments (``--set ...``); by default the chart's own operator
+    pod stays Pending.
+    """
     helm = Path(os.environ.get("DIARTUNE_CACHE", Path.home() / ".cache/diartune"))
     helm = helm / "control-plane" / "bin" / "helm"
     if not os.access(helm, os.X_OK):
@@ -134,9 +185,6 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
             "rbac.scope=namespace",
             "--set",
             f"watchNamespaces={{{namespace}}}",
-            # The operator runs as a test process; its Deployment's pod must not run too.
-            "--set",
-            "nodeSelector.diartune-test=no-such-node",
             # What the tests' tunings ask for: their trial image, their S3 credentials and
             # KWOK's fake nodes.
             "--set",
@@ -145,6 +193,7 @@ def install_chart(cluster: Cluster, namespace: str) -> Path:
             "trialPolicy.allowedSecrets={s3-credentials,canary-extra,hf-token}",
             "--set",
             "trialPolicy.allowedTolerationKeys={kwok.x-k8s.io/node}",
+            *values,
         ],
         env=cluster.env(),
         check=True,

@@ -79,18 +79,27 @@ def canaries(namespace: str) -> dict[str, dict[str, str]]:
     }
 
 
-@pytest.fixture
-def namespace(cluster: Cluster, crds: None) -> Iterator[str]:
-    """A fresh namespace that enforces Pod Security "restricted", with the tunings'
-    Secrets (canary values: S3 accepts any key here), deleted afterwards."""
+def create_namespace(cluster: Cluster, real_credentials: dict[str, str] | None = None) -> str:
+    """A fresh namespace that enforces Pod Security "restricted", with the tunings' Secrets:
+    canary values (moto accepts any key), or ``real_credentials`` for the S3 Secret."""
     name = cluster.create_namespace(
         f"op-{uuid.uuid4().hex[:8]}", labels={"pod-security.kubernetes.io/enforce": "restricted"}
     )
-    for secret, values in canaries(name).items():
+    secrets = canaries(name)
+    if real_credentials is not None:
+        secrets[CREDENTIALS] = real_credentials
+    for secret, values in secrets.items():
         data = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
         client.CoreV1Api(cluster.api_client()).create_namespaced_secret(
             name, {"metadata": {"name": secret}, "data": data}
         )
+    return name
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, crds: None) -> Iterator[str]:
+    """A namespace of ``create_namespace`` with canary Secrets, deleted afterwards."""
+    name = create_namespace(cluster)
     yield name
     client.CoreV1Api(cluster.api_client()).delete_namespace(name)
 
