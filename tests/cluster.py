@@ -59,6 +59,8 @@ FAKE_EXIT_CODE = "fake.diartune.test/exit-code"
 FAKE_DELAY = "fake.diartune.test/delay"
 FAKE_MESSAGE = "fake.diartune.test/message"
 FAKE_REASON = "fake.diartune.test/reason"
+#: Annotate a fake node with this (value "stopped") to stop its heartbeat: it goes NotReady.
+FAKE_HEARTBEAT = "fake.diartune.test/heartbeat"
 
 STOP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 120.0
