@@ -4,7 +4,8 @@ Runs every scenario of tests/fault_scenarios.py on one real control plane (KWOK'
 GPU nodes; the trial pods are ended by tests/workload.py's stand-in) and writes the
 table of docs/reliability.md: trials finished, Job creations (from the API server's
 audit log), pods that did a trial's work, lost and duplicated trials, operator
-restarts, its peak memory, and the tuning's wall time. tests/test_faults.py runs the
+restarts, its peak memory, the tuning's wall time and, for a scenario with a single
+fault moment, the time to recover. tests/test_faults.py runs the
 scenarios that fit CI's time, with assertions.
 
     ../.venv/bin/python faults.py [--only SUBSTRING]     # about 20 minutes on 2 cores

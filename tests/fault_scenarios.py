@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cluster import Cluster
+from cluster import FAKE_HEARTBEAT, Cluster
 from fault_proxy import Fault
 from faults import Run, start, tuning_manifest
-from kubernetes import client
+from kubernetes import client, watch
 from workload import Ending
 
 from diartune.api import GROUP, TUNING_PLURAL, VERSION
@@ -142,6 +142,7 @@ def pod_fates(cluster: Cluster, folder: Path) -> Row:
         eviction = client.V1Eviction(
             metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=run.namespace)
         )
+        run.inject("fates", "clustering-003")
         core.create_namespaced_pod_eviction(pod.metadata.name, run.namespace, eviction)
         row = finish(run, "fates", 6)
         row["facts"] = {
@@ -161,9 +162,78 @@ def node_deleted(cluster: Cluster, folder: Path) -> Row:
     with scenario(cluster, folder, fate=fate) as run:
         run.apply(tuning_manifest("node"))
         pod = _running_pod(run, "clustering-002")
+        run.inject("node", "clustering-002")
         cluster.delete_nodes([pod.spec.node_name])
         row = finish(run, "node", 6, node=pod.spec.node_name)
         cluster.add_gpu_nodes(1, gpus_per_node=2, prefix="faults-gpu-", labels={"pool": "faults"})
+        return row
+
+
+UNREACHABLE = "node.kubernetes.io/unreachable"
+NOT_READY = "node.kubernetes.io/not-ready"
+
+
+def node_not_ready(cluster: Cluster, folder: Path) -> Row:
+    """The node of a running trial pod stops heartbeating and stays: the node lifecycle
+    controller marks it NotReady (Unknown) and taints it unreachable, the taint eviction
+    controller evicts the pod after its tolerationSeconds (10 s here, instead of the 300 s
+    that DefaultTolerationSeconds adds), and its Job starts another pod on another node (a
+    disruption, not a failure). The node's heartbeat resumes once the tuning has ended."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        slow = trial.endswith("clustering-002") and attempt == 1
+        return Ending(0, seconds=600) if slow else None
+
+    keys = (UNREACHABLE, NOT_READY)
+    with scenario(cluster, folder, fate=fate, toleration_keys=keys) as run:
+        manifest = tuning_manifest("notready")
+        template = manifest["spec"]["trialTemplate"]
+        template["tolerations"] = [
+            *template["tolerations"],
+            *(
+                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}
+                for key in keys
+            ),
+        ]
+        # The node answers no more for about 75 s before the eviction: keep the Job's
+        # deadline out of the way.
+        template["activeDeadlineSeconds"] = 300
+        run.apply(manifest)
+        pod = _running_pod(run, "clustering-002")
+        node, name = pod.spec.node_name, pod.metadata.name
+        core = client.CoreV1Api(cluster.api_client())
+        run.inject("notready", "clustering-002")
+        core.patch_node(node, {"metadata": {"annotations": {FAKE_HEARTBEAT: "stopped"}}})
+        injected = time.monotonic()
+        try:
+            last = _until_deleted(core, run.namespace, name, timeout=300)
+            evicted_after = round(time.monotonic() - injected, 1)
+            seen = core.read_node(node)
+            row = finish(run, "notready", 6)
+        finally:  # the node's heartbeat resumes: it is Ready again for later scenarios
+            core.patch_node(node, {"metadata": {"annotations": {FAKE_HEARTBEAT: None}}})
+        cluster.wait_nodes_ready([node], timeout=120)
+        events = core.list_namespaced_event(
+            run.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        row["facts"] = {
+            "node": node,
+            "node_ready": next(
+                (c.status for c in seen.status.conditions or [] if c.type == "Ready"), None
+            ),
+            "node_taints": sorted(f"{t.key}:{t.effect}" for t in seen.spec.taints or []),
+            "evicted_after_s": evicted_after,
+            "pod_phase": last.status.phase,
+            "pod_conditions": {
+                c.type: f"{c.status} {c.reason or ''}".strip() for c in last.status.conditions or []
+            },
+            "pod_events": sorted({event.reason for event in events.items}),
+            "other_pods_on": sorted(
+                {p.spec.node_name for p in _pods(run, "clustering-002") if p.metadata.name != name}
+            ),
+            "states": {t["spec"]["name"]: t["status"] for t in run.trials("notready")},
+            "attempts": dict(run.workload.attempts),
+        }
         return row
 
 
@@ -196,6 +266,7 @@ def hand_edits(cluster: Cluster, folder: Path) -> Row:
         batch = client.BatchV1Api(cluster.api_client())
         core = client.CoreV1Api(cluster.api_client())
         run.wait("the first Jobs", lambda: len(batch.list_namespaced_job(run.namespace).items) >= 2)
+        run.inject("edits", "clustering-000", "clustering-001")
         batch.delete_namespaced_job(
             "edits-clustering-000", run.namespace, propagation_policy="Background"
         )
@@ -258,6 +329,7 @@ def two_replicas(cluster: Cluster, folder: Path) -> Row:
             op for op in run.operators if op.process and holder.endswith(f"-{op.process.pid}")
         )
         assert leader.process is not None
+        run.inject("pair")
         leader.process.kill()
         leader.process.wait()
         leader.process = None
@@ -272,6 +344,30 @@ def _pod(run: Run, trial: str, phase: str) -> Any:
         run.namespace, label_selector=f"diartune.io/trial={trial}"
     )
     return next((pod for pod in pods.items if pod.status.phase == phase), None)
+
+
+def _pods(run: Run, trial: str) -> list[Any]:
+    pods = client.CoreV1Api(run.cluster.api_client()).list_namespaced_pod(
+        run.namespace, label_selector=f"diartune.io/trial={trial}"
+    )
+    return list(pods.items)
+
+
+def _until_deleted(core: client.CoreV1Api, namespace: str, name: str, timeout: float) -> Any:
+    """Watch a pod until it is deleted; its last state (its phase and conditions then)."""
+    deadline = time.monotonic() + timeout
+    selector = f"metadata.name={name}"
+    while (remaining := deadline - time.monotonic()) > 0:
+        stream = watch.Watch().stream(
+            core.list_namespaced_pod,
+            namespace,
+            field_selector=selector,
+            timeout_seconds=max(1, int(remaining)),
+        )
+        for event in stream:
+            if event["type"] == "DELETED":
+                return event["object"]
+    raise AssertionError(f"pod {name} was not deleted within {timeout:.0f} s")
 
 
 def _running_pod(run: Run, trial: str) -> Any:
@@ -289,6 +385,7 @@ SCENARIOS: dict[str, Callable[[Cluster, Path], Row]] = {
     "operator SIGKILLed at 20 random moments": random_kills,
     "pod fates: OOMKilled, exit 75, preemption": pod_fates,
     "node deleted under a running pod": node_deleted,
+    "node NotReady under a running pod": node_not_ready,
     "pod never starts: activeDeadlineSeconds": image_pull_deadline,
     "hand edits: Job deleted, annotation garbled, pod lost": hand_edits,
     "tuning deleted and recreated at once": recreated_tuning,

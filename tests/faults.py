@@ -12,7 +12,10 @@ from what the pods did:
   already wrote is not a run);
 - ``lost``: trials the tuning should have finished and has no record of;
 - ``duplicated``: trial requests whose work was done more than once (the same trial
-  with the same parameters, models and data).
+  with the same parameters, models and data);
+- ``time_to_recover_s``: for a scenario with a single fault moment (``Run.inject``), the
+  seconds from just before the fault until the trial(s) it hit are Succeeded or Failed
+  (or, when it names none, until any trial not final at that moment is).
 
 Used by tests/test_faults.py (the scenarios that fit CI's time) and bench/faults.py.
 """
@@ -29,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cluster import FAKE_NODE_TOLERATION, Cluster
+from cluster import FAKE_NODE_KEY, FAKE_NODE_TOLERATION, Cluster
 from fault_proxy import FaultProxy
 from kubernetes import client
-from operator_run import Operator, install_chart
+from operator_run import PENDING_OPERATOR_POD, Operator, install_chart
 from workload import Fate, SyntheticWorkload, job_creations, synthetic_der, watch_forever
 
 from diartune.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSION
@@ -95,6 +98,10 @@ class Run:
     peak_rss_mib: float = 0.0
     started: float = field(default_factory=time.monotonic)
     errors: list[str] = field(default_factory=list)
+    #: The fault's moment (``inject``) and when the trials it hit were final again.
+    injected: float | None = None
+    recovered: float | None = None
+    affected: tuple[str, tuple[str, ...], frozenset[str]] | None = None
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -122,10 +129,46 @@ class Run:
             )
         )
 
+    def inject(self, tuning: str, *trials: str) -> None:
+        """Note the moment of a scenario's single fault, just before it is injected.
+
+        The time to recover ends when each of ``trials`` (spec names, e.g.
+        ``clustering-002``) is Succeeded or Failed, or without any, when a trial not final
+        at this moment is: the tuning makes progress again. ``wait`` checks every 0.5 s.
+        """
+        settled = frozenset(
+            t["metadata"]["uid"]
+            for t in self.trials(tuning)
+            if (t.get("status") or {}).get("state") in FINAL
+        )
+        self.affected = (tuning, trials, settled)
+        self.recovered = None
+        self.injected = time.monotonic()
+
+    def _note_recovery(self) -> None:
+        if self.affected is None or self.recovered is not None:
+            return
+        tuning, trials, settled = self.affected
+        final = {
+            t["spec"]["name"]
+            for t in self.trials(tuning)
+            if (t.get("status") or {}).get("state") in FINAL and t["metadata"]["uid"] not in settled
+        }
+        if final and set(trials) <= final:
+            self.recovered = time.monotonic()
+
+    def recover_s(self) -> float | None:
+        """Seconds from ``inject`` until the trial it hit was final; None without one."""
+        self._note_recovery()
+        if self.injected is None or self.recovered is None:
+            return None
+        return round(self.recovered - self.injected, 1)
+
     def wait(self, what: str, check: Callable[[], Any], timeout: float = TIMEOUT_S) -> Any:
         """Until ``check()`` is truthy, keeping the operators alive (a kubelet's restarts)."""
         deadline = time.monotonic() + timeout
         while True:
+            self._note_recovery()
             value = check()
             if value:
                 return value
@@ -183,6 +226,7 @@ class Run:
             "restarts": self.restarts,
             "operator_peak_rss_mib": round(self.peak_rss_mib),
             "seconds": round(time.monotonic() - self.started, 1),
+            "time_to_recover_s": self.recover_s(),
         }
 
     def stop(self) -> None:
@@ -211,10 +255,17 @@ def start(
     proxy: bool = False,
     replicas: int = 1,
     duration: tuple[float, float] = (2.0, 4.0),
+    toleration_keys: tuple[str, ...] = (),
 ) -> tuple[Run, threading.Event]:
-    """A namespace with the chart, the workload watching it, and the operator(s) running."""
+    """A namespace with the chart, the workload watching it, and the operator(s) running.
+
+    ``toleration_keys``: taint keys the chart's trial policy allows besides KWOK's (a
+    later ``--set`` of the same value wins over install_chart's own).
+    """
     namespace = cluster.create_namespace(f"faults-{uuid.uuid4().hex[:6]}")
-    kubeconfig = install_chart(cluster, namespace)
+    keys = ",".join((FAKE_NODE_KEY, *toleration_keys))
+    policy = ("--set", f"trialPolicy.allowedTolerationKeys={{{keys}}}")
+    kubeconfig = install_chart(cluster, namespace, (*PENDING_OPERATOR_POD, *policy))
     fault_proxy = None
     if proxy:
         import ssl
