@@ -56,6 +56,8 @@ def main() -> None:
                 print(f"{name}: did not finish", flush=True)
                 continue
             details[name] = row.pop("facts")
+            if row.get("time_to_recover_s") is None:  # no single fault moment: left empty
+                row["time_to_recover_s"] = ""
             rows.append({"scenario": name, **row, "recovered": _recovered(row)})
             print(json.dumps(rows[-1]), flush=True)
     write_table(output, "faults", rows)
