@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.utils import parse_quantity
+from node_runner import ImagePullError
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "build-images.sh"
@@ -143,11 +144,10 @@ class PodmanRuntime:
         workdir: Path,
         termination_log: Path,
     ) -> list[str]:
-        """Pull the image if needed and return the ``podman run`` argv of the container.
+        """The ``podman run`` argv of the container, whose image ``pull`` got.
 
         ``command`` and ``args`` are the container's, already ``$(VAR)``-expanded.
         """
-        self.pull(container.image, container.image_pull_policy or "IfNotPresent")
         meta = pod.metadata
         termination_log.touch()
         termination_log.chmod(0o666)  # the container's user writes it
@@ -182,16 +182,21 @@ class PodmanRuntime:
         return [*argv, container.image, *args]
 
     def pull(self, image: str, policy: str) -> None:
-        """Pull ``image`` per ``policy`` (Always, IfNotPresent, Never), as the kubelet does."""
+        """Pull ``image`` per ``policy`` (Always, IfNotPresent, Never), as the kubelet does.
+
+        Raises ImagePullError when the image is not there and cannot be pulled.
+        """
         present = podman("image", "exists", image, check=False).returncode == 0
         if policy == "Never" and not present:
-            raise RuntimeError(f"ErrImageNeverPull: {image} is not present with pull policy Never")
+            raise ImagePullError(
+                "ErrImageNeverPull", f"{image} is not present with pull policy Never"
+            )
         if policy == "Always" or not present:
             registry = image.split("/", 1)[0]
             tls = ["--tls-verify=false"] if registry in self.insecure_registries else []
             done = podman("pull", "--quiet", *tls, image, check=False, timeout=1800)
             if done.returncode != 0:
-                raise RuntimeError(f"ErrImagePull: {image}: {done.stderr.strip()}")
+                raise ImagePullError("ErrImagePull", f"{image}: {done.stderr.strip()}")
 
     def remove(self, namespace: str, name: str, uid: str) -> None:
         """Kill and remove the pod's container, if it still exists."""

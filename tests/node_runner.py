@@ -47,6 +47,8 @@ MAX_MESSAGE_BYTES = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
 MAX_KILL_GRACE_S = 10.0
+#: The kubelet's image pull back-off starts at 10 s and doubles up to 300 s; shorter here.
+PULL_BACKOFF_S = (1.0, 10.0)
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 
@@ -88,6 +90,14 @@ def on_host(text: str, path_map: Mapping[str, str], mounts: Mapping[str, str]) -
     (both under /tmp)."""
     mapped = remap(text, path_map)
     return mapped if mapped != text else mount(text, mounts)
+
+
+class ImagePullError(RuntimeError):
+    """An image that could not be pulled; ``reason`` is the kubelet's waiting reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
 
 
 @dataclass
@@ -295,6 +305,8 @@ class NodeRunner:
         """Mark the pod Running, run its command, report how it exited."""
         running.workdir.mkdir(parents=True, exist_ok=True)
         container = pod.spec.containers[0]
+        if not self._pulled(pod, container, running):
+            return
         try:
             argv, env = self._command(pod, container, running)
         except Exception as error:  # e.g. a missing Secret: fail the pod, don't hang the test
@@ -315,6 +327,29 @@ class NodeRunner:
             if running.deleted:
                 return
         self._report_exit(pod, container, running, code)
+
+    def _pulled(
+        self, pod: client.V1Pod, container: client.V1Container, running: RunningPod
+    ) -> bool:
+        """Whether the container's image is there, pulled in podman mode as a kubelet does.
+
+        While a pull fails, the pod stays Pending with the container waiting (ErrImagePull,
+        then ImagePullBackOff), retried with a doubling back-off until the pod is deleted
+        (e.g. by its Job's activeDeadlineSeconds); then this returns False.
+        """
+        if self.podman is None:
+            return True
+        delay, reason = PULL_BACKOFF_S[0], ""
+        while not running.deleted:
+            try:
+                self.podman.pull(container.image, container.image_pull_policy or "IfNotPresent")
+                return True
+            except ImagePullError as error:
+                reason = "ImagePullBackOff" if reason else error.reason
+                self._patch_status(pod, self._waiting_status(pod, reason, str(error)))
+            time.sleep(delay)
+            delay = min(2 * delay, PULL_BACKOFF_S[1])
+        return False
 
     @staticmethod
     def _spawn(
@@ -472,6 +507,26 @@ class NodeRunner:
         return str(fields[path] or "")
 
     # ---------------------------------------------------------------- status
+
+    @staticmethod
+    def _waiting_status(pod: client.V1Pod, reason: str, message: str) -> dict[str, Any]:
+        """Pending, each container waiting for ``reason`` (as the kubelet reports a pull)."""
+        return {
+            "phase": "Pending",
+            "hostIP": "127.0.0.1",
+            "containerStatuses": [
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": reason, "message": message[:1024]}},
+                }
+                for c in pod.spec.containers
+            ],
+        }
 
     def _running_status(self, pod: client.V1Pod) -> dict[str, Any]:
         now = _now()

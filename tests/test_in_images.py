@@ -10,6 +10,7 @@ gateway.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -146,40 +147,11 @@ def test_helm_install_and_kubectl_apply_run_the_operator_and_trials_in_the_image
     tmp_path: Path,
 ) -> None:
     started = time.monotonic()
-    on_runner = {"kubernetes.io/hostname": RUNNER_NODE}
-    install_chart(
-        cluster,
-        namespace,
-        values=[
-            f"--set=image.operator.repository={pushed}/diartune/operator",
-            "--set=image.operator.pullPolicy=Always",
-            f"--set=image.trial.repository={pushed}/diartune/trial",
-            f"--set-json=nodeSelector={json.dumps(on_runner)}",
-            f"--set-json=tolerations={json.dumps([FAKE_NODE_TOLERATION])}",
-        ],
-    )
-    core = client.CoreV1Api(cluster.api_client())
-
-    def operator_pod() -> client.V1Pod | None:
-        pods = core.list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/component=operator"
-        )
-        running = [pod for pod in pods.items if pod.status.phase == "Running"]
-        return running[0] if running else None
-
-    pod = wait_for(operator_pod, 300, "the chart's operator pod Running", runner, namespace)
-    assert pod.spec.containers[0].image == f"{pushed}/diartune/operator:{APP_VERSION}"
+    pod = install_and_start_the_operator(cluster, namespace, runner, pushed)
     print(f"operator pod Running after {time.monotonic() - started:.0f} s", file=sys.stderr)
 
     apply(cluster, namespace, two_stage_manifest(s3_data), tmp_path)
-
-    def finished() -> dict[str, Any] | None:
-        tuning = client.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(
-            "diartune.io", "v1alpha1", namespace, "diarizationtunings", "first"
-        )
-        status = tuning.get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
+    finished = functools.partial(tuning_status, cluster, namespace, "first", final=True)
     status = wait_for(finished, TUNING_TIMEOUT_S, "the tuning to finish", runner, namespace)
     print(f"tuning finished after {time.monotonic() - started:.0f} s", file=sys.stderr)
     assert status["phase"] == "Succeeded", (
@@ -210,6 +182,96 @@ def test_helm_install_and_kubectl_apply_run_the_operator_and_trials_in_the_image
         name = trial["metadata"]["labels"]["diartune.io/trial"]
         assert f"{namespace}/first/trials/{name}/result.json" in keys, sorted(keys)
     assert status["pipeline"].startswith(f"s3://artifacts/{namespace}/first/")
+
+
+def test_a_trial_image_that_cannot_be_pulled_stays_in_image_pull_back_off_until_its_deadline(
+    cluster: Cluster,
+    namespace: str,
+    runner: NodeRunner,
+    pushed: str,
+    s3_data: str,
+    tmp_path: Path,
+) -> None:
+    """A trial image tag the registry does not have (a typo in the chart's values): the trial
+    pod stays Pending in ImagePullBackOff, as on a real node, until the Job's
+    activeDeadlineSeconds fails the trial; the tuning then stops at maxFailedTrialCount."""
+    install_and_start_the_operator(
+        cluster, namespace, runner, pushed, "image.trial.tag=no-such-tag"
+    )
+    manifest = tuning_manifest(
+        "wrong-tag",
+        trials=1,
+        parallel=1,
+        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
+        endpoint=s3_data,
+        corpus="ami-test",
+    )
+    spec = manifest["spec"]
+    del spec["trialTemplate"]["image"]
+    spec["trialTemplate"]["activeDeadlineSeconds"] = 20
+    spec["maxFailedTrialCount"] = 0
+    apply(cluster, namespace, manifest, tmp_path)
+
+    def backing_off() -> client.V1ContainerStateWaiting | None:
+        for pod in list_pods(cluster, namespace):
+            for container in pod.status.container_statuses or []:
+                waiting = container.state.waiting
+                if waiting is not None and waiting.reason == "ImagePullBackOff":
+                    return waiting
+        return None
+
+    waiting = wait_for(backing_off, 120, "a pod in ImagePullBackOff", runner, namespace)
+    assert f"{pushed}/diartune/trial:no-such-tag" in waiting.message
+
+    finished = functools.partial(tuning_status, cluster, namespace, "wrong-tag", final=True)
+    status = wait_for(finished, 300, "the tuning to stop", runner, namespace)
+    assert status["phase"] == "Failed", status
+    [trial] = list_trials(cluster, namespace, "wrong-tag")
+    assert trial["status"]["state"] == "Failed"
+    assert trial["status"]["message"].startswith("DeadlineExceeded"), trial["status"]
+
+
+def install_and_start_the_operator(
+    cluster: Cluster, namespace: str, runner: NodeRunner, pushed: str, *values: str
+) -> client.V1Pod:
+    """``helm install`` with the images of ``pushed`` (and ``--set`` ``values``), the pods on
+    the runner node; the chart's operator pod once it is Running in its image."""
+    on_runner = {"kubernetes.io/hostname": RUNNER_NODE}
+    install_chart(
+        cluster,
+        namespace,
+        values=[
+            f"--set=image.operator.repository={pushed}/diartune/operator",
+            "--set=image.operator.pullPolicy=Always",
+            f"--set=image.trial.repository={pushed}/diartune/trial",
+            f"--set-json=nodeSelector={json.dumps(on_runner)}",
+            f"--set-json=tolerations={json.dumps([FAKE_NODE_TOLERATION])}",
+            *(f"--set={value}" for value in values),
+        ],
+    )
+    core = client.CoreV1Api(cluster.api_client())
+
+    def operator_pod() -> client.V1Pod | None:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/component=operator"
+        )
+        running = [pod for pod in pods.items if pod.status.phase == "Running"]
+        return running[0] if running else None
+
+    pod = wait_for(operator_pod, 300, "the chart's operator pod Running", runner, namespace)
+    assert pod.spec.containers[0].image == f"{pushed}/diartune/operator:{APP_VERSION}"
+    return pod
+
+
+def tuning_status(
+    cluster: Cluster, namespace: str, name: str, final: bool = False
+) -> dict[str, Any] | None:
+    """The tuning's status; with ``final``, None until it Succeeded or Failed."""
+    tuning = client.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(
+        "diartune.io", "v1alpha1", namespace, "diarizationtunings", name
+    )
+    status = tuning.get("status") or {}
+    return status if not final or status.get("phase") in ("Succeeded", "Failed") else None
 
 
 def wait_for(
