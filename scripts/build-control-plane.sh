@@ -13,35 +13,13 @@ HELM_VERSION=v3.22.0
 CACHE_ROOT="${DIARTUNE_CACHE:-$HOME/.cache/diartune}/control-plane"
 BIN_DIR="$CACHE_ROOT/bin"
 
-# Never fetch a different Go toolchain behind our back; all pins build with the local Go.
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-# Static binaries, as in the upstream releases.
-export CGO_ENABLED="${CGO_ENABLED:-0}"
-
-# Keep this 2-core machine usable for others while building.
-NICE=(nice -n 19)
-GO_BUILD_FLAGS=(-p "${GO_BUILD_PARALLELISM:-$(nproc)}" -trimpath)
-
-log() { printf '[build-control-plane %(%H:%M:%S)T] %s\n' -1 "$*"; }
-die() { log "ERROR: $*"; exit 1; }
-
-elapsed() { # elapsed START_SECONDS -> "Mm SSs"
-  local d=$(( $(date +%s) - $1 ))
-  printf '%dm%02ds' $((d / 60)) $((d % 60))
-}
+LOG_NAME=build-control-plane
+# shellcheck source=scripts/go-build-lib.sh
+source "$(dirname "$0")/go-build-lib.sh"
 
 have_all() { # have_all DIR NAME... -> true if every DIR/NAME is an executable file
   local dir=$1 name; shift
   for name in "$@"; do [[ -x "$dir/$name" ]] || return 1; done
-}
-
-# Prints the go.mod path of MODULE@VERSION after downloading it into GOMODCACHE.
-download_gomod() {
-  local json gomod
-  json=$(cd "$CACHE_ROOT" && GOFLAGS= go mod download -json "$1")
-  gomod=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
-  [[ -f "$gomod" ]] || die "could not download $1: $json"
-  printf '%s\n' "$gomod"
 }
 
 # Prints the go and godebug directives of a go.mod, so a wrapper module keeps the
@@ -50,14 +28,6 @@ go_directives() {
   awk '/^godebug \(/ { blk = 1 }
        blk { print; if (/^\)/) blk = 0; next }
        /^go / || /^godebug / { print }' "$1"
-}
-
-# go build in a wrapper module dir: build_in_module DIR OUT PACKAGE [go build flags...]
-build_in_module() {
-  local dir=$1 out=$2 pkg=$3; shift 3
-  (cd "$dir" && GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" \
-    "${NICE[@]}" go build "${GO_BUILD_FLAGS[@]}" "$@" -o "$out.tmp" "$pkg")
-  mv -f "$out.tmp" "$out"
 }
 
 check_version() { # check_version EXPECTED CMD... -> prints CMD's version output, fails if EXPECTED missing
@@ -152,16 +122,6 @@ build_etcd() {
   build_in_module "$dir/src" "$dir/bin/etcd" "$mod" \
     -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$v"
   log "etcd $v: built etcd in $(elapsed "$start")"
-}
-
-# go_install_to DIR NAME PACKAGE@VERSION [go install flags...]: modules without replace lines.
-go_install_to() {
-  local dir=$1 name=$2 target=$3; shift 3
-  mkdir -p "$dir/bin"
-  rm -rf "$dir/bin.tmp"
-  (cd "$CACHE_ROOT" && GOBIN="$dir/bin.tmp" "${NICE[@]}" go install "${GO_BUILD_FLAGS[@]}" "$@" "$target")
-  mv -f "$dir/bin.tmp/$name" "$dir/bin/$name"
-  rmdir "$dir/bin.tmp"
 }
 
 build_kwok() {

@@ -16,27 +16,9 @@ DISTRIBUTION_VERSION=v3.1.2
 CACHE_ROOT="${DIARTUNE_CACHE:-$HOME/.cache/diartune}/test-servers"
 BIN_DIR="$CACHE_ROOT/bin"
 
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export CGO_ENABLED="${CGO_ENABLED:-0}"
-NICE=(nice -n 19)
-GO_BUILD_FLAGS=(-p "${GO_BUILD_PARALLELISM:-$(nproc)}" -trimpath)
-
-log() { printf '[build-test-servers %(%H:%M:%S)T] %s\n' -1 "$*"; }
-die() { log "ERROR: $*"; exit 1; }
-
-elapsed() { # elapsed START_SECONDS -> "Mm SSs"
-  local d=$(( $(date +%s) - $1 ))
-  printf '%dm%02ds' $((d / 60)) $((d % 60))
-}
-
-# Prints the go.mod path of MODULE@VERSION after downloading it into GOMODCACHE.
-download_gomod() {
-  local json gomod
-  json=$(cd "$CACHE_ROOT" && GOFLAGS= go mod download -json "$1")
-  gomod=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
-  [[ -f "$gomod" ]] || die "could not download $1: $json"
-  printf '%s\n' "$gomod"
-}
+LOG_NAME=build-test-servers
+# shellcheck source=scripts/go-build-lib.sh
+source "$(dirname "$0")/go-build-lib.sh"
 
 build_seaweedfs() {
   local v=$SEAWEEDFS_VERSION dir="$CACHE_ROOT/seaweedfs-$SEAWEEDFS_VERSION"
@@ -62,9 +44,7 @@ build_seaweedfs() {
   rm -f "$dir/src/go.sum"
   log "seaweedfs $v: building weed (several minutes on 2 cores)"
   start=$(date +%s)
-  (cd "$dir/src" && GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" \
-    "${NICE[@]}" go build "${GO_BUILD_FLAGS[@]}" -ldflags "-s -w" -o "$dir/bin/weed.tmp" "$mod/weed")
-  mv -f "$dir/bin/weed.tmp" "$dir/bin/weed"
+  build_in_module "$dir/src" "$dir/bin/weed" "$mod/weed" -ldflags "-s -w"
   log "seaweedfs $v: built weed in $(elapsed "$start")"
 }
 
@@ -76,13 +56,8 @@ build_distribution() {
   fi
   log "distribution $v: building registry"
   start=$(date +%s)
-  mkdir -p "$dir/bin"
-  rm -rf "$dir/bin.tmp"
-  (cd "$CACHE_ROOT" && GOBIN="$dir/bin.tmp" "${NICE[@]}" go install "${GO_BUILD_FLAGS[@]}" \
-    -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$v" \
-    "github.com/distribution/distribution/v3/cmd/registry@$v")
-  mv -f "$dir/bin.tmp/registry" "$dir/bin/registry"
-  rmdir "$dir/bin.tmp"
+  go_install_to "$dir" registry "github.com/distribution/distribution/v3/cmd/registry@$v" \
+    -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$v"
   log "distribution $v: built registry in $(elapsed "$start")"
 }
 
