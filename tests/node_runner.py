@@ -511,21 +511,11 @@ class NodeRunner:
     @staticmethod
     def _waiting_status(pod: client.V1Pod, reason: str, message: str) -> dict[str, Any]:
         """Pending, each container waiting for ``reason`` (as the kubelet reports a pull)."""
+        waiting = {"waiting": {"reason": reason, "message": message[:1024]}}
         return {
             "phase": "Pending",
             "hostIP": "127.0.0.1",
-            "containerStatuses": [
-                {
-                    "name": c.name,
-                    "image": c.image,
-                    "imageID": "",
-                    "ready": False,
-                    "started": False,
-                    "restartCount": 0,
-                    "state": {"waiting": {"reason": reason, "message": message[:1024]}},
-                }
-                for c in pod.spec.containers
-            ],
+            "containerStatuses": _container_statuses(pod, waiting, started=False),
         }
 
     def _running_status(self, pod: client.V1Pod) -> dict[str, Any]:
@@ -539,18 +529,9 @@ class NodeRunner:
                 {"type": kind, "status": "True", "lastTransitionTime": now}
                 for kind in ("Initialized", "ContainersReady", "Ready")
             ],
-            "containerStatuses": [
-                {
-                    "name": c.name,
-                    "image": c.image,
-                    "imageID": "",
-                    "ready": True,
-                    "started": True,
-                    "restartCount": 0,
-                    "state": {"running": {"startedAt": now}},
-                }
-                for c in pod.spec.containers
-            ],
+            "containerStatuses": _container_statuses(
+                pod, {"running": {"startedAt": now}}, started=True
+            ),
         }
 
     def _report_exit(
@@ -669,3 +650,21 @@ class NodeRunner:
         except client.ApiException as error:
             if error.status not in (404, 409):
                 raise
+
+
+def _container_statuses(
+    pod: client.V1Pod, state: dict[str, Any], started: bool
+) -> list[dict[str, Any]]:
+    """The status of each of the pod's containers, all in ``state``."""
+    return [
+        {
+            "name": c.name,
+            "image": c.image,
+            "imageID": "",
+            "ready": started,
+            "started": started,
+            "restartCount": 0,
+            "state": state,
+        }
+        for c in pod.spec.containers
+    ]

@@ -25,7 +25,7 @@ import yaml
 from cluster import FAKE_NODE_TOLERATION, Cluster, cluster_fixture  # noqa: F401
 from conftest import ROOT, S3_CREDENTIALS, copy_ami
 from containers import PodmanRuntime, images_fixture, podman, skopeo  # noqa: F401
-from kubernetes import client
+from kubernetes import client, watch
 from node_runner import NodeRunner
 from operator_run import install_chart
 from servers import registry
@@ -112,18 +112,25 @@ def s3_data(
     return seaweedfs_endpoint
 
 
-def two_stage_manifest(endpoint: str) -> dict[str, Any]:
-    """Fine-tuning (one epoch of two batches) then clustering; the trial image left to the chart."""
+def runner_manifest(name: str, trials: int, parallel: int, endpoint: str) -> dict[str, Any]:
+    """A clustering tuning on the runner node and the S3 data; the trial image left to the
+    chart."""
     manifest = tuning_manifest(
-        "first",
-        trials=2,
-        parallel=2,
+        name,
+        trials=trials,
+        parallel=parallel,
         node_selector={"kubernetes.io/hostname": RUNNER_NODE},
         endpoint=endpoint,
         corpus="ami-test",
     )
+    del manifest["spec"]["trialTemplate"]["image"]
+    return manifest
+
+
+def two_stage_manifest(endpoint: str) -> dict[str, Any]:
+    """Fine-tuning (one epoch of two batches), then clustering."""
+    manifest = runner_manifest("first", trials=2, parallel=2, endpoint=endpoint)
     spec = manifest["spec"]
-    del spec["trialTemplate"]["image"]
     spec["stages"].insert(
         0,
         {
@@ -198,37 +205,31 @@ def test_a_trial_image_that_cannot_be_pulled_stays_in_image_pull_back_off_until_
     install_and_start_the_operator(
         cluster, namespace, runner, pushed, "image.trial.tag=no-such-tag"
     )
-    manifest = tuning_manifest(
-        "wrong-tag",
-        trials=1,
-        parallel=1,
-        node_selector={"kubernetes.io/hostname": RUNNER_NODE},
-        endpoint=s3_data,
-        corpus="ami-test",
-    )
+    manifest = runner_manifest("wrong-tag", trials=1, parallel=1, endpoint=s3_data)
     spec = manifest["spec"]
-    del spec["trialTemplate"]["image"]
     spec["trialTemplate"]["activeDeadlineSeconds"] = 20
     spec["maxFailedTrialCount"] = 0
+    core = client.CoreV1Api(cluster.api_client())
+    since = core.list_namespaced_pod(namespace).metadata.resource_version
     apply(cluster, namespace, manifest, tmp_path)
-
-    def backing_off() -> client.V1ContainerStateWaiting | None:
-        for pod in list_pods(cluster, namespace):
-            for container in pod.status.container_statuses or []:
-                waiting = container.state.waiting
-                if waiting is not None and waiting.reason == "ImagePullBackOff":
-                    return waiting
-        return None
-
-    waiting = wait_for(backing_off, 120, "a pod in ImagePullBackOff", runner, namespace)
-    assert f"{pushed}/diartune/trial:no-such-tag" in waiting.message
-
     finished = functools.partial(tuning_status, cluster, namespace, "wrong-tag", final=True)
     status = wait_for(finished, 300, "the tuning to stop", runner, namespace)
     assert status["phase"] == "Failed", status
     [trial] = list_trials(cluster, namespace, "wrong-tag")
     assert trial["status"]["state"] == "Failed"
     assert trial["status"]["message"].startswith("DeadlineExceeded"), trial["status"]
+    # Every status the pod had, replayed from the API server's watch cache: the waiting
+    # states are seen whatever the timing of this test.
+    waiting = [
+        state.waiting
+        for event in watch.Watch().stream(
+            core.list_namespaced_pod, namespace, resource_version=since, timeout_seconds=5
+        )
+        for container in event["object"].status.container_statuses or []
+        if (state := container.state).waiting is not None
+    ]
+    assert [w.reason for w in waiting][:2] == ["ErrImagePull", "ImagePullBackOff"], waiting
+    assert all(f"{pushed}/diartune/trial:no-such-tag" in w.message for w in waiting)
 
 
 def install_and_start_the_operator(
