@@ -248,3 +248,24 @@ def test_no_outbound_connection_is_attempted(
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert attempts.read_text() == ""
+
+
+def test_a_chunk_duration_between_two_sample_counts_is_rounded_to_whole_samples() -> None:
+    """pyannote's pipeline stacks in-memory crops of the model's chunk duration into one
+    embedding batch; a duration between two sample counts made crops of two lengths."""
+    import torch
+    from pyannote.audio.core.io import Audio
+    from pyannote.core import Segment, SlidingWindow
+
+    from diartune.trial.finetune import chunk_duration
+
+    rate, tuned = 16000, 6.9645175635815  # a training.duration SMAC proposed
+    file = {"waveform": torch.zeros(1, 30 * rate), "sample_rate": rate, "uri": "zeros"}
+
+    def lengths(duration: float) -> set[int]:
+        window = SlidingWindow(start=0.0, duration=duration, step=0.1 * duration)
+        crops = (Audio().crop(file, chunk, mode="pad")[0] for chunk in window(Segment(0, 30)))
+        return {crop.shape[1] for crop in crops}
+
+    assert len(lengths(tuned)) == 2
+    assert lengths(chunk_duration(tuned, rate)) == {round(tuned * rate)}

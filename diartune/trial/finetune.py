@@ -41,6 +41,17 @@ def _training(params: dict[str, Value], name: str) -> Any:
     return params.get(f"training.{name}", KNOWN[f"training.{name}"].default)
 
 
+def chunk_duration(seconds: float, sample_rate: int) -> float:
+    """``training.duration`` rounded to a whole number of samples.
+
+    The model keeps its training chunk duration for inference, and pyannote's pipeline
+    crops its in-memory audio from ``round(start * rate)`` to ``round(end * rate)``: with
+    a duration that is not a whole number of samples, chunks come out one sample apart
+    and cannot be stacked into one embedding batch (a RuntimeError in ``torch.vstack``).
+    """
+    return round(seconds * sample_rate) / sample_rate
+
+
 #: Called with a checkpoint of the whole training state and the epochs it completed.
 SaveState = Callable[[Path, int], None]
 
@@ -105,13 +116,14 @@ def fine_tune(
     specifications = getattr(model, "_specifications", None)
     per_chunk = len(specifications.classes) if specifications is not None else None
     per_frame = (specifications.powerset_max_classes if specifications is not None else None) or 2
+    rate = model.audio.sample_rate
     task = SpeakerDiarization(
         protocol,
-        duration=float(_training(params, "duration")),
+        duration=chunk_duration(float(_training(params, "duration")), rate),
         batch_size=int(_training(params, "batch_size")),
         num_workers=loader_workers(available_cpus()),
         pin_memory=torch.cuda.is_available(),
-        augmentation=_augmentation(float(_training(params, "augmentation")), 16000),
+        augmentation=_augmentation(float(_training(params, "augmentation")), rate),
         max_speakers_per_chunk=per_chunk,
         max_speakers_per_frame=per_frame,
     )
