@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from common import AMI, ROOT, demo_corpus, machine, write_table
+from decoder import ensure_decoder
 
 sys.path.insert(0, str(ROOT))  # diartune itself, where it is not installed (a bare machine)
 
@@ -74,59 +75,6 @@ def arguments() -> argparse.Namespace:
         args.epochs, args.batches, args.repeat, args.copies = 1, 3, 1, 2
         args.precisions, args.architectures = args.precisions or "32", "offline"
     return args
-
-
-# -- audio decoding where torchcodec cannot run --------------------------------------------
-
-
-def _ensure_decoder() -> str:
-    """Which decoder pyannote reads files with. pyannote 4 decodes with torchcodec, which
-    needs FFmpeg's libraries; where they are missing (a bare GPU image), WAV and FLAC files
-    are read with soundfile instead, through the same ``AudioDecoder`` interface."""
-    from pyannote.audio.core import io
-
-    import diartune.trial  # noqa: F401  (turns pyannote's telemetry off before it loads)
-
-    if io.TORCHCODEC_AVAILABLE:
-        return "torchcodec"
-    io.AudioDecoder = _SoundfileDecoder
-    io.TORCHCODEC_AVAILABLE = True
-    return "soundfile (bench shim: torchcodec could not load FFmpeg)"
-
-
-class _SoundfileDecoder:
-    """The part of torchcodec's ``AudioDecoder`` that pyannote.audio.core.io uses."""
-
-    class _Samples:
-        def __init__(self, data: Any, sample_rate: int) -> None:
-            self.data, self.sample_rate = data, sample_rate
-
-    def __init__(self, path: Any) -> None:
-        import soundfile
-
-        self.path = path
-        info = soundfile.info(path)
-        self.metadata = argparse.Namespace(
-            sample_rate=info.samplerate,
-            num_channels=info.channels,
-            duration_seconds_from_header=info.frames / info.samplerate,
-        )
-
-    def _read(self, start: int = 0, stop: int | None = None) -> _Samples:
-        import soundfile
-        import torch
-
-        data, rate = soundfile.read(
-            self.path, start=start, stop=stop, dtype="float32", always_2d=True
-        )
-        return self._Samples(torch.from_numpy(data.T.copy()), rate)
-
-    def get_all_samples(self) -> _Samples:
-        return self._read()
-
-    def get_samples_played_in_range(self, start: float, end: float) -> _Samples:
-        rate = self.metadata.sample_rate
-        return self._read(round(start * rate), round(end * rate))
 
 
 def training_corpus(demo: Path, copies: int) -> tuple[Path, str]:
@@ -478,7 +426,7 @@ def _finite(value: Any) -> Any:
 def main() -> None:
     args = arguments()
     began = time.perf_counter()
-    decoder = _ensure_decoder()
+    decoder = ensure_decoder()
     from diartune.storage import Storage, cache_root
     from diartune.trial.data import load_protocol, subset_files
     from diartune.trial.device import device
