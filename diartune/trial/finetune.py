@@ -41,15 +41,17 @@ def _training(params: dict[str, Value], name: str) -> Any:
     return params.get(f"training.{name}", KNOWN[f"training.{name}"].default)
 
 
-def chunk_duration(seconds: float, sample_rate: int) -> float:
-    """``training.duration`` rounded to a whole number of samples.
+def chunk_duration(seconds: float) -> float:
+    """``training.duration`` rounded to 10 ms.
 
-    The model keeps its training chunk duration for inference, and pyannote's pipeline
-    crops its in-memory audio from ``round(start * rate)`` to ``round(end * rate)``: with
-    a duration that is not a whole number of samples, chunks come out one sample apart
-    and cannot be stacked into one embedding batch (a RuntimeError in ``torch.vstack``).
+    The model keeps its training chunk duration for inference, where pyannote's pipeline
+    crops in-memory audio from ``round(start * rate)`` to ``round(end * rate)``, chunks
+    starting every tenth of the duration. Unless every start falls on a whole sample (or
+    off a half one), Python's round-half-to-even makes chunks one sample apart, which
+    cannot be stacked into one embedding batch (a RuntimeError in ``torch.vstack``). At
+    pyannote's 16 kHz, a multiple of 10 ms puts every start on a whole sample.
     """
-    return round(seconds * sample_rate) / sample_rate
+    return round(seconds, 2)
 
 
 #: Called with a checkpoint of the whole training state and the epochs it completed.
@@ -116,14 +118,15 @@ def fine_tune(
     specifications = getattr(model, "_specifications", None)
     per_chunk = len(specifications.classes) if specifications is not None else None
     per_frame = (specifications.powerset_max_classes if specifications is not None else None) or 2
-    rate = model.audio.sample_rate
     task = SpeakerDiarization(
         protocol,
-        duration=chunk_duration(float(_training(params, "duration")), rate),
+        duration=chunk_duration(float(_training(params, "duration"))),
         batch_size=int(_training(params, "batch_size")),
         num_workers=loader_workers(available_cpus()),
         pin_memory=torch.cuda.is_available(),
-        augmentation=_augmentation(float(_training(params, "augmentation")), rate),
+        augmentation=_augmentation(
+            float(_training(params, "augmentation")), model.audio.sample_rate
+        ),
         max_speakers_per_chunk=per_chunk,
         max_speakers_per_frame=per_frame,
     )
