@@ -91,18 +91,34 @@ def api_errors(cluster: Cluster, folder: Path) -> Row:
 
 def crash_points(cluster: Cluster, folder: Path) -> Row:
     """The operator exits right after creating a trial, creating a Job, patching a trial's
-    status and patching the tuning's status, once each."""
-    with scenario(cluster, folder, proxy=True) as run:
+    status, patching the tuning's status, recording a failed trial, creating an evaluation
+    and recording an evaluation's result, once each."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        failed = trial.endswith("clustering-001")
+        return Ending(65, message='{"error": "no such file", "badInput": true}') if failed else None
+
+    with scenario(cluster, folder, proxy=True, fate=fate) as run:
         assert run.proxy is not None
-        for method, path, skip in (
-            ("POST", TRIALS + r"$", 1),
-            ("POST", JOBS + r"$", 2),
-            ("PATCH", TRIALS + r"/[^/]+/status", 5),
-            ("PATCH", TUNINGS + r"/[^/]+/status", 4),
+        for method, path, skip, payload in (
+            ("PATCH", TRIALS + r"/[^/]+/status", 0, '"state": "Failed"'),
+            ("POST", TRIALS + r"$", 0, '"number": -1'),
+            ("PATCH", TRIALS + r"/[^/]+-test/status", 0, '"state": "Succeeded"'),
+            ("POST", TRIALS + r"$", 1, ""),
+            ("POST", JOBS + r"$", 2, ""),
+            ("PATCH", TRIALS + r"/[^/]+/status", 5, ""),
+            # An early one: after the last (Succeeded) the harness restarts no operator.
+            ("PATCH", TUNINGS + r"/[^/]+/status", 1, ""),
         ):
-            run.proxy.add(Fault("after", method, path, skip=skip, then=_kill(run)))
+            fault = Fault("after", method, path, skip=skip, then=_kill(run), payload=payload)
+            run.proxy.add(fault)
         run.apply(tuning_manifest("crash"))
-        return finish(run, "crash", 6)
+        row = finish(run, "crash", 6)
+        row["facts"] = {
+            "kills": {f"{f.method} {f.path} {f.payload}".strip(): f.hits for f in run.proxy.faults},
+            "states": {t["spec"]["name"]: t["status"]["state"] for t in run.trials("crash")},
+        }
+        return row
 
 
 def random_kills(cluster: Cluster, folder: Path, kills: int = 20, seed: int = 0) -> Row:

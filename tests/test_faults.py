@@ -62,8 +62,10 @@ def test_operator_killed_right_after_each_kind_of_write(
     cluster: Cluster, pool: None, tmp_path: Path
 ) -> None:
     row = scenarios.crash_points(cluster, tmp_path)
-    exactly_once(row, 6)
-    assert row["restarts"] == 4, row
+    exactly_once(row, 6, failed=1)
+    assert all(row["facts"]["kills"].values()), row["facts"]
+    assert row["restarts"] == len(row["facts"]["kills"]), row
+    assert row["facts"]["states"]["clustering-001"] == "Failed", row["facts"]
     assert row["job_creations"] == row["trials"] + row["evaluations"], row
 
 
