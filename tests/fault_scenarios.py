@@ -17,11 +17,11 @@ from typing import Any
 
 from cluster import FAKE_HEARTBEAT, Cluster
 from fault_proxy import Fault
-from faults import Run, start, tuning_manifest
+from faults import Run, expected_der, start, tuning_manifest
 from kubernetes import client, watch
 from workload import Ending
 
-from diartune.api import GROUP, TUNING_PLURAL, VERSION
+from diartune.api import GROUP, TRIAL_PLURAL, TUNING_PLURAL, VERSION
 
 JOBS = r"/apis/batch/v1/namespaces/[^/]+/jobs"
 TRIALS = r"/apis/diartune\.io/v1alpha1/namespaces/[^/]+/diarizationtrials"
@@ -312,6 +312,51 @@ def hand_edits(cluster: Cluster, folder: Path) -> Row:
         return row
 
 
+def trial_edits(cluster: Cluster, folder: Path) -> Row:
+    """A running trial's DiarizationTrial is deleted: its Job goes with it and its slot to
+    a new trial. Another running trial's status is patched to Succeeded by hand, then the
+    operator restarts (gracefully, handing its Lease over, so that it loads the tuning
+    while that trial's Job still runs): the trial still runs, and its Job's result is
+    recorded."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        slow = trial.endswith(("clustering-000", "clustering-001")) and attempt == 1
+        return Ending(0, seconds=30) if slow else None
+
+    with scenario(cluster, folder, fate=fate) as run:
+        run.apply(tuning_manifest("trials"))
+        _running_pod(run, "clustering-000")
+        _running_pod(run, "clustering-001")
+        deleted = _trial(run, "trials", "clustering-000")["metadata"]["uid"]
+        run.inject("trials", "clustering-000", "clustering-001")
+        run.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, run.namespace, TRIAL_PLURAL, "trials-clustering-000"
+        )
+        run.wait(
+            "a new clustering-000",
+            lambda: (
+                _trial(run, "trials", "clustering-000")["metadata"].get("uid")
+                not in (None, deleted)
+            ),
+        )
+        forged = {"status": {"state": "Succeeded", "der": 0.01}}
+        run.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, run.namespace, TRIAL_PLURAL, "trials-clustering-001", forged
+        )
+        run.operators[0].stop()  # the restarted operator reads the forged status
+        run.operators[0].start()
+        row = finish(run, "trials", 6)
+        patched = _trial(run, "trials", "clustering-001")
+        request = run.workload.requests["trials/clustering-001"][-1]
+        row["facts"] = {
+            "patched_der": patched["status"]["der"],
+            "expected_der": expected_der(request.params),
+            "attempts": dict(run.workload.attempts),
+            "events": _events(run, "trials"),
+        }
+        return row
+
+
 def recreated_tuning(cluster: Cluster, folder: Path) -> Row:
     """A tuning deleted and at once created again under the same name starts afresh: the
     old tuning's trials (garbage-collected meanwhile) are never adopted."""
@@ -390,6 +435,24 @@ def _running_pod(run: Run, trial: str) -> Any:
     return run.wait(f"{trial}'s pod to run", lambda: _pod(run, trial, "Running"))
 
 
+def _trial(run: Run, tuning: str, trial: str) -> Any:
+    """A tuning's DiarizationTrial named ``trial`` (its spec name), or an empty one."""
+    found = (t for t in run.trials(tuning) if t["spec"]["name"] == trial)
+    return next(found, {"metadata": {}})
+
+
+def _events(run: Run, tuning: str) -> dict[str, list[str]]:
+    """The messages of the events on a tuning, by reason."""
+    core = client.CoreV1Api(run.cluster.api_client())
+    events = core.list_namespaced_event(
+        run.namespace, field_selector=f"involvedObject.name={tuning}"
+    )
+    found: dict[str, list[str]] = {}
+    for event in events.items:
+        found.setdefault(event.reason, []).append(event.message)
+    return found
+
+
 def _finished_trials(run: Run, tuning: str) -> int:
     return sum((t.get("status") or {}).get("state") == "Succeeded" for t in run.trials(tuning))
 
@@ -404,6 +467,7 @@ SCENARIOS: dict[str, Callable[[Cluster, Path], Row]] = {
     "node NotReady under a running pod": node_not_ready,
     "pod never starts: activeDeadlineSeconds": image_pull_deadline,
     "hand edits: Job deleted, annotation garbled, pod lost": hand_edits,
+    "trial edits: DiarizationTrial deleted, status forged": trial_edits,
     "tuning deleted and recreated at once": recreated_tuning,
     "two replicas, the leader killed": two_replicas,
 }

@@ -95,6 +95,18 @@ def test_hand_edits_and_a_pod_lost_before_its_result_was_read(
     assert facts["annotation_restored"]
 
 
+def test_a_deleted_trial_gives_its_slot_away_and_a_forged_status_is_not_taken(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.trial_edits(cluster, tmp_path)
+    exactly_once(row, 6)
+    facts = row["facts"]
+    assert facts["patched_der"] == pytest.approx(facts["expected_der"]), facts  # not 0.01
+    assert "TrialStatusIgnored" in facts["events"], facts
+    assert facts["attempts"]["trials/clustering-000"] == 2, facts  # deleted, then a new one
+    assert row["job_creations"] == row["trials"] + row["evaluations"] + 1, row
+
+
 def test_two_replicas_act_one_at_a_time_and_the_standby_takes_over(
     cluster: Cluster, pool: None, tmp_path: Path
 ) -> None:

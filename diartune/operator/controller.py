@@ -311,12 +311,16 @@ class TuningController:
             trial = trial_of(resource)
             status = trial_status(resource)
             record = status.record(trial)
-            if record is not None:
+            name = resource["metadata"]["name"]
+            job = jobs.get(name)
+            if record is not None and not _active(job):
                 records.append(record)
                 continue
             running.append(trial)
-            self.trial_states[trial.name] = status.state or "Pending"
-            job = jobs.get(resource["metadata"]["name"])
+            self.trial_states[trial.name] = "Running" if record else status.state or "Pending"
+            if record is not None:  # a status patched by hand: the outcome is its Job's
+                message = f"{name}: its status says {status.state}, but its Job still runs"
+                self._note("TrialStatusIgnored", message, name, warning=True)
             if job is None:  # lost between the trial's creation and its Job's
                 self.jobless.add(trial.name)
             else:
@@ -559,6 +563,13 @@ def _readable_spec(annotation: str | None) -> Manifest | None:
     except (ValueError, TypeError, SpecError):
         return None
     return dict(document)
+
+
+def _active(job: Manifest | None) -> bool:
+    """Whether a Job exists and has not finished (nor is being deleted)."""
+    if job is None or job["metadata"].get("deletionTimestamp"):
+        return False
+    return finished_condition(job) is None
 
 
 def _owned_by(resource: Manifest, uid: str) -> bool:
