@@ -254,18 +254,23 @@ def node_not_ready(cluster: Cluster, folder: Path) -> Row:
 
 
 def image_pull_deadline(cluster: Cluster, folder: Path) -> Row:
-    """A trial whose pod never starts (an image that cannot be pulled, stuck waiting)
-    fails at its activeDeadlineSeconds, and the tuning goes on."""
+    """A trial whose pod never starts (an image that cannot be pulled: ImagePullBackOff)
+    is named in a warning event on the tuning, fails at its activeDeadlineSeconds with
+    the reason in its message, and the tuning goes on."""
 
     def fate(trial: str, attempt: int) -> Ending | None:
-        return Ending(0, seconds=3600) if trial.endswith("clustering-001") else None
+        stuck = trial.endswith("clustering-001")
+        return Ending(0, waiting="ImagePullBackOff") if stuck else None
 
     with scenario(cluster, folder, fate=fate) as run:
         manifest = tuning_manifest("deadline")
         manifest["spec"]["trialTemplate"]["activeDeadlineSeconds"] = 20
         run.apply(manifest)
         row = finish(run, "deadline", 6)
-        row["facts"] = {"states": {t["spec"]["name"]: t["status"] for t in run.trials("deadline")}}
+        row["facts"] = {
+            "states": {t["spec"]["name"]: t["status"] for t in run.trials("deadline")},
+            "events": _events(run, "deadline"),
+        }
         return row
 
 
@@ -465,7 +470,7 @@ SCENARIOS: dict[str, Callable[[Cluster, Path], Row]] = {
     "pod fates: OOMKilled, exit 75, preemption": pod_fates,
     "node deleted under a running pod": node_deleted,
     "node NotReady under a running pod": node_not_ready,
-    "pod never starts: activeDeadlineSeconds": image_pull_deadline,
+    "pod never starts: ImagePullBackOff, activeDeadlineSeconds": image_pull_deadline,
     "hand edits: Job deleted, annotation garbled, pod lost": hand_edits,
     "trial edits: DiarizationTrial deleted, status forged": trial_edits,
     "tuning deleted and recreated at once": recreated_tuning,

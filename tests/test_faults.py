@@ -83,6 +83,19 @@ def test_pod_fates_out_of_memory_infrastructure_and_preemption(
     assert attempts["fates/clustering-003"] == 2  # preempted: replaced without counting
 
 
+def test_a_pod_that_cannot_pull_its_image_is_named_and_fails_at_its_deadline(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.image_pull_deadline(cluster, tmp_path)
+    exactly_once(row, 6, failed=1)
+    failed = row["facts"]["states"]["clustering-001"]
+    assert failed["state"] == "Failed", failed
+    assert failed["message"].startswith("DeadlineExceeded"), failed
+    assert 'ImagePullBackOff: Back-off pulling image "diartune-trial:faults"' in failed["message"]
+    [warning] = row["facts"]["events"]["TrialPodWaiting"]
+    assert "deadline-clustering-001" in warning and "diartune-trial:faults" in warning, warning
+
+
 def test_hand_edits_and_a_pod_lost_before_its_result_was_read(
     cluster: Cluster, pool: None, tmp_path: Path
 ) -> None:
