@@ -59,6 +59,9 @@ FAKE_EXIT_CODE = "fake.diartune.test/exit-code"
 FAKE_DELAY = "fake.diartune.test/delay"
 FAKE_MESSAGE = "fake.diartune.test/message"
 FAKE_REASON = "fake.diartune.test/reason"
+#: Annotate a pod on a fake node with this (a waiting reason, e.g. ImagePullBackOff): it
+#: never starts, Pending with its containers waiting for that reason.
+FAKE_WAITING = "fake.diartune.test/waiting"
 #: Annotate a fake node with this (value "stopped") to stop its heartbeat: it goes NotReady.
 FAKE_HEARTBEAT = "fake.diartune.test/heartbeat"
 

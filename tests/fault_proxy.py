@@ -4,8 +4,9 @@ It stands between the operator and kube-apiserver, or between a trial and the S3
 every request goes through to the real server unless a ``Fault`` matches it, in which
 case the proxy answers an error status, resets the connection, stalls, truncates the
 body, expires a watch (an ERROR event with 410 Gone, as the API server sends when a
-resourceVersion is compacted away), or lets the request through and then calls a
-function (to kill the operator right after a given request succeeded).
+resourceVersion is compacted away), or lets the request through and calls a function
+once the server has answered, before the client hears the answer (to kill the operator
+right after a given request was done).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"
 
 @dataclass
 class Fault:
-    """What to do to the requests that match ``method`` and ``path`` (regular expressions).
+    """What to do to the requests that match ``method``, ``path`` and ``payload`` (regular
+    expressions; ``payload`` is searched in the request's body).
 
     The fault lets ``skip`` matching requests through, then hits the next ``times`` ones
     (``times=0``: all of them until removed).
@@ -42,12 +44,15 @@ class Fault:
     skip: int = 0
     then: Callable[[], None] | None = None
     body: bytes | None = None
+    payload: str = ""
     seen: int = 0
     hits: int = 0
 
-    def matches(self, method: str, path_qs: str) -> bool:
+    def matches(self, method: str, path_qs: str, payload: bytes = b"") -> bool:
         """Whether this request is one the fault hits now (and count it)."""
         if not (re.fullmatch(self.method, method) and re.search(self.path, path_qs)):
+            return False
+        if not re.search(self.payload.encode(), payload):
             return False
         self.seen += 1
         if self.seen <= self.skip or (self.times and self.hits >= self.times):
@@ -126,22 +131,20 @@ class FaultProxy:
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
-    def _fault(self, request: web.Request) -> Fault | None:
+    async def _fault(self, request: web.Request) -> Fault | None:
+        payload = await request.read()  # kept by aiohttp: _forward reads it again
         for fault in list(self.faults):
-            if fault.matches(request.method, request.path_qs):
+            if fault.matches(request.method, request.path_qs, payload):
                 return fault
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
-        fault = self._fault(request)
+        fault = await self._fault(request)
         if fault is None or fault.action in ("delay", "truncate", "after"):
             if fault is not None and fault.action == "delay":
                 await asyncio.sleep(fault.seconds)
-            response = await self._forward(request, fault)
-            if fault is not None and fault.action == "after" and fault.then is not None:
-                fault.then()
-            return response
+            return await self._forward(request, fault)
         if fault.action == "status":
             body = (
                 fault.body
@@ -176,6 +179,10 @@ class FaultProxy:
             allow_redirects=False,
             skip_auto_headers={"Content-Type"},  # forward exactly what the client sent
         ) as upstream:
+            if fault is not None and fault.action == "after" and fault.then is not None:
+                # The server has done the request; the client never hears of it, so it
+                # cannot act on the answer before ``then`` (e.g. kills it).
+                fault.then()
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP_BY_HOP:

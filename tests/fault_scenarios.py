@@ -17,11 +17,11 @@ from typing import Any
 
 from cluster import FAKE_HEARTBEAT, Cluster
 from fault_proxy import Fault
-from faults import Run, start, tuning_manifest
+from faults import Run, expected_der, start, tuning_manifest
 from kubernetes import client, watch
 from workload import Ending
 
-from diartune.api import GROUP, TUNING_PLURAL, VERSION
+from diartune.api import GROUP, TRIAL_PLURAL, TUNING_PLURAL, VERSION
 
 JOBS = r"/apis/batch/v1/namespaces/[^/]+/jobs"
 TRIALS = r"/apis/diartune\.io/v1alpha1/namespaces/[^/]+/diarizationtrials"
@@ -91,18 +91,34 @@ def api_errors(cluster: Cluster, folder: Path) -> Row:
 
 def crash_points(cluster: Cluster, folder: Path) -> Row:
     """The operator exits right after creating a trial, creating a Job, patching a trial's
-    status and patching the tuning's status, once each."""
-    with scenario(cluster, folder, proxy=True) as run:
+    status, patching the tuning's status, recording a failed trial, creating an evaluation
+    and recording an evaluation's result, once each."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        failed = trial.endswith("clustering-001")
+        return Ending(65, message='{"error": "no such file", "badInput": true}') if failed else None
+
+    with scenario(cluster, folder, proxy=True, fate=fate) as run:
         assert run.proxy is not None
-        for method, path, skip in (
-            ("POST", TRIALS + r"$", 1),
-            ("POST", JOBS + r"$", 2),
-            ("PATCH", TRIALS + r"/[^/]+/status", 5),
-            ("PATCH", TUNINGS + r"/[^/]+/status", 4),
+        for method, path, skip, payload in (
+            ("PATCH", TRIALS + r"/[^/]+/status", 0, '"state": "Failed"'),
+            ("POST", TRIALS + r"$", 0, '"number": -1'),
+            ("PATCH", TRIALS + r"/[^/]+-test/status", 0, '"state": "Succeeded"'),
+            ("POST", TRIALS + r"$", 1, ""),
+            ("POST", JOBS + r"$", 2, ""),
+            ("PATCH", TRIALS + r"/[^/]+/status", 5, ""),
+            # An early one: after the last (Succeeded) the harness restarts no operator.
+            ("PATCH", TUNINGS + r"/[^/]+/status", 1, ""),
         ):
-            run.proxy.add(Fault("after", method, path, skip=skip, then=_kill(run)))
+            fault = Fault("after", method, path, skip=skip, then=_kill(run), payload=payload)
+            run.proxy.add(fault)
         run.apply(tuning_manifest("crash"))
-        return finish(run, "crash", 6)
+        row = finish(run, "crash", 6)
+        row["facts"] = {
+            "kills": {f"{f.method} {f.path} {f.payload}".strip(): f.hits for f in run.proxy.faults},
+            "states": {t["spec"]["name"]: t["status"]["state"] for t in run.trials("crash")},
+        }
+        return row
 
 
 def random_kills(cluster: Cluster, folder: Path, kills: int = 20, seed: int = 0) -> Row:
@@ -238,18 +254,23 @@ def node_not_ready(cluster: Cluster, folder: Path) -> Row:
 
 
 def image_pull_deadline(cluster: Cluster, folder: Path) -> Row:
-    """A trial whose pod never starts (an image that cannot be pulled, stuck waiting)
-    fails at its activeDeadlineSeconds, and the tuning goes on."""
+    """A trial whose pod never starts (an image that cannot be pulled: ImagePullBackOff)
+    is named in a warning event on the tuning, fails at its activeDeadlineSeconds with
+    the reason in its message, and the tuning goes on."""
 
     def fate(trial: str, attempt: int) -> Ending | None:
-        return Ending(0, seconds=3600) if trial.endswith("clustering-001") else None
+        stuck = trial.endswith("clustering-001")
+        return Ending(0, waiting="ImagePullBackOff") if stuck else None
 
     with scenario(cluster, folder, fate=fate) as run:
         manifest = tuning_manifest("deadline")
         manifest["spec"]["trialTemplate"]["activeDeadlineSeconds"] = 20
         run.apply(manifest)
         row = finish(run, "deadline", 6)
-        row["facts"] = {"states": {t["spec"]["name"]: t["status"] for t in run.trials("deadline")}}
+        row["facts"] = {
+            "states": {t["spec"]["name"]: t["status"] for t in run.trials("deadline")},
+            "events": _events(run, "deadline"),
+        }
         return row
 
 
@@ -292,6 +313,51 @@ def hand_edits(cluster: Cluster, folder: Path) -> Row:
             "attempts": dict(run.workload.attempts),
             "events": sorted({event.reason for event in events.items}),
             "annotation_restored": json.loads(annotation)["stages"][0]["name"] == "clustering",
+        }
+        return row
+
+
+def trial_edits(cluster: Cluster, folder: Path) -> Row:
+    """A running trial's DiarizationTrial is deleted: its Job goes with it and its slot to
+    a new trial. Another running trial's status is patched to Succeeded by hand, then the
+    operator restarts (gracefully, handing its Lease over, so that it loads the tuning
+    while that trial's Job still runs): the trial still runs, and its Job's result is
+    recorded."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        slow = trial.endswith(("clustering-000", "clustering-001")) and attempt == 1
+        return Ending(0, seconds=30) if slow else None
+
+    with scenario(cluster, folder, fate=fate) as run:
+        run.apply(tuning_manifest("trials"))
+        _running_pod(run, "clustering-000")
+        _running_pod(run, "clustering-001")
+        deleted = _trial(run, "trials", "clustering-000")["metadata"]["uid"]
+        run.inject("trials", "clustering-000", "clustering-001")
+        run.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, run.namespace, TRIAL_PLURAL, "trials-clustering-000"
+        )
+        run.wait(
+            "a new clustering-000",
+            lambda: (
+                _trial(run, "trials", "clustering-000")["metadata"].get("uid")
+                not in (None, deleted)
+            ),
+        )
+        forged = {"status": {"state": "Succeeded", "der": 0.01}}
+        run.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, run.namespace, TRIAL_PLURAL, "trials-clustering-001", forged
+        )
+        run.operators[0].stop()  # the restarted operator reads the forged status
+        run.operators[0].start()
+        row = finish(run, "trials", 6)
+        patched = _trial(run, "trials", "clustering-001")
+        request = run.workload.requests["trials/clustering-001"][-1]
+        row["facts"] = {
+            "patched_der": patched["status"]["der"],
+            "expected_der": expected_der(request.params),
+            "attempts": dict(run.workload.attempts),
+            "events": _events(run, "trials"),
         }
         return row
 
@@ -374,6 +440,24 @@ def _running_pod(run: Run, trial: str) -> Any:
     return run.wait(f"{trial}'s pod to run", lambda: _pod(run, trial, "Running"))
 
 
+def _trial(run: Run, tuning: str, trial: str) -> Any:
+    """A tuning's DiarizationTrial named ``trial`` (its spec name), or an empty one."""
+    found = (t for t in run.trials(tuning) if t["spec"]["name"] == trial)
+    return next(found, {"metadata": {}})
+
+
+def _events(run: Run, tuning: str) -> dict[str, list[str]]:
+    """The messages of the events on a tuning, by reason."""
+    core = client.CoreV1Api(run.cluster.api_client())
+    events = core.list_namespaced_event(
+        run.namespace, field_selector=f"involvedObject.name={tuning}"
+    )
+    found: dict[str, list[str]] = {}
+    for event in events.items:
+        found.setdefault(event.reason, []).append(event.message)
+    return found
+
+
 def _finished_trials(run: Run, tuning: str) -> int:
     return sum((t.get("status") or {}).get("state") == "Succeeded" for t in run.trials(tuning))
 
@@ -386,8 +470,9 @@ SCENARIOS: dict[str, Callable[[Cluster, Path], Row]] = {
     "pod fates: OOMKilled, exit 75, preemption": pod_fates,
     "node deleted under a running pod": node_deleted,
     "node NotReady under a running pod": node_not_ready,
-    "pod never starts: activeDeadlineSeconds": image_pull_deadline,
+    "pod never starts: ImagePullBackOff, activeDeadlineSeconds": image_pull_deadline,
     "hand edits: Job deleted, annotation garbled, pod lost": hand_edits,
+    "trial edits: DiarizationTrial deleted, status forged": trial_edits,
     "tuning deleted and recreated at once": recreated_tuning,
     "two replicas, the leader killed": two_replicas,
 }

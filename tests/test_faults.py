@@ -62,8 +62,10 @@ def test_operator_killed_right_after_each_kind_of_write(
     cluster: Cluster, pool: None, tmp_path: Path
 ) -> None:
     row = scenarios.crash_points(cluster, tmp_path)
-    exactly_once(row, 6)
-    assert row["restarts"] == 4, row
+    exactly_once(row, 6, failed=1)
+    assert all(row["facts"]["kills"].values()), row["facts"]
+    assert row["restarts"] == len(row["facts"]["kills"]), row
+    assert row["facts"]["states"]["clustering-001"] == "Failed", row["facts"]
     assert row["job_creations"] == row["trials"] + row["evaluations"], row
 
 
@@ -81,6 +83,19 @@ def test_pod_fates_out_of_memory_infrastructure_and_preemption(
     assert attempts["fates/clustering-003"] == 2  # preempted: replaced without counting
 
 
+def test_a_pod_that_cannot_pull_its_image_is_named_and_fails_at_its_deadline(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.image_pull_deadline(cluster, tmp_path)
+    exactly_once(row, 6, failed=1)
+    failed = row["facts"]["states"]["clustering-001"]
+    assert failed["state"] == "Failed", failed
+    assert failed["message"].startswith("DeadlineExceeded"), failed
+    assert 'ImagePullBackOff: Back-off pulling image "diartune-trial:faults"' in failed["message"]
+    [warning] = row["facts"]["events"]["TrialPodWaiting"]
+    assert "deadline-clustering-001" in warning and "diartune-trial:faults" in warning, warning
+
+
 def test_hand_edits_and_a_pod_lost_before_its_result_was_read(
     cluster: Cluster, pool: None, tmp_path: Path
 ) -> None:
@@ -91,6 +106,18 @@ def test_hand_edits_and_a_pod_lost_before_its_result_was_read(
     assert facts["attempts"]["edits/clustering-000"] == 2  # its Job was deleted mid-run
     assert "AcceptedSpecRestored" in facts["events"]
     assert facts["annotation_restored"]
+
+
+def test_a_deleted_trial_gives_its_slot_away_and_a_forged_status_is_not_taken(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.trial_edits(cluster, tmp_path)
+    exactly_once(row, 6)
+    facts = row["facts"]
+    assert facts["patched_der"] == pytest.approx(facts["expected_der"]), facts  # not 0.01
+    assert "TrialStatusIgnored" in facts["events"], facts
+    assert facts["attempts"]["trials/clustering-000"] == 2, facts  # deleted, then a new one
+    assert row["job_creations"] == row["trials"] + row["evaluations"] + 1, row
 
 
 def test_two_replicas_act_one_at_a_time_and_the_standby_takes_over(

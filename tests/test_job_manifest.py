@@ -11,6 +11,7 @@ import pytest
 from diartune.operator.manifests import (
     job_manifest,
     job_outcome,
+    pod_waiting,
     record_status,
     resource_name,
     result_lost,
@@ -310,6 +311,23 @@ def test_results_are_read_from_termination_messages() -> None:
     oom = job_outcome(_job("Failed", "PodFailurePolicy"), [_pod(137, "", reason="OOMKilled")])
     assert oom.error is not None and oom.error.startswith("out of memory (OOMKilled)")
     assert "resources.limits.memory" in oom.error and not oom.bad_input
+
+
+def _waiting_pod(reason: str) -> dict[str, Any]:
+    waiting = {"reason": reason, "message": 'Back-off pulling image "t:typo"'}
+    return {"status": {"containerStatuses": [{"name": "trial", "state": {"waiting": waiting}}]}}
+
+
+def test_a_pod_that_cannot_pull_its_image_names_it_in_the_deadlines_failure() -> None:
+    stuck = _waiting_pod("ImagePullBackOff")
+    pulled = 'ImagePullBackOff: Back-off pulling image "t:typo"'
+    assert pod_waiting(stuck) == pulled
+    assert pod_waiting(_waiting_pod("ContainerCreating")) is None  # on its way: not stuck
+    assert pod_waiting({}) is None
+    expected = f"DeadlineExceeded: why; its pod could not start: {pulled}"
+    assert job_outcome(_job("Failed", "DeadlineExceeded"), [stuck]).error == expected
+    # Once the deadline passed, the pod is gone: what the operator saw of it earlier.
+    assert job_outcome(_job("Failed", "DeadlineExceeded"), [], pulled).error == expected
 
 
 def test_a_complete_job_whose_succeeded_pod_is_gone_has_lost_its_result() -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_REASON
+from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_REASON, FAKE_WAITING
 from kubernetes import client, watch
 
 from diartune.api import LABEL_TRIAL, LABEL_TUNING
@@ -55,12 +55,14 @@ def synthetic_der(params: dict[str, Any]) -> float:
 class Ending:
     """How a pod ends: its exit code, the reason its container reports, its message, and
     after how many seconds (None: the workload's random duration). Exit code 0 is a
-    success with the synthetic result."""
+    success with the synthetic result. With ``waiting`` (a reason such as
+    ImagePullBackOff) the pod never starts, and never ends by itself."""
 
     exit_code: int
     reason: str = "Error"
     message: str = ""
     seconds: float | None = None
+    waiting: str = ""
 
 
 Fate = Callable[[str, int], Ending | None]  # (trial, attempt) -> an ending, or None: success
@@ -137,6 +139,8 @@ class SyntheticWorkload:
             return {FAKE_EXIT_CODE: "0", FAKE_DELAY: "0.5s", FAKE_MESSAGE: json.dumps(earlier)}
         seconds = random.Random(uid).uniform(*self.duration)
         ending = self.fate(key, self.attempts[key]) if self.fate else None
+        if ending is not None and ending.waiting:
+            return {FAKE_WAITING: ending.waiting}
         if ending is not None and ending.seconds is not None:
             seconds = ending.seconds
         if ending is not None and ending.exit_code != 0:

@@ -43,6 +43,7 @@ from diartune.operator.manifests import (
     finished_condition,
     job_manifest,
     job_outcome,
+    pod_waiting,
     record_status,
     resource_name,
     result_lost,
@@ -116,6 +117,9 @@ class TuningController:
         self.study: Study | None = None
         self.trial_states: dict[str, str] = {}
         self.jobless: set[str] = set()
+        #: Why a trial's pod cannot start, from its pod's events; and those warned of.
+        self.waiting: dict[str, str] = {}
+        self.warned: set[str] = set()
         self.published: dict[str, Any] | None = None
         self.figures: TuningFigures | None = None
         self.phase: Phase | None = None
@@ -135,6 +139,14 @@ class TuningController:
         trial = job["metadata"].get("labels", {}).get(LABEL_TRIAL)
         if trial:
             self.changed_jobs[trial] = (event_type, job)
+            self.wake.set()
+
+    def take_pod(self, pod: Manifest) -> None:
+        """One of the tuning's trial pods changed: note it if it cannot start."""
+        trial = pod["metadata"].get("labels", {}).get(LABEL_TRIAL)
+        waiting = pod_waiting(pod)
+        if trial and waiting and trial not in self.waiting:
+            self.waiting[trial] = waiting
             self.wake.set()
 
     # -- the loop ---------------------------------------------------------------------
@@ -210,6 +222,7 @@ class TuningController:
             await self._resync()
         await self._take_jobs()
         if self.lifecycle is Lifecycle.ACTIVE:
+            self._warn_waiting()
             await self._ensure_jobs()
             await self._act()
             await self._publish()
@@ -311,12 +324,16 @@ class TuningController:
             trial = trial_of(resource)
             status = trial_status(resource)
             record = status.record(trial)
-            if record is not None:
+            name = resource["metadata"]["name"]
+            job = jobs.get(name)
+            if record is not None and not _active(job):
                 records.append(record)
                 continue
             running.append(trial)
-            self.trial_states[trial.name] = status.state or "Pending"
-            job = jobs.get(resource["metadata"]["name"])
+            self.trial_states[trial.name] = "Running" if record else status.state or "Pending"
+            if record is not None:  # a status patched by hand: the outcome is its Job's
+                message = f"{name}: its status says {status.state}, but its Job still runs"
+                self._note("TrialStatusIgnored", message, name, warning=True)
             if job is None:  # lost between the trial's creation and its Job's
                 self.jobless.add(trial.name)
             else:
@@ -371,7 +388,7 @@ class TuningController:
                 self.jobless.add(trial.name)  # created again: the trial reports what it wrote
         elif condition is not None:
             pods = await self.kube.job_pods(self.namespace, job["metadata"]["uid"])
-            outcome = job_outcome(job, pods)
+            outcome = job_outcome(job, pods, self.waiting.get(trial.name))
             if outcome.result is None and result_lost(job, pods):
                 await self.kube.delete_job(self.namespace, name)
                 self.jobless.add(trial.name)
@@ -383,6 +400,21 @@ class TuningController:
         ):
             self.trial_states[trial.name] = "Running"
             await self.kube.patch_trial_status(self.namespace, name, {"state": "Running"})
+
+    def _warn_waiting(self) -> None:
+        """Warn, once per trial, of a running trial whose pod cannot start: it would
+        otherwise wait, silent, until its Job's activeDeadlineSeconds."""
+        assert self.study is not None
+        for trial, waiting in self.waiting.items():
+            if trial in self.study.running and trial not in self.warned:
+                self.warned.add(trial)
+                name = resource_name(self.name, trial)
+                message = f"{name}: its pod cannot start: {waiting}"
+                self._note("TrialPodWaiting", message, name, warning=True)
+
+    def _forget_waiting(self, trial: str) -> None:
+        self.waiting.pop(trial, None)
+        self.warned.discard(trial)
 
     async def _tuning_deleted(self) -> bool:
         body = await self.kube.get_tuning(self.namespace, self.name)
@@ -446,6 +478,7 @@ class TuningController:
             resource = await self.kube.get_trial(self.namespace, resource_name(self.name, name))
             if resource is None:  # deleted by hand: its slot goes to a new trial
                 self.study.forget(name)
+                self._forget_waiting(name)
             else:
                 await self._create_job(trial, resource)
 
@@ -491,6 +524,7 @@ class TuningController:
         before = study.best()
         await asyncio.to_thread(study.record, record)
         self.trial_states.pop(trial.name, None)
+        self._forget_waiting(trial.name)
         der = f"{record.subset} DER {percent(record.der)}"
         if record.state == "Failed":
             self._note("TrialFailed", f"{name}: {record.message}", name, warning=True)
@@ -561,6 +595,13 @@ def _readable_spec(annotation: str | None) -> Manifest | None:
     return dict(document)
 
 
+def _active(job: Manifest | None) -> bool:
+    """Whether a Job exists and has not finished (nor is being deleted)."""
+    if job is None or job["metadata"].get("deletionTimestamp"):
+        return False
+    return finished_condition(job) is None
+
+
 def _owned_by(resource: Manifest, uid: str) -> bool:
     references = resource["metadata"].get("ownerReferences") or []
     return any(reference.get("uid") == uid for reference in references)
@@ -614,6 +655,10 @@ class Registry:
             self.forget(meta["namespace"], meta["name"])
         else:
             self.controller(meta["namespace"], meta["name"]).take_tuning(body)
+
+    def pod_changed(self, namespace: str, tuning: str, pod: Manifest) -> None:
+        """A trial pod of ``tuning`` changed (or was listed at startup)."""
+        self.controller(namespace, tuning).take_pod(pod)
 
     def job_changed(
         self, namespace: str, tuning: str, event_type: str | None, job: Manifest

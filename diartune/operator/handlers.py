@@ -92,3 +92,18 @@ async def job_event(
     """
     if namespace:
         memo.registry.job_changed(namespace, labels[LABEL_TUNING], type, dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_TUNING: kopf.PRESENT})
+async def pod_event(
+    type: str | None,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    memo: Any,
+    **_: Any,
+) -> None:
+    """A trial pod changed: one whose container cannot start (an image that cannot be
+    pulled) is named in a warning on its tuning, and in its trial's failure."""
+    if namespace and type != "DELETED":
+        memo.registry.pod_changed(namespace, labels[LABEL_TUNING], dict(event["object"]))

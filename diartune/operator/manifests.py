@@ -360,8 +360,34 @@ def _result(document: dict[str, Any]) -> TrialResult | None:
         return None
 
 
-def job_outcome(job: Manifest, pods: list[Manifest]) -> TrialOutcome:
-    """The outcome of a finished Job: its result on success, else why it failed."""
+#: Container waiting reasons that keep a trial pod from starting until its Job's deadline.
+STUCK_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+    }
+)
+
+
+def pod_waiting(pod: Manifest) -> str | None:
+    """Why a pod's trial container cannot start ("<reason>: <message>", the message naming
+    the image for a pull), or None."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if status.get("name") == CONTAINER and waiting.get("reason") in STUCK_REASONS:
+            return f"{waiting['reason']}: {waiting.get('message') or status.get('image')}"
+    return None
+
+
+def job_outcome(job: Manifest, pods: list[Manifest], waited: str | None = None) -> TrialOutcome:
+    """The outcome of a finished Job: its result on success, else why it failed.
+
+    ``waited``: why its pod could not start, as ``pod_waiting`` saw it earlier (the Job
+    controller deletes the pods of a Job past its deadline, and their state with them).
+    """
     condition = finished_condition(job) or {}
     status = job.get("status") or {}
     start = _time(status.get("startTime"))
@@ -386,6 +412,9 @@ def job_outcome(job: Manifest, pods: list[Manifest]) -> TrialOutcome:
         error = f"exit code {code}: {message[-MAX_MESSAGE // 2 :]}".rstrip(": ")
     elif condition.get("type") == "Failed":
         error = f"{condition.get('reason')}: {condition.get('message')}"
+        waiting = next(filter(None, map(pod_waiting, pods)), waited)
+        if waiting:
+            error += f"; its pod could not start: {waiting}"
     else:
         error = "the trial left no result in its termination message"
     return TrialOutcome(error=error[:MAX_MESSAGE], bad_input=bad_input, seconds=seconds)
