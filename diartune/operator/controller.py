@@ -24,10 +24,12 @@ its successor without waiting for SMAC's surrogate to retrain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
 import re
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -152,13 +154,15 @@ class TuningController:
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Reconcile whenever woken (and every ``resync_seconds``), until the tuning is gone."""
+        """Reconcile whenever woken, with a look at every Job each ``resync_seconds``
+        (woken or not), until the tuning is gone."""
         if self.leading is not None:
             await self.leading.wait()  # a standby replica follows events but does not act
         backoff = 1.0
-        resync = False
+        next_resync = time.monotonic() + self.resync_seconds
         while self.lifecycle is not Lifecycle.GONE:
             self.wake.clear()
+            resync = time.monotonic() >= next_resync
             try:
                 await self.reconcile(resync)
             except asyncio.CancelledError:
@@ -173,11 +177,12 @@ class TuningController:
                 self.wake.set()
                 continue
             backoff = 1.0
-            try:
-                await asyncio.wait_for(self.wake.wait(), self.resync_seconds)
-                resync = False
-            except TimeoutError:
-                resync = True
+            if resync:
+                next_resync = time.monotonic() + self.resync_seconds
+            # Woken by events or not, the Jobs are looked at every resync_seconds: a busy
+            # tuning's events would otherwise put off the look for a missed one forever.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.0, next_resync - time.monotonic()))
 
     def _log_failure(self, error: Exception, backoff: float) -> None:
         where = f"{self.namespace}/{self.name}"
