@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -18,6 +19,17 @@ from diartune.storage import Storage, StorageError, cache_root, is_s3
 TUNE_EXIT_CODES = {"Succeeded": 0, "Failed": 1, "Suspended": 3}
 
 
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM (kill, timeout, a batch scheduler) stop a local tuning as Ctrl-C does,
+    its trial processes included: by default it ended this process alone, and the trials
+    ran on, orphaned, writing into the output folder."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _tune(args: argparse.Namespace) -> int:
     from diartune.local.tuning import LocalTuning
     from diartune.trial.preflight import check_models
@@ -25,6 +37,7 @@ def _tune(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     check_models(tuning.spec)
     output = Path(args.output or Path("runs") / tuning.metadata.name)
+    _stop_on_sigterm()
     try:
         summary = LocalTuning(tuning, output, verbose=args.verbose).run()
     except KeyboardInterrupt:
@@ -63,6 +76,7 @@ def _models(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from diartune.demo import run_demo
 
+    _stop_on_sigterm()
     return run_demo(
         Path(args.output), Path(args.ami), Path(args.pool), quick=args.quick, verbose=args.verbose
     )

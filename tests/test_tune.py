@@ -237,3 +237,28 @@ def test_a_suspended_spec_launches_nothing_and_says_how_to_resume(
     log, _ = run.communicate(timeout=300)
     assert run.returncode == 2, log[-4000:]
     assert "spec.optimizer.seed" in log and "Use another --output" in log
+
+
+def test_sigterm_stops_the_tuning_and_its_trials(
+    ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """kill, timeout and batch schedulers send SIGTERM to the tuning's process alone: its
+    trial processes must not run on, orphaned, writing into the output folder."""
+    path = write(tmp_path, spec(ami, models, fine_tune=True, trials=2))
+    output = tmp_path / "out"
+    run = tune(path, output)
+    wait_for(lambda: bool(trial_processes(run.pid)), timeout=300)
+    trials = trial_processes(run.pid)
+    run.send_signal(signal.SIGTERM)
+    log, _ = run.communicate(timeout=120)
+    assert run.returncode == 130, log[-4000:]
+    assert "rerun the same command to resume" in log
+    assert not [pid for pid in trials if alive(pid)]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
