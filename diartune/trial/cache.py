@@ -3,9 +3,10 @@
 pyannote's pipeline, when ``training`` is on, reuses what it finds under
 ``training_cache/*`` in each file's dict. This cache fills those keys before a run
 and saves them after, keyed by everything they depend on: the segmentation and
-embedding checkpoints (by content hash), the file (URI and audio hash) and, for
-models that are not powerset, the segmentation threshold. Clustering-stage trials
-then skip the two expensive steps. Entries live under a local folder or an S3 prefix.
+embedding checkpoints (by content hash), the file (URI and audio hash), the versions
+of pyannote.audio and diartune that computed them and, for models that are not
+powerset, the segmentation threshold. Clustering-stage trials then skip the two
+expensive steps. Entries live under a local folder or an S3 prefix.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import io
 import json
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ from diartune.storage import MissingObject, Storage, join
 SEGMENTATION = "training_cache/segmentation"
 EMBEDDINGS = "training_cache/embeddings"
 
+#: The code behind an entry: a tuning resumed after an upgrade recomputes what it reuses.
+CODE_VERSIONS = {package: version(package) for package in ("pyannote.audio", "diartune")}
+
 
 class FeatureCache:
     """Segmentations and embeddings of files under one pipeline setting."""
@@ -33,7 +38,7 @@ class FeatureCache:
         self.location = location
         self.storage = storage
         self.scratch = scratch
-        self.identity = json.dumps(identity, sort_keys=True)
+        self.identity = json.dumps({**identity, "code": CODE_VERSIONS}, sort_keys=True)
         self.hits = 0
         self.misses = 0
 
