@@ -201,7 +201,8 @@ def test_a_trial_image_that_cannot_be_pulled_stays_in_image_pull_back_off_until_
 ) -> None:
     """A trial image tag the registry does not have (a typo in the chart's values): the trial
     pod stays Pending in ImagePullBackOff, as on a real node, until the Job's
-    activeDeadlineSeconds fails the trial; the tuning then stops at maxFailedTrialCount."""
+    activeDeadlineSeconds fails the trial, whose message says why its pod could not start;
+    the tuning then stops at maxFailedTrialCount."""
     install_and_start_the_operator(
         cluster, namespace, runner, pushed, "image.trial.tag=no-such-tag"
     )
@@ -217,7 +218,11 @@ def test_a_trial_image_that_cannot_be_pulled_stays_in_image_pull_back_off_until_
     assert status["phase"] == "Failed", status
     [trial] = list_trials(cluster, namespace, "wrong-tag")
     assert trial["status"]["state"] == "Failed"
-    assert trial["status"]["message"].startswith("DeadlineExceeded"), trial["status"]
+    message = trial["status"]["message"]
+    assert message.startswith("DeadlineExceeded"), trial["status"]
+    # The Job controller deleted the pod at the deadline; the operator kept why it waited.
+    assert "; its pod could not start: " in message, message
+    assert f"{pushed}/diartune/trial:no-such-tag" in message, message
     # Every status the pod had, replayed from the API server's watch cache: the waiting
     # states are seen whatever the timing of this test.
     waiting = [
