@@ -1,7 +1,7 @@
 """Benchmark: what checkpoint-resume saves on a fine-tuning trial killed at 80 % of its epochs.
 
 On the demo's corpus and offline models (``common.demo_corpus``, ``common.offline_models``),
-one fine-tuning trial of ``--epochs`` epochs (40 batches each) runs three ways with the
+one fine-tuning trial of ``--epochs`` epochs (at most 40 batches each) runs three ways with the
 real trial command:
 
 - uninterrupted;

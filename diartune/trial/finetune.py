@@ -163,14 +163,18 @@ def fine_tune(
     return output
 
 
-def new_segmentation_model() -> PyanNet:
+def new_segmentation_model(seed: int = 0) -> PyanNet:
     """An untrained PyanNet, the start of a segmentation model made offline.
 
     Smaller than pyannote's default (2 LSTM layers of 64 units instead of 4 of 128),
-    so that a few minutes of CPU train it to a usable state.
+    so that a few minutes of CPU train it to a usable state. Its initial weights are drawn
+    from ``seed`` (``fine_tune`` seeds only what happens after), without touching torch's
+    global random state.
     """
-    return PyanNet(
-        sincnet={"stride": 10},
-        lstm={"hidden_size": 64, "num_layers": 2},
-        linear={"hidden_size": 64},
-    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return PyanNet(
+            sincnet={"stride": 10},
+            lstm={"hidden_size": 64, "num_layers": 2},
+            linear={"hidden_size": 64},
+        )
