@@ -42,7 +42,7 @@ def demo_corpus(seed: int = 0) -> Path:
 def offline_models(seed: int = 0) -> tuple[Path, Path]:
     """The demo's offline models, trained on ``demo_corpus(seed)``'s train subset (once)."""
     from diartune.demo import PROTOCOL as DEMO
-    from diartune.spec import Data
+    from diartune.spec.model import Data
     from diartune.trial.bootstrap import make_models
 
     database = demo_corpus(seed)

@@ -151,7 +151,7 @@ class Step:
 def steps(run: Path, max_epochs: int) -> list[Step]:
     """The search trials of a tuning: DER, epochs and seconds each cost."""
     from diartune.records import FileScores
-    from diartune.study import epochs
+    from diartune.search.study import epochs
 
     records = [json.loads(p.read_text()) for p in run.glob("trials/*/record.json")]
     records = sorted((r for r in records if r["number"] >= 0), key=lambda r: r["number"])
@@ -200,7 +200,7 @@ def reached(trials: list[Step], target: float) -> tuple[float | None, float | No
 
 def seed_rows(folder: Path, seed: int, max_epochs: int) -> list[dict[str, Any]]:
     """One row per method of one seed; the HPO facade sets the budget and the target."""
-    from diartune.statistics import compare
+    from diartune.search.statistics import compare
 
     runs = {m: steps(folder / f"{m}-{seed}", max_epochs) for m in METHODS}
     budget = sum(step.epochs for step in runs["hpo"])

@@ -12,7 +12,7 @@ by side on the same features:
   (``hpo.SPACE``);
 - the best configuration of each is scored once on the test subset, whose speakers no
   trial and no model heard, with a 95 % paired-bootstrap interval of its gain over the
-  defaults (``diartune.statistics.compare``);
+  defaults (``diartune.search.statistics.compare``);
 - the seed's models with pyannote's defaults on ami-debug's development subset: real AMI
   meetings whose speakers no training conversation holds (the corpus takes ami-debug's
   train subset only).
@@ -55,8 +55,8 @@ def best(history: list[tuple[dict[str, Any], float]]) -> dict[str, Any]:
 def one_seed(seed: int, grid_points: int) -> list[dict[str, Any]]:
     """One row per method: development and test DER, the test gain over the defaults."""
     from diartune.demo import PROTOCOL
-    from diartune.params import pipeline_defaults
-    from diartune.statistics import compare, estimate
+    from diartune.search.statistics import compare, estimate
+    from diartune.spec.params import pipeline_defaults
 
     database, models = str(demo_corpus(seed)), offline_models(seed)
     defaults = dict(pipeline_defaults("AgglomerativeClustering"))

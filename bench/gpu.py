@@ -241,8 +241,8 @@ def measure_fine_tune(
     output: Path,
 ) -> dict[str, Any]:
     """Fine-tune a fresh copy of the model once; its throughput, per epoch and overall."""
-    from diartune.params import KNOWN
-    from diartune.spec import FineTune
+    from diartune.spec.model import FineTune
+    from diartune.spec.params import KNOWN
     from diartune.trial.device import available_cpus, loader_workers
     from diartune.trial.finetune import fine_tune
 
@@ -292,7 +292,7 @@ def measure_inference(
 ) -> dict[str, Any]:
     """Run the pipeline as a trial builds it (models loaded, build_pipeline, then
     ``pipeline.to(device())``)."""
-    from diartune.params import pipeline_defaults
+    from diartune.spec.params import pipeline_defaults
     from diartune.storage import Storage, cache_root
     from diartune.trial.device import device
     from diartune.trial.models import load_model

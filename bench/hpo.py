@@ -74,9 +74,9 @@ class Objective:
 
     def scores(self, params: dict[str, Any]) -> Any:
         """Each file's errors and reference speech (``FileScores``) with these parameters."""
-        from diartune.params import pipeline_defaults
         from diartune.records import FileScores
-        from diartune.spec import Objective as Settings
+        from diartune.spec.model import Objective as Settings
+        from diartune.spec.params import pipeline_defaults
         from diartune.trial.evaluate import score
         from diartune.trial.pipeline import nested, pipeline_params
 
@@ -89,7 +89,7 @@ class Objective:
         return FileScores.of(score(self.files, hypotheses, Settings())[1])
 
     def __call__(self, params: dict[str, Any]) -> float:
-        from diartune.statistics import objective_value
+        from diartune.objective import objective_value
 
         der = objective_value(self.scores(params), "total")
         self.history.append((params, der))
@@ -97,13 +97,13 @@ class Objective:
 
 
 def stage(space: dict[str, Any] = SPACE) -> Any:
-    from diartune.spec import Stage
+    from diartune.spec.model import Stage
 
     return Stage.model_validate({"name": "pipeline", "searchSpace": space, "maxTrialCount": BUDGET})
 
 
 def run_random(objective: Objective, seed: int) -> list[float]:
-    from diartune.space import plain, stage_space
+    from diartune.search.space import plain, stage_space
 
     space = stage_space(stage(), seed)
     return [objective(plain(c)) for c in space.sample_configuration(BUDGET)]
@@ -112,8 +112,8 @@ def run_random(objective: Objective, seed: int) -> list[float]:
 def run_smac(
     objective: Objective, seed: int, space: dict[str, Any] = SPACE
 ) -> tuple[list[float], float]:
-    from diartune.spec import Optimizer
-    from diartune.tuner import Observation, StageTuner
+    from diartune.search.tuner import Observation, StageTuner
+    from diartune.spec.model import Optimizer
 
     tuner = StageTuner(stage(space), Optimizer(seed=seed, initial_design_size=8))
     ders, overhead = [], 0.0
@@ -142,7 +142,7 @@ def run_pyannote_optimize(
     from optuna.storages.journal import JournalFileBackend
     from pyannote.audio import Model
 
-    from diartune.params import pipeline_defaults
+    from diartune.spec.params import pipeline_defaults
     from diartune.trial.pipeline import export_pipeline, nested
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -240,7 +240,7 @@ def main() -> None:
     args = arguments(__doc__ or "")
     models = offline_models()
     objective = Objective(args.database, args.protocol, models)
-    from diartune.params import pipeline_defaults
+    from diartune.spec.params import pipeline_defaults
 
     default = objective({k: v for k, v in pipeline_defaults("AgglomerativeClustering").items()})
     seeds = range(args.repeat)

@@ -26,8 +26,8 @@ def error_rows(models: tuple[Path, Path]) -> list[dict[str, Any]]:
     clustering can do."""
     from pyannote.audio import Model
 
-    from diartune.params import pipeline_defaults
-    from diartune.spec import Objective
+    from diartune.spec.model import Objective
+    from diartune.spec.params import pipeline_defaults
     from diartune.trial.data import load_protocol, subset_files
     from diartune.trial.evaluate import score
     from diartune.trial.pipeline import build_pipeline, diarize

@@ -49,7 +49,7 @@ from kubernetes import client
 from operator_run import Operator, install_chart
 from workload import SPACE, SyntheticWorkload, count_requests, synthetic_der, watch_forever
 
-from diartune.api import GROUP, LABEL_TRIAL, LABEL_TUNING, TUNING_PLURAL, VERSION
+from diartune.operator.api import GROUP, LABEL_TRIAL, LABEL_TUNING, TUNING_PLURAL, VERSION
 
 CRDS = ROOT / "charts" / "diartune" / "crds"
 SERVICE_ACCOUNT = "ops-diartune"  # what install_chart's release "ops" creates
@@ -80,8 +80,8 @@ class Run:
 
 def measure_tuner(trials: int, parallel: int, seed: int = 0) -> list[dict[str, Any]]:
     """Seconds of each tell+ask, up to ``trials`` finished, with ``parallel`` pending."""
-    from diartune.spec import Optimizer, Stage
-    from diartune.tuner import Observation, StageTuner
+    from diartune.search.tuner import Observation, StageTuner
+    from diartune.spec.model import Optimizer, Stage
 
     document = {"name": "pipeline", "searchSpace": SPACE, "maxTrialCount": trials + parallel}
     tuner = StageTuner(Stage.model_validate(document), Optimizer(seed=seed))

@@ -46,7 +46,7 @@ def run_vanilla_smac(objective: Objective, seed: int) -> list[float]:
     from smac import HyperparameterOptimizationFacade, Scenario
     from smac.runhistory.dataclasses import TrialValue
 
-    from diartune.space import plain, stage_space
+    from diartune.search.space import plain, stage_space
 
     scenario = Scenario(
         stage_space(stage(), seed),
@@ -103,7 +103,7 @@ SEARCHERS: dict[str, Callable[[Objective, int], list[float]]] = {
 
 def main() -> None:
     from diartune.demo import PROTOCOL
-    from diartune.params import pipeline_defaults
+    from diartune.spec.params import pipeline_defaults
 
     args = arguments()
     corpus, models = demo_corpus(args.corpus), offline_models(args.corpus)

@@ -47,7 +47,7 @@ def corpus_plda(seed: int, embedding: Path) -> Any:
     from pyannote.audio.core.plda import PLDA
 
     from diartune.demo import PROTOCOL
-    from diartune.spec import Data
+    from diartune.spec.model import Data
     from diartune.trial.offline_plda import build_plda
 
     database = demo_corpus(seed)
@@ -59,8 +59,8 @@ def corpus_plda(seed: int, embedding: Path) -> Any:
 def one_seed(seed: int) -> list[dict[str, Any]]:
     """One row per clustering and method: development and test DER, the test gains."""
     from diartune.demo import PROTOCOL
-    from diartune.params import pipeline_defaults
-    from diartune.statistics import compare, estimate
+    from diartune.search.statistics import compare, estimate
+    from diartune.spec.params import pipeline_defaults
 
     database, models = str(demo_corpus(seed)), offline_models(seed)
     plda = corpus_plda(seed, models[1])

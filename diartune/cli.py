@@ -11,8 +11,8 @@ from pathlib import Path
 from diartune.commands import add_export_parser, add_report_parser
 from diartune.corpus import BadInput
 from diartune.simulate import add_simulate_parser
-from diartune.spec import SpecError
-from diartune.spec_file import load_tuning
+from diartune.spec.file import load_tuning
+from diartune.spec.model import SpecError
 from diartune.storage import Storage, StorageError, cache_root, is_s3
 
 #: Exit codes of ``diartune tune``, by the phase the tuning ends in.
@@ -63,7 +63,7 @@ def _trial(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from diartune.spec import Data
+    from diartune.spec.model import Data
     from diartune.trial.bootstrap import make_models
 
     data = Data(database=args.database, protocol=args.protocol)
@@ -96,7 +96,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from diartune.crd import crd_files, render_crds
+    from diartune.operator.crd import crd_files, render_crds
 
     if args.output_dir is None:
         sys.stdout.write(render_crds())

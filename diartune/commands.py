@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diartune.spec import S3, SpecError
-from diartune.spec_file import load_tuning
+from diartune.spec.file import load_tuning
+from diartune.spec.model import S3, SpecError
 from diartune.storage import StorageError, is_s3
 
 if TYPE_CHECKING:
-    from diartune.artifacts import TuningArtifacts
+    from diartune.results.artifacts import TuningArtifacts
 
 EXIT_BAD_INPUT = 2
 
@@ -60,7 +60,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_source(args: argparse.Namespace) -> TuningArtifacts:
     """The tuning that ``add_source_arguments``' arguments name."""
-    from diartune.artifacts import read_tuning
+    from diartune.results.artifacts import read_tuning
 
     given = load_tuning(args.spec) if args.spec else None
     s3 = S3(endpoint=args.s3_endpoint, region=args.s3_region)
@@ -78,7 +78,7 @@ def read_source(args: argparse.Namespace) -> TuningArtifacts:
 def _export(args: argparse.Namespace) -> int:
     import optuna
 
-    from diartune.export import export_journal
+    from diartune.results.export import export_journal
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tuning = read_source(args)
@@ -91,7 +91,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from diartune.report import plot, write_summary
+    from diartune.results.report import plot, write_summary
 
     tuning = read_source(args)
     default = Path("runs", tuning.name) if is_s3(args.source) else Path(args.source)

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from diartune.spec import Data
+from diartune.spec.model import Data
 from diartune.storage import MissingObject, Storage, is_s3
 
 MAX_PROBLEMS = 20

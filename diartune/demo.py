@@ -138,8 +138,8 @@ def run_demo(
     """
     from diartune.local.tuning import LocalTuning
     from diartune.simulate import SimulationError
-    from diartune.spec import Data
-    from diartune.spec_file import parse_tuning
+    from diartune.spec.file import parse_tuning
+    from diartune.spec.model import Data
     from diartune.trial.bootstrap import make_models
 
     start = time.monotonic()

@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from diartune.params import Value, canonical
-from diartune.spec import Data, FineTune, Objective, Pipeline
+from diartune.spec.model import Data, FineTune, Objective, Pipeline
+from diartune.spec.params import Value, canonical
 
 # Exit codes of ``diartune trial`` (from sysexits.h): bad input is not worth retrying,
 # an infrastructure failure may succeed elsewhere.

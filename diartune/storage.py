@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from diartune.spec import S3
+from diartune.spec.model import S3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

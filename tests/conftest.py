@@ -108,7 +108,7 @@ def models(ami: Path) -> tuple[Path, Path]:
     Cached outside the repository by the source of the code that makes them, so a
     warm run reuses them.
     """
-    from diartune.spec import Data
+    from diartune.spec.model import Data
     from diartune.trial.bootstrap import make_models
 
     key = _source_digest("trial/finetune.py", "trial/models.py", "trial/bootstrap.py")
@@ -130,7 +130,7 @@ def plda_cache(name: str) -> Path:
 def offline_plda(models: tuple[Path, Path], ami: Path) -> Path:
     """The PLDA that build_plda makes for the offline embedding, from speech-pool and
     ami-debug's train speakers (cached outside the repo)."""
-    from diartune.spec import Data
+    from diartune.spec.model import Data
     from diartune.trial.offline_plda import build_plda
 
     data = Data(database=str(ami), protocol=PROTOCOL)

@@ -21,7 +21,7 @@ from faults import Run, expected_der, start, tuning_manifest
 from kubernetes import client, watch
 from workload import Ending
 
-from diartune.api import GROUP, TRIAL_PLURAL, TUNING_PLURAL, VERSION
+from diartune.operator.api import GROUP, TRIAL_PLURAL, TUNING_PLURAL, VERSION
 
 JOBS = r"/apis/batch/v1/namespaces/[^/]+/jobs"
 TRIALS = r"/apis/diartune\.io/v1alpha1/namespaces/[^/]+/diarizationtrials"

@@ -38,7 +38,7 @@ from kubernetes import client
 from operator_run import PENDING_OPERATOR_POD, Operator, install_chart
 from workload import Fate, SyntheticWorkload, job_creations, synthetic_der, watch_forever
 
-from diartune.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSION
+from diartune.operator.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSION
 
 SERVICE_ACCOUNT = "ops-diartune"  # what install_chart's release "ops" creates
 POOL = {"pool": "faults"}

@@ -18,7 +18,6 @@ from typing import Any
 
 from test_study import Launcher
 
-from diartune.artifacts import TRIALS
 from diartune.local.tuning import accepted_spec
 from diartune.records import (
     RECORD_FILE,
@@ -29,11 +28,12 @@ from diartune.records import (
     TrialRecord,
     TrialResult,
 )
-from diartune.report import ACCEPTED_SPEC, save_records
-from diartune.spec import DiarizationTuning, Spec
-from diartune.spec_file import parse_tuning
+from diartune.results.artifacts import TRIALS
+from diartune.results.report import ACCEPTED_SPEC, save_records
+from diartune.search.study import Study
+from diartune.spec.file import parse_tuning
+from diartune.spec.model import DiarizationTuning, Spec
 from diartune.storage import Storage, join
-from diartune.study import Study
 
 #: The development files whose DER each trial reports (one name is not ASCII).
 FILES = ("ES2002a.Mix-Headset", "IS1009b.Mix-Headset", "trñ00")

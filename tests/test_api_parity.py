@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from diartune.operator.manifests import job_manifest, trial_manifest
 from diartune.operator.settings import JobDefaults
-from diartune.spec import SpecError
-from diartune.spec_file import parse_tuning
-from diartune.study import Study
+from diartune.search.study import Study
+from diartune.spec.file import parse_tuning
+from diartune.spec.model import SpecError
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from cluster import Cluster, cluster_fixture  # noqa: F401  (the session fixture "cluster")
 
-from diartune.spec import TrialTemplate
+from diartune.spec.model import TrialTemplate
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts/diartune"

@@ -21,12 +21,16 @@ import yaml
 from cluster import Cluster, cluster_fixture  # noqa: F401  (the session fixture "cluster")
 from pydantic import BaseModel, Field
 
-from diartune import crd
-from diartune.api import DiarizationTrialSpec, DiarizationTrialStatus, DiarizationTuningStatus
 from diartune.cli import main
+from diartune.operator import crd
+from diartune.operator.api import (
+    DiarizationTrialSpec,
+    DiarizationTrialStatus,
+    DiarizationTuningStatus,
+)
 from diartune.records import Components, Trial, TrialRecord
-from diartune.spec import DiarizationTuning, SpecError
-from diartune.spec_file import parse_tuning
+from diartune.spec.file import parse_tuning
+from diartune.spec.model import DiarizationTuning, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_CRDS = ROOT / "charts/diartune/crds"

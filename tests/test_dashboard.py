@@ -24,8 +24,8 @@ from optuna.storages.journal import JournalFileBackend
 from playwright.sync_api import Page, sync_playwright
 from recorded_tuning import local_tuning
 
-from diartune.artifacts import read_tuning
-from diartune.export import export_journal, study_name
+from diartune.results.artifacts import read_tuning
+from diartune.results.export import export_journal, study_name
 
 #: Seconds to wait for the server to answer and for each page to draw.
 DEADLINE = 240

@@ -17,10 +17,10 @@ from recorded_tuning import FAILING, FILES, local_tuning, operator_tuning, publi
 
 from diartune.commands import add_export_parser, add_report_parser
 from diartune.records import RECORD_FILE, RESULT_FILE
-from diartune.report import percent
-from diartune.spec import S3
+from diartune.results.report import percent
+from diartune.search.study import Study
+from diartune.spec.model import S3
 from diartune.storage import Storage, join
-from diartune.study import Study
 
 BUCKET = "artifacts"
 
@@ -240,7 +240,7 @@ def test_bad_input_names_the_file_or_field_at_fault(
 
 
 def test_the_files_read_are_those_the_drivers_and_trials_write() -> None:
-    from diartune.report import ACCEPTED_SPEC
+    from diartune.results.report import ACCEPTED_SPEC
     from diartune.trial.run import RESULT_FILE as TRIAL_RESULT
 
     assert (RESULT_FILE, ACCEPTED_SPEC) == (TRIAL_RESULT, "spec.json")

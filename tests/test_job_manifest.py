@@ -29,8 +29,8 @@ from diartune.records import (
     TrialRecord,
     TrialRequest,
 )
-from diartune.spec import Spec
-from diartune.study import Study
+from diartune.search.study import Study
+from diartune.spec.model import Spec
 from diartune.trial.run import scrub
 
 TUNING = {

@@ -12,9 +12,9 @@ from pyannote.audio import Audio, Model
 from pyannote.audio.core.plda import PLDA
 
 from diartune.corpus import BadInput
-from diartune.params import pipeline_defaults
 from diartune.records import EXIT_BAD_INPUT
-from diartune.spec import Data, Objective
+from diartune.spec.model import Data, Objective
+from diartune.spec.params import pipeline_defaults
 from diartune.storage import Storage
 from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.evaluate import score

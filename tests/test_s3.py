@@ -10,7 +10,7 @@ import pytest
 from conftest import PROTOCOL, copy_ami, result_line, run_trial
 from fault_proxy import Fault, FaultProxy
 
-from diartune.spec import S3
+from diartune.spec.model import S3
 from diartune.storage import MissingObject, Storage
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import S3_CREDENTIALS
 
-from diartune.spec import S3
+from diartune.spec.model import S3
 from diartune.storage import Storage
 
 

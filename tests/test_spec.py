@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from diartune.spec import SpecError
-from diartune.spec_file import load_tuning, parse_tuning
+from diartune.spec.file import load_tuning, parse_tuning
+from diartune.spec.model import SpecError
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

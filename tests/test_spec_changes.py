@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from diartune.spec import Spec
-from diartune.spec_changes import fixed_part, resolve
+from diartune.spec.changes import fixed_part, resolve
+from diartune.spec.model import Spec
 
 DOCUMENT: dict[str, Any] = {
     "data": {"database": "s3://corpus/ami/database.yml", "protocol": "A.SpeakerDiarization.B"},

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diartune.objective import aggregate
 from diartune.records import Components, FileScores
-from diartune.statistics import aggregate, compare, estimate
+from diartune.search.statistics import compare, estimate
 
 
 def scores(ders: list[float], seconds: float = 30.0, files: str = "f") -> FileScores:

@@ -8,7 +8,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from diartune.spec import S3
+from diartune.spec.model import S3
 from diartune.storage import ETAGS, Storage, StorageError, atomic_path
 
 

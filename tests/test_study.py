@@ -22,9 +22,9 @@ from diartune.records import (
     TrialRecord,
     TrialResult,
 )
-from diartune.spec import Budget, Spec, SpecError
-from diartune.spec_file import parse_tuning
-from diartune.study import DEFAULTS, STOPPED, Phase, Study
+from diartune.search.study import DEFAULTS, STOPPED, Phase, Study
+from diartune.spec.file import parse_tuning
+from diartune.spec.model import Budget, Spec, SpecError
 
 CLUSTERING = {
     "name": "clustering",

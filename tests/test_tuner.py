@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from smac.model.random_forest import RandomForest
 
-from diartune.params import KNOWN
-from diartune.spec import Budget, Optimizer, Stage
-from diartune.tuner import Observation, SpaceExhausted, StageTuner
+from diartune.search.tuner import Observation, SpaceExhausted, StageTuner
+from diartune.spec.model import Budget, Optimizer, Stage
+from diartune.spec.params import KNOWN
 
 CLUSTERING = {
     "name": "clustering",
@@ -170,7 +170,7 @@ def test_known_defaults_are_pyannotes(clustering: str) -> None:
     """
     from pyannote.audio.pipelines import SpeakerDiarization
 
-    from diartune.params import pipeline_defaults
+    from diartune.spec.params import pipeline_defaults
 
     theirs = {
         f"{group}.{name}": value

@@ -12,10 +12,10 @@ from recorded_tuning import FAILING, local_tuning, operator_tuning, tuning
 
 from diartune.cli import main
 from diartune.local.tuning import LocalTuning
-from diartune.spec import S3, DiarizationTuning, SpecError
-from diartune.spec_file import parse_tuning
+from diartune.search.study import Study
+from diartune.spec.file import parse_tuning
+from diartune.spec.model import S3, DiarizationTuning, SpecError
 from diartune.storage import Storage
-from diartune.study import Study
 
 BUCKET = "warm"
 

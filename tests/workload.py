@@ -24,7 +24,7 @@ from typing import Any
 from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_REASON, FAKE_WAITING
 from kubernetes import client, watch
 
-from diartune.api import LABEL_TRIAL, LABEL_TUNING
+from diartune.operator.api import LABEL_TRIAL, LABEL_TUNING
 from diartune.records import Components, TrialRequest
 
 METHODS = ["average", "centroid", "complete", "median", "single", "ward", "weighted"]

@@ -3,7 +3,7 @@
 The output folder is the durable state: the accepted spec (``spec.json``) and every
 finished trial (``trials.json``). Rerunning the same command resumes: finished trials
 are never run again, and a changed spec is held to the same rule as on Kubernetes
-(``diartune.spec_changes``). Ctrl-C stops the running trials cleanly.
+(``diartune.spec.changes``). Ctrl-C stops the running trials cleanly.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from diartune.artifacts import read_records
 from diartune.local.executor import LocalExecutor
 from diartune.records import percent
-from diartune.report import (
+from diartune.results.artifacts import read_records
+from diartune.results.report import (
     ACCEPTED_SPEC,
     load_records,
     plot,
@@ -35,11 +35,11 @@ from diartune.report import (
     save_records,
     write_summary,
 )
-from diartune.spec import DiarizationTuning, Spec, SpecError
-from diartune.spec_changes import resolve
+from diartune.search.study import Phase, Study, Summary
+from diartune.search.warm_start import WarmStart, warm_start
+from diartune.spec.changes import resolve
+from diartune.spec.model import DiarizationTuning, Spec, SpecError
 from diartune.storage import StorageError, is_s3
-from diartune.study import Phase, Study, Summary
-from diartune.warm_start import WarmStart, warm_start
 
 
 def accepted_spec(folder: Path, tuning: DiarizationTuning) -> Spec:

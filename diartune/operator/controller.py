@@ -7,7 +7,7 @@ reconciles, one pass at a time:
 1. load: rebuild the study from the tuning's DiarizationTrials (owned by this tuning's
    UID): finished ones are its records, unfinished ones its running trials, whose Jobs
    are created if missing (a trial's DiarizationTrial is created before its Job);
-2. take the latest spec (``diartune.spec_changes``: what may change is applied, the rest
+2. take the latest spec (``diartune.spec.changes``: what may change is applied, the rest
    refused with a condition);
 3. record the trials whose Jobs finished (result from the pod's termination message);
 4. act on the study's decisions: stop, launch, evaluate;
@@ -37,7 +37,7 @@ import kopf
 from kubernetes.client import ApiException
 from urllib3.exceptions import HTTPError
 
-from diartune.api import GROUP, LABEL_TRIAL
+from diartune.operator.api import GROUP, LABEL_TRIAL
 from diartune.operator.kube import Kube
 from diartune.operator.manifests import (
     Manifest,
@@ -58,12 +58,12 @@ from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import JobDefaults
 from diartune.operator.status import Conditions, refused_status, tuning_status
 from diartune.records import Trial, TrialRecord, percent
-from diartune.spec import Spec, SpecError
-from diartune.spec_changes import MUTABLE_KEYS, resolve
-from diartune.spec_file import parse_spec
-from diartune.spec_types import DNS_SUBDOMAIN
-from diartune.study import Phase, Study
-from diartune.warm_start import WarmStart, warm_start
+from diartune.search.study import Phase, Study
+from diartune.search.warm_start import WarmStart, warm_start
+from diartune.spec.changes import MUTABLE_KEYS, resolve
+from diartune.spec.file import parse_spec
+from diartune.spec.model import Spec, SpecError
+from diartune.spec.types import DNS_SUBDOMAIN
 
 ACCEPTED_SPEC = f"{GROUP}/accepted-spec"
 #: Trials asked of SMAC ahead of need: as many as SMAC itself hands out per surrogate

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from diartune.api import GROUP, LABEL_TUNING, TUNING_PLURAL, VERSION
+from diartune.operator.api import GROUP, LABEL_TUNING, TUNING_PLURAL, VERSION
 from diartune.operator.controller import Registry
 from diartune.operator.kube import Kube, connect
 from diartune.operator.leader import Leader, exit_lost_leadership

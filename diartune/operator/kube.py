@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from diartune.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSION
+from diartune.operator.api import GROUP, LABEL_TUNING, TRIAL_PLURAL, TUNING_PLURAL, VERSION
 from diartune.operator.manifests import Manifest
 
 #: Seconds to connect, and to wait for an answer, on every call.

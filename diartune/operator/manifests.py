@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from diartune.api import (
+from diartune.operator.api import (
     GROUP,
     LABEL_STAGE,
     LABEL_TRIAL,
@@ -40,7 +40,7 @@ from diartune.records import (
     TrialRequest,
     TrialResult,
 )
-from diartune.spec import S3, Spec
+from diartune.spec.model import S3, Spec
 from diartune.storage import join
 
 CONTAINER = "trial"

@@ -26,9 +26,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from diartune.study import Study
-from diartune.summary import Summary
-from diartune.tuner import ASK_OBSERVERS
+from diartune.search.study import Study
+from diartune.search.summary import Summary
+from diartune.search.tuner import ASK_OBSERVERS
 
 REGISTRY = CollectorRegistry()
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from diartune.spec import Spec
+from diartune.spec.model import Spec
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from diartune.api import LABEL_TUNING
+from diartune.operator.api import LABEL_TUNING
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from diartune.api import MAX_MESSAGE, BestTrial, ConditionType, DiarizationTuningStatus
+from diartune.operator.api import MAX_MESSAGE, BestTrial, ConditionType, DiarizationTuningStatus
 from diartune.records import TrialRecord
-from diartune.summary import Phase, Summary
+from diartune.search.summary import Phase, Summary
 
 
 class Reason:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from diartune.spec_file import format_errors
+from diartune.spec.file import format_errors
 
 SplitName = Literal["train", "development", "test"]
 SPLIT_NAMES: tuple[SplitName, ...] = get_args(SplitName)

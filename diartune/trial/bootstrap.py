@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diartune.corpus import fetch_database
-from diartune.spec import Data, FineTune
+from diartune.spec.model import Data, FineTune
 from diartune.storage import Storage, cache_root
 from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.finetune import fine_tune, new_segmentation_model

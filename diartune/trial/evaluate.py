@@ -8,7 +8,7 @@ from pyannote.core import Annotation
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 from diartune.records import Components
-from diartune.spec import Objective
+from diartune.spec.model import Objective
 
 #: The arguments of ``Components.of``, by pyannote.metrics' names of the same numbers.
 _PARTS = {

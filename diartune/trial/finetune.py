@@ -14,8 +14,8 @@ from pyannote.audio.models.segmentation import PyanNet
 from pyannote.audio.tasks import SpeakerDiarization
 from torch_audiomentations import AddColoredNoise, Compose, Gain
 
-from diartune.params import KNOWN, Value
-from diartune.spec import FineTune
+from diartune.spec.model import FineTune
+from diartune.spec.params import KNOWN, Value
 from diartune.trial.device import available_cpus, loader_workers
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from pyannote.audio import Model
 
 from diartune.corpus import fetch_database
-from diartune.spec import Data
+from diartune.spec.model import Data
 from diartune.storage import Storage, cache_root
 from diartune.trial.data import load_protocol, subset_files
 from diartune.trial.plda import (

@@ -15,7 +15,7 @@ from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.core import Annotation
 
 from diartune.corpus import BadInput
-from diartune.params import Value, pipeline_defaults
+from diartune.spec.params import Value, pipeline_defaults
 from diartune.trial.cache import FeatureCache
 from diartune.trial.plda import PLDA_FILE, TRANSFORM_FILE, write_inert_plda
 

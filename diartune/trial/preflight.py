@@ -6,7 +6,7 @@ import os
 from typing import cast
 
 from diartune.corpus import BadInput
-from diartune.spec import Spec
+from diartune.spec.model import Spec
 from diartune.storage import Storage, cache_root
 from diartune.trial.models import load_model
 from diartune.trial.plda import load_plda

@@ -25,7 +25,7 @@ from pyannote.core import Annotation
 from pydantic import ValidationError
 
 from diartune.corpus import BadInput, fetch_database
-from diartune.params import pipeline_defaults
+from diartune.objective import objective_value
 from diartune.records import (
     CHECKPOINT_FILE,
     ERROR_PREFIX,
@@ -40,7 +40,7 @@ from diartune.records import (
     TrialRequest,
     TrialResult,
 )
-from diartune.statistics import objective_value
+from diartune.spec.params import pipeline_defaults
 from diartune.storage import (
     MissingObject,
     Storage,

@@ -21,8 +21,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from diartune.params import check_parameter
-from diartune.spec_types import (
+from diartune.spec.params import check_parameter
+from diartune.spec.types import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     Annotations,
@@ -571,5 +571,5 @@ class DiarizationTuning(_Model):
         None,
         description="What the operator found: phase, trial counts, best trial, test DER and "
         "conditions; DERs are fractions, their derPercent strings are for people. Written by "
-        "the operator only (diartune.api.DiarizationTuningStatus).",
+        "the operator only (diartune.operator.api.DiarizationTuningStatus).",
     )

@@ -25,10 +25,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from diartune.artifacts import ArtifactsError, TuningArtifacts
-from diartune.params import Value
 from diartune.records import Components, TrialRecord
-from diartune.spec import CategoricalParameter, FloatParameter, IntParameter, Stage
+from diartune.results.artifacts import ArtifactsError, TuningArtifacts
+from diartune.spec.model import CategoricalParameter, FloatParameter, IntParameter, Stage
+from diartune.spec.params import Value
 from diartune.storage import atomic_path
 
 

@@ -23,11 +23,11 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from diartune.records import RECORD_FILE, RESULT_FILE, Components, TrialRecord, TrialResult
-from diartune.report import ACCEPTED_SPEC, TRIALS_JSON
-from diartune.spec import S3, Spec, SpecError
-from diartune.spec_file import format_errors
+from diartune.results.report import ACCEPTED_SPEC, TRIALS_JSON
+from diartune.search.study import Study, Summary
+from diartune.spec.file import format_errors
+from diartune.spec.model import S3, Spec, SpecError
 from diartune.storage import MissingObject, Storage, StorageError, is_s3, join, split_s3
-from diartune.study import Study, Summary
 
 TRIALS = "trials"
 #: Parallel reads of small S3 objects (records and results), within boto3's 10 connections.

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from ConfigSpace import Configuration
 
 from diartune.records import TrialRecord
-from diartune.space import stage_space
-from diartune.spec import Spec, SpecError
+from diartune.search.space import stage_space
+from diartune.spec.model import Spec, SpecError
 
 
 @dataclass(frozen=True)

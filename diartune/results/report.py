@@ -12,7 +12,7 @@ import yaml
 from pydantic.alias_generators import to_camel
 
 from diartune.records import Components, TrialRecord, percent
-from diartune.study import Interval, Summary
+from diartune.search.study import Interval, Summary
 
 TRIALS_JSON = "trials.json"
 #: The spec a local tuning started with, in its output folder.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from diartune.params import Value, canonical, pipeline_defaults
 from diartune.records import (
     CHECKPOINT_FILE,
     Checkpoint,
@@ -26,11 +25,12 @@ from diartune.records import (
     TrialRecord,
     TrialRequest,
 )
-from diartune.spec import Budget, Spec, Stage
+from diartune.search.summary import Gain, Interval, Phase, Summary
+from diartune.search.tuner import Observation, Proposal, SpaceExhausted, StageTuner
+from diartune.search.warm_start import WarmStart
+from diartune.spec.model import Budget, Spec, Stage
+from diartune.spec.params import Value, canonical, pipeline_defaults
 from diartune.storage import join
-from diartune.summary import Gain, Interval, Phase, Summary
-from diartune.tuner import Observation, Proposal, SpaceExhausted, StageTuner
-from diartune.warm_start import WarmStart
 
 #: Why a trial that was running when its tuning failed has no result.
 STOPPED = "stopped: the tuning failed"
@@ -68,7 +68,7 @@ class Study:
         checkpoint is then always taken from there, never from where a record says it is
         (a record is the trial's word, a status anyone with patch rights may edit). None
         for a study that only reads finished records (reports). ``warm``: trials of
-        earlier tunings, told to each stage's tuner first (``diartune.warm_start``)."""
+        earlier tunings, told to each stage's tuner first (``diartune.search.warm_start``)."""
         self.spec = spec
         self.root = root
         self.warm = warm or WarmStart()

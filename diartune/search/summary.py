@@ -11,9 +11,9 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from diartune.params import Value
 from diartune.records import Components, Document, FileScores, TrialRecord
-from diartune.statistics import compare, estimate
+from diartune.search.statistics import compare, estimate
+from diartune.spec.params import Value
 
 
 class Phase(StrEnum):

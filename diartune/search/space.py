@@ -20,8 +20,8 @@ from ConfigSpace import (
     UniformIntegerHyperparameter,
 )
 
-from diartune.params import KNOWN, Value
-from diartune.spec import CategoricalParameter, FloatParameter, IntParameter, Stage
+from diartune.spec.model import CategoricalParameter, FloatParameter, IntParameter, Stage
+from diartune.spec.params import KNOWN, Value
 
 
 def default_value(

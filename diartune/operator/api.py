@@ -1,6 +1,6 @@
 """The Kubernetes API of diartune: group, version, kinds, plurals, labels, the
 DiarizationTrial's spec and status, and the DiarizationTuning's status (its spec is
-``diartune.spec``).
+``diartune.spec.model``).
 
 Both CRDs are generated from these models (``diartune crd``); the operator builds and
 reads the resources with them, so their fields are written here only.
@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from diartune.params import Value
 from diartune.records import Components, Document, Trial, TrialFacts, TrialRecord
-from diartune.spec import API_VERSION, KIND
-from diartune.summary import Gain, Phase
+from diartune.search.summary import Gain, Phase
+from diartune.spec.model import API_VERSION, KIND
+from diartune.spec.params import Value
 
 GROUP, VERSION = API_VERSION.split("/")
 TUNING_KIND = KIND

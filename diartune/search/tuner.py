@@ -42,9 +42,9 @@ from smac.model.random_forest import RandomForest
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
 from smac.runhistory.enumerations import StatusType
 
-from diartune.params import Value, canonical
-from diartune.space import all_configurations, plain, stage_space
-from diartune.spec import Budget, Optimizer, Stage
+from diartune.search.space import all_configurations, plain, stage_space
+from diartune.spec.model import Budget, Optimizer, Stage
+from diartune.spec.params import Value, canonical
 
 # SMAC cannot model an infinite cost (its random forest sees NaN), so a failed trial
 # costs as much as the worst DER seen, and at least this.

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic.alias_generators import to_camel
 
-from diartune.spec import Spec, SpecError
-from diartune.spec_file import parse_spec
+from diartune.spec.file import parse_spec
+from diartune.spec.model import Spec, SpecError
 
 MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
 MUTABLE_KEYS = tuple(to_camel(name) for name in MUTABLE_FIELDS)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from diartune.spec import PROBLEMS, DiarizationTuning, Spec, SpecError
+from diartune.spec.model import PROBLEMS, DiarizationTuning, Spec, SpecError
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_BYTES = 1 << 20

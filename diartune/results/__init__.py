@@ -1,0 +1,1 @@
+"""What a tuning leaves behind: records read back, the output folder, reports and exports."""

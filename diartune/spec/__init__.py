@@ -1,0 +1,1 @@
+"""The DiarizationTuning spec: its one typed model, parameters, file format and changes."""
