@@ -21,6 +21,8 @@ from diartune.cli import main
 from diartune.cli import parser as cli_parser
 from diartune.corpus import corpus_problems
 from diartune.simulate import SimulationError, add_simulate_parser, parse_options, simulate
+from diartune.simulate.presets import merge_options, preset_options
+from diartune.simulate.radio import mu_law
 from diartune.simulate.sources import energy_regions, nfc, read_audio
 
 POOL = ROOT.parent / "shared/data/speech-pool"
@@ -251,6 +253,7 @@ def bad_inputs(pool: Path, tmp_path: Path) -> dict[str, tuple[dict[str, Any], st
             "conversation.overlapProbability: ",
         ),
         "unknown option": (pool_options(pool, overlap=0.3), "overlap: unknown field"),
+        "radio band": (pool_options(pool, radio={"bandHz": [300, 5000]}), "radio.bandHz: "),
     }
 
 
@@ -314,3 +317,163 @@ def test_cli_writes_a_corpus_that_pyannote_database_loads(
     assert "--conversations: expected SUBSET=N" in capsys.readouterr().err
     assert run_cli(["--output", str(tmp_path / "y")]) == 2
     assert "sources: none given" in capsys.readouterr().err
+
+
+def speakers_talking(layout: dict[str, Any], ms: int) -> np.ndarray:
+    """How many people talk in each millisecond of a conversation, from its layout."""
+    talking = np.zeros(ms, dtype=int)
+    for turn in layout["turns"]:
+        talking[turn["onsetMs"] : turn["onsetMs"] + turn_ms(turn)] += 1
+    return talking
+
+
+def turn_ms(turn: dict[str, Any]) -> int:
+    return int(turn["sourceEndMs"] - turn["sourceStartMs"])
+
+
+def layout_of(corpus: Path, subset: str = "train") -> list[dict[str, Any]]:
+    return list(json.loads((corpus / f"layout/{subset}.json").read_text()))
+
+
+def test_merge_options_lets_the_callers_options_win() -> None:
+    mine = {
+        "conversation": {"overlap_probability": 0.0, "speakers": {2: 1.0}},
+        "noise": {"snrDb": [5, 5]},
+        "reverb": None,
+        "splits": {"train": {"conversations": 1, "speakerShare": 1.0}},
+    }
+    merged = merge_options(preset_options("ems"), mine)
+    # groups merge key by key (snake_case is its camelCase alias); values replace whole
+    assert merged["conversation"] == preset_options("ems")["conversation"] | {
+        "overlapProbability": 0.0,
+        "speakers": {2: 1.0},
+    }
+    assert merged["noise"] == {
+        "probability": {"engine": 1.0, "siren": 0.6, "squelch": 0.6},
+        "snrDb": [5, 5],
+    }
+    assert merged["reverb"] is None and merged["radio"] == preset_options("ems")["radio"]
+    assert merge_options({"splits": {"train": 1, "test": 2}}, {"splits": {"train": 3}}) == {
+        "splits": {"train": 3}
+    }
+    merged["conversation"]["turnSeconds"][0] = 9.0
+    assert preset_options("ems")["conversation"]["turnSeconds"][0] == 0.5
+
+
+def test_presets_make_the_domains_they_promise(pool: Path, tmp_path: Path) -> None:
+    mine = {
+        "sources": [{"kind": "pool", "manifest": str(pool)}],
+        "splits": {"train": {"conversations": 8, "speakerShare": 1.0}},
+        "conversation": {"seconds": 10},
+    }
+    found: dict[str, dict[str, Any]] = {}
+    for name in ("source", "ems"):
+        options = merge_options(preset_options(name), mine)
+        corpus = simulate(parse_options(options), tmp_path / name).parent
+        layouts = layout_of(corpus)
+        talking = [speakers_talking(layout, 10_000) for layout in layouts]
+        turns = [turn_ms(turn) / 1000 for layout in layouts for turn in layout["turns"]]
+        found[name] = {
+            "overlap": sum(np.count_nonzero(t > 1) for t in talking)
+            / sum(np.count_nonzero(t) for t in talking),
+            "turns": turns,
+            "speakers": [len({turn["speaker"] for turn in layout["turns"]}) for layout in layouts],
+            "snr": [layout["noise"]["snrDb"] for layout in layouts if layout["noise"]],
+            "rt60": [layout["reverb"]["rt60Seconds"] for layout in layouts if layout["reverb"]],
+            "radio": sum(layout["radio"] is not None for layout in layouts),
+        }
+        report = json.loads((corpus / "report.json").read_text())["subsets"]["train"]
+        # the report shows what the layout holds
+        assert report["overlapRatio"] == round(found[name]["overlap"], 4)
+        assert report["turnSeconds"]["median"] == round(float(np.median(turns)), 3)
+        assert report["withRadio"] == found[name]["radio"]
+        assert (report["snrDb"] is None) == (not found[name]["snr"])
+    source, ems = found["source"], found["ems"]
+    assert source["overlap"] < 0.05 and ems["overlap"] > 0.12
+    assert max(ems["turns"]) <= 3.0 and np.median(ems["turns"]) < np.median(source["turns"])
+    assert set(source["speakers"]) <= {2, 3} and set(ems["speakers"]) <= {2, 3, 4}
+    assert np.mean(ems["speakers"]) > np.mean(source["speakers"])
+    assert source["snr"] == [] and len(ems["snr"]) == 8 and min(ems["snr"]) >= 0
+    assert max(ems["snr"]) <= 12
+    assert max(source["rt60"]) <= 0.35 and min(ems["rt60"]) >= 0.3
+    assert np.mean(ems["rt60"]) > np.mean(source["rt60"]) + 0.15
+    assert source["radio"] == 0 < ems["radio"] < 8
+
+
+def band_share(audio: np.ndarray, low: float, high: float) -> float:
+    """Share of the energy of ``audio`` (16 kHz) between ``low`` and ``high`` Hz."""
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    frequency = np.fft.rfftfreq(len(audio), 1 / 16000)
+    return float(power[(frequency >= low) & (frequency < high)].sum() / power.sum())
+
+
+def test_the_radio_speaker_is_band_limited_and_squelched_in_the_audio(
+    pool: Path, tmp_path: Path
+) -> None:
+    options = pool_options(
+        pool,
+        conversation={"seconds": 12, "speakers": {2: 1.0}, "overlapProbability": 0.0},
+        splits={"train": {"conversations": 3, "speakerShare": 1.0}},
+        noise=None,
+        reverb=None,
+    )
+    radio = simulate(parse_options(options | {"radio": {"probability": 1.0}}), tmp_path / "r")
+    plain = simulate(parse_options(options), tmp_path / "p")
+    # the reference keeps each turn's bounds: the squelch tail is not speech
+    assert (radio.parent / "train.rttm").read_bytes() == (plain.parent / "train.rttm").read_bytes()
+    on_radio, off_radio = [], []
+    for layout in layout_of(radio.parent):
+        heard, _ = soundfile.read(radio.parent / f"audio/{layout['uri']}.wav")
+        dry, _ = soundfile.read(plain.parent / f"audio/{layout['uri']}.wav")
+        dispatcher = layout["radio"]["speaker"]
+        turns = layout["turns"]
+        mine = [turn for turn in turns if turn["speaker"] == dispatcher]
+        assert len(layout["radio"]["squelchMs"]) == len(mine) > 0
+        for turn, tail_ms in zip(mine, layout["radio"]["squelchMs"], strict=True):
+            assert 100 <= tail_ms <= 250
+            start, end = turn["onsetMs"] * 16, (turn["onsetMs"] + turn_ms(turn)) * 16
+            on_radio.append(heard[start:end])
+            off_radio.append(dry[start:end])
+            later = [other["onsetMs"] * 16 for other in turns if other["onsetMs"] * 16 >= end]
+            if min(later, default=len(dry)) >= end + tail_ms * 16:  # silence after the turn
+                tail = slice(end, end + tail_ms * 16)
+                assert not dry[tail].any()
+                assert np.sqrt(np.mean(heard[tail] ** 2)) > 0.3 * np.sqrt(
+                    np.mean(dry[start:end] ** 2)
+                )
+    speech, original = np.concatenate(on_radio), np.concatenate(off_radio)
+    assert band_share(speech, 3500, 8000) < 0.1 * band_share(original, 3500, 8000)
+    assert band_share(speech, 0, 250) < 0.1 * band_share(original, 0, 250)
+    # nothing above the 4 kHz of an 8 kHz channel (a band-pass alone leaves 1-4 % of it)
+    assert band_share(speech, 4000, 8000) < 1e-3 * band_share(original, 4000, 8000)
+    assert band_share(speech, 300, 3400) > 0.95
+
+
+def test_preset_ems_from_the_command_is_deterministic_and_flags_win(
+    pool: Path, tmp_path: Path
+) -> None:
+    argv = ["--preset", "ems", "--pool", str(pool), "--seconds", "8", "--conversations"]
+    argv += ["train=4", "--conversations", "development=0", "--conversations", "test=0"]
+    assert run_cli([*argv, "--output", str(tmp_path / "a")]) == 0
+    assert run_cli([*argv, "--output", str(tmp_path / "b")]) == 0
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    layouts = layout_of(tmp_path / "a")
+    assert any(layout["radio"] for layout in layouts)
+    assert all("engine" in layout["noise"]["kinds"] for layout in layouts)
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("conversation: {overlapProbability: 0.0}\nradio: null\n")
+    assert run_cli([*argv, "--config", str(config), "--output", str(tmp_path / "c")]) == 0
+    layouts = layout_of(tmp_path / "c")
+    assert not any(layout["radio"] for layout in layouts)
+    assert all(speakers_talking(layout, 8000).max() == 1 for layout in layouts)
+    assert all(0 <= layout["noise"]["snrDb"] <= 12 for layout in layouts)  # the rest is ems
+
+
+def test_the_radio_codec_is_8_bit_mu_law() -> None:
+    assert len(np.unique(mu_law(np.linspace(-1, 1, 100_001)))) == 255
+    tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 8000 + 0.1)
+    for amplitude in (0.5, 0.01):  # companding: loud and quiet speech alike keep ~35 dB
+        signal = amplitude * tone
+        noise = signal - mu_law(signal)
+        assert 30 < 10 * np.log10(np.sum(signal**2) / np.sum(noise**2)) < 45

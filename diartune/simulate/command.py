@@ -16,6 +16,7 @@ from diartune.simulate.options import (
     load_options,
     parse_options,
 )
+from diartune.simulate.presets import PRESET_NAMES, merge_options, preset_options
 
 
 def _split_counts(texts: list[str]) -> dict[str, int]:
@@ -40,8 +41,10 @@ def _sources(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _document(args: argparse.Namespace) -> dict[str, Any]:
-    """The options mapping: the --config file, with the flags on top of it."""
+    """The options mapping: the --preset, the --config file on it, the flags on top."""
     document = load_options(Path(args.config)) if args.config else {}
+    if args.preset:
+        document = merge_options(preset_options(args.preset), document)
     document["sources"] = list(document.get("sources") or []) + _sources(args)
     if not document["sources"]:
         raise SimulationError(
@@ -82,9 +85,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     report = json.loads((database.parent / "report.json").read_text(encoding="utf-8"))
     for name, subset in report["subsets"].items():
+        turns = subset["turnSeconds"]
         print(
             f"{name}: {subset['files']} files, {subset['speakers']} speakers, "
-            f"overlap ratio {subset['overlapRatio']:.2f}"
+            f"overlap ratio {subset['overlapRatio']:.2f}, median turn "
+            f"{turns['median'] if turns else 0:.1f} s, radio in {subset['withRadio']}"
         )
     print(f"spec.data: database {database}, protocol {options.protocol}")
     return 0
@@ -100,10 +105,15 @@ def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
         "simulate",
         help="simulate a corpus of multi-speaker conversations from real recordings",
         description="Write a pyannote.database corpus of simulated conversations "
-        "(see docs/simulate.md). Flags override the --config file.",
+        "(see docs/simulate.md). Flags override the --config file, which overrides --preset.",
     )
     parser.add_argument("--output", required=True, help="new (or empty) folder for the corpus")
     parser.add_argument("--config", help="options YAML (SimulationOptions, camelCase keys)")
+    parser.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="start from a domain's options (docs/simulate.md); --config and flags win",
+    )
     parser.add_argument(
         "--protocol-source",
         nargs="+",

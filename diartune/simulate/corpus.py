@@ -17,7 +17,14 @@ from scipy.signal import fftconvolve
 
 from diartune.simulate.acoustics import NOISES, room_impulse_response
 from diartune.simulate.layout import Turn, assign_speakers, check_pools, lay_out
-from diartune.simulate.options import SPLIT_NAMES, SimulationError, SimulationOptions, SplitName
+from diartune.simulate.options import (
+    SPLIT_NAMES,
+    Radio,
+    SimulationError,
+    SimulationOptions,
+    SplitName,
+)
+from diartune.simulate.radio import transmit
 from diartune.simulate.sources import (
     SAMPLE_RATE,
     SAMPLES_PER_MS,
@@ -93,19 +100,38 @@ def _noise(
     return np.asarray(noise) * scale, {"kinds": kinds, "snrDb": snr}
 
 
-def render(turns: list[Turn], options: SimulationOptions, rng: np.random.Generator) -> Rendered:
-    """Mix a conversation's turns: levels, speaker gains, reverberation, noise.
+def _dispatcher(speakers: list[str], radio: Radio | None, rng: np.random.Generator) -> str | None:
+    """The speaker heard through the radio in a conversation, if any (no draw without radio)."""
+    if radio is None or rng.random() >= radio.probability:
+        return None
+    return speakers[int(rng.integers(len(speakers)))]
 
-    Each turn is scaled to the speech level, then by its speaker's gain; with reverb,
+
+def _over_radio(
+    speech: np.ndarray, options: Radio, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """A turn through the radio, with its squelch tail; and the tail's length in ms."""
+    tail_ms = round(float(rng.uniform(*options.squelch_seconds)) * 1000)
+    level = np.sqrt(np.mean(np.square(speech))) * 10 ** (options.squelch_db / 20)
+    squelch = rng.normal(size=tail_ms * SAMPLES_PER_MS) * level
+    return transmit(speech, squelch, options), tail_ms
+
+
+def render(turns: list[Turn], options: SimulationOptions, rng: np.random.Generator) -> Rendered:
+    """Mix a conversation's turns: levels, speaker gains, radio, reverberation, noise.
+
+    Each turn is scaled to the speech level, then by its speaker's gain; with the
+    radio, one speaker's turns go through it and end in a squelch tail; with reverb,
     each speaker gets a room impulse response of one RT60. The mix is scaled down
-    when its peak would clip; ``gains`` are the final factors of the dry samples.
+    when its peak would clip; ``gains`` are the final factors of the dry samples
+    (before the radio, for the radio speaker's turns).
     """
     conversation = options.conversation
     samples = round(conversation.seconds * 1000) * SAMPLES_PER_MS
     speakers = list(dict.fromkeys(turn.piece.speaker for turn in turns))
     offsets = {speaker: rng.uniform(*conversation.speaker_gain_db) for speaker in speakers}
     responses: dict[str, np.ndarray] = {}
-    acoustics: dict[str, Any] = {"reverb": None, "noise": None}
+    acoustics: dict[str, Any] = {"reverb": None, "noise": None, "radio": None}
     if options.reverb is not None and rng.random() < options.reverb.probability:
         rt60 = float(rng.uniform(*options.reverb.rt60_seconds))
         drr = {speaker: float(rng.uniform(*options.reverb.drr_db)) for speaker in speakers}
@@ -113,6 +139,7 @@ def render(turns: list[Turn], options: SimulationOptions, rng: np.random.Generat
             speaker: room_impulse_response(rt60, drr[speaker], rng) for speaker in speakers
         }
         acoustics["reverb"] = {"rt60Seconds": rt60, "drrDb": drr}
+    dispatcher, tails = _dispatcher(speakers, options.radio, rng), []
     speech = np.zeros(samples)
     active = np.zeros(samples, dtype=bool)
     gains = []
@@ -121,6 +148,9 @@ def render(turns: list[Turn], options: SimulationOptions, rng: np.random.Generat
         level = 10 ** ((conversation.level_dbfs + offsets[turn.piece.speaker]) / 20)
         gain = level / (np.sqrt(np.mean(np.square(dry))) + 1e-9)
         wet = dry * gain
+        if options.radio is not None and turn.piece.speaker == dispatcher:
+            wet, tail_ms = _over_radio(wet, options.radio, rng)
+            tails.append(tail_ms)
         if turn.piece.speaker in responses:
             wet = fftconvolve(wet, responses[turn.piece.speaker])
         start = turn.onset_ms * SAMPLES_PER_MS
@@ -128,6 +158,8 @@ def render(turns: list[Turn], options: SimulationOptions, rng: np.random.Generat
         speech[start:end] += wet[: end - start]
         active[start : start + len(dry)] = True
         gains.append(gain)
+    if dispatcher is not None:
+        acoustics["radio"] = {"speaker": dispatcher, "squelchMs": tails}
     noise, acoustics["noise"] = _noise(samples, speech, active, options, rng)
     mix = speech + noise
     scale = min(1.0, _PEAK / (np.abs(mix).max() + 1e-12))

@@ -209,6 +209,41 @@ class Reverb(_Options):
         return self
 
 
+class Radio(_Options):
+    """One speaker of a conversation (the dispatcher) heard through a narrow-band radio.
+
+    Each of that speaker's turns is band-passed, lightly clipped, resampled to 8 kHz,
+    coded with G.711 mu-law (8 bits) and decoded, resampled back and band-passed by
+    the receiver; a burst of squelch noise follows each turn. The reference keeps the
+    turn's bounds: the squelch tail is not speech.
+    """
+
+    probability: float = Field(
+        0.5, ge=0, le=1, description="Chance a conversation has a radio speaker."
+    )
+    band_hz: tuple[float, float] = Field(
+        (300.0, 3400.0), description="Pass band of the transmitter and the receiver, in Hz."
+    )
+    clip_db: float = Field(
+        3.0, ge=0, description="Samples within this many dB of a turn's peak are clipped."
+    )
+    squelch_seconds: tuple[float, float] = Field(
+        (0.1, 0.25), description="Length of the squelch tail after each radio turn."
+    )
+    squelch_db: float = Field(
+        0.0, description="Level of the squelch tail relative to the turn's speech RMS, in dB."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Radio:
+        _check_range(self.squelch_seconds, "squelchSeconds")
+        if not 0 < self.band_hz[0] < self.band_hz[1] < 4000:
+            raise ValueError("@bandHz: expected 0 < low < high < 4000 (8 kHz audio)")
+        if self.squelch_seconds[0] < 0:
+            raise ValueError("@squelchSeconds: must not be negative")
+        return self
+
+
 class SimulationOptions(_Options):
     """Everything ``diartune simulate`` needs besides the output folder."""
 
@@ -238,6 +273,9 @@ class SimulationOptions(_Options):
     conversation: Conversation = Field(default_factory=Conversation)
     noise: Noise | None = Field(default_factory=Noise, description="null: no noise.")
     reverb: Reverb | None = Field(default_factory=Reverb, description="null: no reverb.")
+    radio: Radio | None = Field(
+        None, description="A dispatcher heard through a radio; null (the default): never."
+    )
     seed: int = Field(0, ge=0, description="The same seed gives byte-identical output.")
 
     @model_validator(mode="after")
