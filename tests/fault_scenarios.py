@@ -96,7 +96,8 @@ def crash_points(cluster: Cluster, folder: Path) -> Row:
 
     def fate(trial: str, attempt: int) -> Ending | None:
         failed = trial.endswith("clustering-001")
-        return Ending(65, message='{"error": "no such file", "badInput": true}') if failed else None
+        # Killed (137): a failure that fails its Job at once; bad input would fail the tuning.
+        return Ending(137, reason="OOMKilled") if failed else None
 
     with scenario(cluster, folder, proxy=True, fate=fate) as run:
         assert run.proxy is not None

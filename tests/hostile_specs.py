@@ -590,6 +590,97 @@ def _files() -> list[Case]:
     ]
 
 
+def _edited(old: str, new: str) -> bytes:
+    """The base spec's YAML with one piece of text replaced (what a document cannot say)."""
+    text = Case("base").text().decode()
+    assert old in text, old
+    return text.replace(old, new, 1).encode()
+
+
+def _beyond_our_corpus() -> list[Case]:
+    """Issue 26's examples: YAML read differently, spaces SMAC refuses, characters and
+    bucket names the spec promised to refuse."""
+    return [
+        Case(
+            "complex mapping key",
+            raw=_edited("kind: DiarizationTuning\n", "kind: DiarizationTuning\n? [a, b]\n: 1\n"),
+            refused="a complex mapping key; expected a string",
+        ),
+        Case(
+            "integer key",
+            raw=_edited("  namespace: speech\n", "  namespace: speech\n  1: x\n"),
+            refused="key 1: expected a string",
+        ),
+        Case(
+            "sexagesimal maxTrialCount 1:30",
+            raw=_edited("maxTrialCount: 20", "maxTrialCount: 1:30"),
+            refused="maxTrialCount: Input should be a valid integer",
+        ),
+        Case(
+            "unquoted yes",
+            raw=_edited("  parallelTrialCount: 2\n", "  parallelTrialCount: 2\n  suspend: yes\n"),
+            refused="unquoted 'yes' is a boolean to kubectl",
+        ),
+        Case(
+            "unquoted n as a stage name",
+            raw=_edited("    name: clustering", "    name: n"),
+            refused="unquoted 'n' is a boolean to kubectl",
+        ),
+        Case(
+            "merge key",
+            raw=_edited("  namespace: speech\n", "  namespace: speech\n  <<: {labels: {}}\n"),
+            refused="merge keys (<<) are not supported",
+        ),
+        Case("metadata.namspace", {"metadata/namspace": "speech"}, refused="metadata.namspace"),
+        Case(
+            "integer choices 5 and 5.0",
+            {SIZE: {"type": "categorical", "choices": [5, 5.0]}},
+            refused="searchSpace.clustering.min_cluster_size: refused by ConfigSpace",
+        ),
+        Case(
+            "log bounds 1e-320 .. 1e-300",
+            {THRESHOLD: {"type": "float", "low": 1e-320, "high": 1e-300, "log": True}},
+            refused="searchSpace.clustering.threshold: refused by ConfigSpace",
+        ),
+        Case(
+            "U+2028 in database, escaped",
+            raw=_edited("database: s3://corpus/ems/database.yml", 'database: "./db\\u2028.yml"'),
+            refused="data.database: control characters are not allowed (U+2028",
+        ),
+        Case(
+            "U+0085 in database, escaped",
+            raw=_edited("database: s3://corpus/ems/database.yml", 'database: "./db\\x85.yml"'),
+            refused="data.database: control characters are not allowed (U+0085",
+        ),
+        Case(
+            "U+0085 in the file",
+            raw=_edited("database: s3://corpus/ems/database.yml", "database: ./db\u0085.yml"),
+            refused="line 9: U+0085 is a line break to YAML 1.1 readers",
+        ),
+        Case(
+            "right-to-left override in a model",
+            {"spec/pipeline/segmentation": "./seg\u202emodel.ckpt"},
+            refused="pipeline.segmentation: control characters",
+        ),
+        Case(
+            "zero width space in warmStartFrom",
+            {"spec/optimizer": {"warmStartFrom": ["runs/a\u200bb"]}},
+            refused="warmStartFrom[0]: control characters",
+        ),
+        Case("bucket a..b", {"spec/data/database": "s3://a..b/db.yml"}, refused="two adjacent"),
+        Case(
+            "bucket 192.168.1.1",
+            {"spec/artifacts": "s3://192.168.1.1/runs"},
+            refused="the form of an IP address",
+        ),
+        Case(
+            "bucket xn--bucket",
+            {"spec/pipeline/embedding": "s3://xn--bucket/e.ckpt"},
+            refused="reserved 'xn--'",
+        ),
+    ]
+
+
 def _accepted() -> list[Case]:
     return [
         Case("the base spec"),
@@ -642,6 +733,17 @@ def _accepted() -> list[Case]:
             },
         ),
         Case(
+            "quoted yes and a YAML 1.1 date",
+            raw=_edited(
+                "  namespace: speech\n",
+                "  namespace: speech\n  labels: {a: 'yes', b: 2001-12-14}\n",
+            ),
+        ),
+        Case(
+            "ObjectMeta fields",
+            {"metadata/generateName": "ems-", "metadata/finalizers": ["example.com/keep"]},
+        ),
+        Case(
             "upper-bound objective", {"spec/objective": {"aggregate": "upperBound", "collar": 0.25}}
         ),
         Case(
@@ -661,6 +763,7 @@ CASES = [
     *_locations(),
     *_names_and_types(),
     *_files(),
+    *_beyond_our_corpus(),
     *_accepted(),
 ]
 

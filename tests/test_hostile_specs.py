@@ -1,4 +1,5 @@
-"""``diartune validate`` against the hostile-spec corpus (tests/hostile_specs.py).
+"""``diartune validate`` against the hostile-spec corpus (tests/hostile_specs.py), and
+``validate --data`` / ``tune`` against hostile corpora and folders (tests/hostile_data.py).
 
 Every case is refused with one line per problem naming the file and the field, or
 accepted when it is valid: no traceback, no hang (each case has seconds), nothing
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hostile_data
 import pytest
+from hostile_data import DataCase
 from hostile_specs import CASES, Case, judge, outcome
 
 
@@ -29,3 +32,17 @@ def test_validate_refuses_cleanly_or_accepts(case: Case, tmp_path: Path) -> None
             assert line.startswith(f"diartune: {tmp_path}") or line.startswith(
                 "diartune: /dev/zero"
             ), line
+
+
+def test_the_toy_corpus_is_valid(tmp_path: Path) -> None:
+    code, message = hostile_data.judge(DataCase("valid", refused=""), tmp_path)
+    assert code == 0, message
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", hostile_data.CASES, ids=[case.name for case in hostile_data.CASES])
+def test_data_is_refused_cleanly_before_any_trial(case: DataCase, tmp_path: Path) -> None:
+    code, message = hostile_data.judge(case, tmp_path)
+    assert hostile_data.outcome(case, code, message) == "refused cleanly", message
+    for line in message.strip().splitlines():  # one line per problem, naming the file
+        assert line.startswith("diartune: ") and str(tmp_path) in line, line

@@ -99,7 +99,7 @@ def test_an_operator_tunings_s3_artifacts_warm_start_a_local_tuning(
 
 
 def test_a_stage_that_searches_other_parameters_is_refused_by_name(
-    earlier: tuple[Path, Study], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    earlier: tuple[Path, Study], tmp_path: Path, capsys: pytest.CaptureFixture[str], ami: Path
 ) -> None:
     folder, _ = earlier
     fewer = {"clustering.threshold": {"type": "float", "low": 0.3, "high": 1.3}}
@@ -108,7 +108,8 @@ def test_a_stage_that_searches_other_parameters_is_refused_by_name(
     spec = tmp_path / "missing.yaml"
     document = again(str(tmp_path / "nowhere")).model_dump(
         mode="json", by_alias=True, exclude_none=True
-    )
+    )  # a corpus that passes the checks tune makes before reading earlier tunings
+    document["spec"]["data"] = {"database": str(ami), "protocol": "Debug.SpeakerDiarization.Debug"}
     spec.write_text(yaml.safe_dump(document))
     assert main(["tune", str(spec), "--output", str(tmp_path / "b")]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()

@@ -20,7 +20,14 @@ from ConfigSpace import (
     UniformIntegerHyperparameter,
 )
 
-from diartune.spec.model import CategoricalParameter, FloatParameter, IntParameter, Stage
+from diartune.spec.model import (
+    CategoricalParameter,
+    FloatParameter,
+    IntParameter,
+    Spec,
+    SpecError,
+    Stage,
+)
 from diartune.spec.params import KNOWN, Value
 
 
@@ -57,6 +64,28 @@ def stage_space(stage: Stage, seed: int) -> ConfigurationSpace:
             )
         space.add(hyperparameter)
     return space
+
+
+def check_spaces(spec: Spec, prefix: str) -> None:
+    """Build each stage's space as SMAC will; SpecError, one line per parameter that
+    ConfigSpace refuses (choices equal as numbers, bounds it cannot scale), otherwise.
+
+    ``prefix``: what each line starts with, up to the stages' field (``"tuning.yaml: spec."``).
+    """
+    problems = []
+    for index, stage in enumerate(spec.stages):
+        for name, parameter in sorted(stage.search_space.items()):
+            one = stage.model_copy(update={"search_space": {name: parameter}})
+            try:
+                stage_space(one, spec.optimizer.seed)
+            except ValueError as error:
+                given = parameter.model_dump(exclude={"type"})
+                problems.append(
+                    f"{prefix}stages[{index}].searchSpace.{name}: refused by ConfigSpace, "
+                    f"which SMAC samples from ({str(error).splitlines()[0]}): got {given}"
+                )
+    if problems:
+        raise SpecError("\n".join(problems))
 
 
 def all_configurations(space: ConfigurationSpace) -> Iterator[dict[str, Value]]:

@@ -4,9 +4,11 @@ Whatever the input, the result is a validated model or a ``SpecError`` whose mes
 one line per problem, naming the file and the field and saying what was expected: never
 a traceback, never a hang. So a file is read only when it is a regular file of at most
 ``MAX_BYTES`` (Kubernetes keeps objects under 1.5 MiB), decoded as UTF-8, parsed by a YAML
-loader that refuses duplicate keys, anchors and aliases (a "billion laughs" document)
-and nesting deeper than ``MAX_DEPTH``; and a document is validated as the API server
-takes it: camelCase field names only, and no string for a number or a boolean.
+loader that refuses duplicate keys, anchors and aliases (a "billion laughs" document),
+merge keys, keys that are not strings and nesting deeper than ``MAX_DEPTH``, and that
+reads scalars as kubectl does where YAML 1.1 and 1.2 differ (docs/spec.md "YAML"); and
+a document is validated as the API server takes it: camelCase field names only, and no
+string for a number or a boolean.
 """
 
 from __future__ import annotations
@@ -27,7 +29,25 @@ MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
 
 
-class _StrictLoader(yaml.SafeLoader):
+class TotalLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, where a scalar that its tag cannot hold (``!!int x``,
+    ``!!timestamp 2020-99-99``) is a ``YAMLError`` with its line, not a ``ValueError``."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as error:
+            if isinstance(error, yaml.YAMLError):
+                raise
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{str(node.value)!r:.40} is not a valid {node.tag.rpartition(':')[2]}",
+                node.start_mark,
+            ) from None
+
+
+class _StrictLoader(TotalLoader):
     """YAML as a spec needs it: no duplicate keys, no aliases, no deep nesting, and
     numbers as kubectl reads them (``1e-5`` is a number, as in YAML 1.2)."""
 
@@ -52,7 +72,19 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not supported in a spec", key_node.start_mark
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a complex mapping key; expected a string", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r}: expected a string (quote it)", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -60,11 +92,40 @@ class _StrictLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml11_bool(self, node: Any) -> Any:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"unquoted {node.value!r} is a boolean to kubectl (YAML 1.1) and a string to "
+            "YAML 1.2 readers; write true or false, or quote it",
+            node.start_mark,
+        )
 
+
+_MERGE = "tag:yaml.org,2002:merge"
+_YAML11_BREAK = re.compile("[\u0085\u2028\u2029]")
+_YAML11_BOOL = "tag:diartune.io,2026:yaml11-bool"
+# Resolved here instead: floats and ints without YAML 1.1's sexagesimals (kubectl reads
+# 1:30 as a string, PyYAML as 90), booleans; timestamps stay strings, as in kubectl.
+_REPLACED = {"tag:yaml.org,2002:" + kind for kind in ("float", "int", "bool", "timestamp")}
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:float"]
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _REPLACED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_StrictLoader.add_implicit_resolver(
+    _YAML11_BOOL,
+    re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$"),
+    list("yYnNoO"),
+)
+_StrictLoader.add_constructor(_YAML11_BOOL, _StrictLoader.construct_yaml11_bool)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
@@ -101,6 +162,13 @@ def read_text(path: Path) -> str:
 
 def parse_yaml(text: str, source: str) -> Any:
     """The document in ``text``; SpecError (one line) when it is not the YAML a spec is."""
+    found = _YAML11_BREAK.search(text)
+    if found:
+        line = text.count("\n", 0, found.start()) + 1
+        raise SpecError(
+            f"{source}: line {line}: U+{ord(found.group()):04X} is a line break to YAML 1.1 "
+            "readers and a character to YAML 1.2 ones; expected none in a spec"
+        )
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as error:

@@ -5,7 +5,10 @@ Each is checked here the way the API server (and the trial) will take it, so tha
 
 - numbers are finite; numbers within +-1e6 (parameter bounds and choices);
 - names follow Kubernetes: DNS labels and subdomains, label keys and values, env names;
-- a location is an ``s3://bucket/key`` URI or a local path, never another scheme;
+- text (paths, URIs, env values) holds no control or format characters (Unicode Cc,
+  Cf, Cs, Zl, Zp: U+0085, U+2028, bidirectional overrides, zero widths);
+- a location is an ``s3://bucket/key`` URI or a local path, never another scheme; the
+  bucket follows S3's naming rules (no ``..``, no IP address, no reserved prefix or suffix);
 - a model is an ``s3://`` URI, a path (absolute, ``./`` or ``../`` relative, or a file
   with its extension), or a Hugging Face id ``org/name[@revision]``;
 - an S3 endpoint is ``http(s)://host[:port]`` without credentials in it.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -39,12 +43,38 @@ ENDPOINT = r"^https?://[^/@\s?#]+(/[^\s?#@]*)?$"
 #: A file name with an extension: a path, never a hub id.
 _FILE = re.compile(r"\.[A-Za-z0-9]{1,12}$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: Unicode categories refused in text: controls (C0, DEL, C1 such as U+0085), format
+#: characters (bidirectional overrides, zero widths), line and paragraph separators.
+_CONTROLS = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: Bucket names S3 reserves (its bucket naming rules).
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def control_character(text: str) -> str | None:
+    """The first control or format character in ``text``, as ``U+0085, <name>``; or None."""
+    for char in text:
+        if unicodedata.category(char) in _CONTROLS:
+            return f"U+{ord(char):04X}, {unicodedata.name(char, 'a control character')}"
+    return None
 
 
 def _no_controls(text: str) -> str:
-    if any(ord(char) < 32 for char in text):
-        raise ValueError("control characters are not allowed")
+    found = control_character(text)
+    if found:
+        raise ValueError(f"control characters are not allowed ({found})")
     return text
+
+
+def _bucket_problem(bucket: str) -> str | None:
+    """What S3's naming rules refuse in ``bucket`` beyond its characters and length."""
+    if ".." in bucket:
+        return "two adjacent periods"
+    if re.fullmatch(r"[0-9]+(\.[0-9]+){3}", bucket):
+        return "the form of an IP address"
+    reserved = [p for p in _RESERVED_PREFIXES if bucket.startswith(p)]
+    reserved += [s for s in _RESERVED_SUFFIXES if bucket.endswith(s)]
+    return f"the reserved {reserved[0]!r}" if reserved else None
 
 
 def _location(text: str) -> str:
@@ -52,6 +82,12 @@ def _location(text: str) -> str:
     if text.startswith("s3://"):
         if not re.fullmatch(S3_URI, text):
             raise ValueError(f"expected s3://bucket/key with a valid bucket name, got {text!r:.80}")
+        bucket = text.removeprefix("s3://").partition("/")[0]
+        problem = _bucket_problem(bucket)
+        if problem:
+            raise ValueError(
+                f"bucket {bucket!r} has {problem}; expected a name that S3's naming rules allow"
+            )
         return text
     if _SCHEME.match(text):
         raise ValueError(f"expected an s3://bucket/key URI or a local path, got {text!r:.80}")
