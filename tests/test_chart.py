@@ -16,6 +16,7 @@ import pytest
 import yaml
 from cluster import Cluster, cluster_fixture  # noqa: F401  (the session fixture "cluster")
 
+from diartune.operator.settings import JobDefaults, job_defaults
 from diartune.spec.model import TrialTemplate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,6 +345,12 @@ def test_trial_defaults_reach_the_operator(helm: Path) -> None:
         "--set",
         "trialDefaults.tolerations[0].operator=Exists",
         "--set",
+        "trialDefaults.cpuNodeSelector.pool=cpu",
+        "--set",
+        "trialDefaults.cpuTolerations[0].key=spot",
+        "--set",
+        "trialDefaults.cpuResources.requests.cpu=500m",
+        "--set",
         "trialDefaults.s3Endpoint=http://minio.storage:9000",
         "--set",
         "trialDefaults.artifacts=s3://runs/diartune",
@@ -358,6 +365,9 @@ def test_trial_defaults_reach_the_operator(helm: Path) -> None:
     assert json.loads(values["DIARTUNE_TRIAL_TOLERATIONS"]) == [
         {"key": "gpu", "operator": "Exists"}
     ]
+    cpu = job_defaults(values)
+    assert (cpu.cpu_node_selector, cpu.cpu_tolerations) == ({"pool": "cpu"}, [{"key": "spot"}])
+    assert cpu.cpu_requests == {"cpu": "500m", "memory": "4Gi"}
     assert values["DIARTUNE_S3_ENDPOINT"] == "http://minio.storage:9000"
     assert values["DIARTUNE_ARTIFACTS"] == "s3://runs/diartune"
     assert values["DIARTUNE_LOG_LEVEL"] == "debug"
@@ -369,6 +379,11 @@ def test_default_trial_image_is_the_specs(helm: Path) -> None:
     assert values["DIARTUNE_GPU_RESOURCE"] == "nvidia.com/gpu"
     assert json.loads(values["DIARTUNE_TRIAL_NODE_SELECTOR"]) == {}
     assert json.loads(values["DIARTUNE_TRIAL_TOLERATIONS"]) == []
+    # The chart's trial resources are the operator's own defaults.
+    found, expected = job_defaults(values), JobDefaults()
+    assert (found.requests, found.limits) == (expected.requests, expected.limits)
+    assert (found.cpu_requests, found.cpu_limits) == (expected.cpu_requests, expected.cpu_limits)
+    assert (found.cpu_node_selector, found.cpu_tolerations) == ({}, [])
 
 
 def test_chart_crds_are_installed_from_crds_dir() -> None:

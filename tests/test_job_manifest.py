@@ -19,18 +19,22 @@ from diartune.operator.manifests import (
     trial_of,
     trial_status,
 )
+from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import JobDefaults, job_defaults
 from diartune.operator.status import Conditions, tuning_status
 from diartune.records import (
+    ERROR_PREFIX,
+    RESULT_PREFIX,
     SECRET_VARIABLES_ENV,
     Components,
     Trial,
     TrialOutcome,
     TrialRecord,
     TrialRequest,
+    parse_trial_output,
 )
 from diartune.search.study import Study
-from diartune.spec.model import Spec
+from diartune.spec.model import Spec, TrialTemplate
 from diartune.trial.run import scrub
 
 TUNING = {
@@ -46,6 +50,21 @@ TRIAL = Trial(
     full_params={"clustering.threshold": 1.0, "clustering.min_cluster_size": 12},
     segmentation="s3://models/segmentation.ckpt",
 )
+
+
+#: A trial of a stage that fine-tunes, and the evaluation of its checkpoint on test.
+FINE_TUNING = Trial(
+    name="segmentation-000",
+    stage="segmentation",
+    number=0,
+    params={"training.learning_rate": 1e-4},
+    full_params={"training.learning_rate": 1e-4, "clustering.threshold": 0.7},
+    segmentation="s3://models/segmentation.ckpt",
+)
+EVALUATION = FINE_TUNING.model_copy(
+    update={"name": "segmentation-000-test", "number": -1, "subset": "test", "export": True}
+)
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
 def spec_document(**overrides: Any) -> dict[str, Any]:
@@ -73,17 +92,33 @@ def spec_document(**overrides: Any) -> dict[str, Any]:
     return document | overrides
 
 
-def trial_resource() -> dict[str, Any]:
-    """TRIAL's DiarizationTrial as the API server returns it (with a uid)."""
-    resource = trial_manifest(TUNING, TRIAL)
+def two_stages(**overrides: Any) -> dict[str, Any]:
+    """``spec_document`` with a fine-tuning stage before its clustering stage."""
+    document = spec_document(**overrides)
+    rate = {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}
+    segmentation = {
+        "name": "segmentation",
+        "fineTune": {"maxEpochs": 2},
+        "searchSpace": {"training.learning_rate": rate},
+        "maxTrialCount": 2,
+    }
+    document["stages"] = [segmentation, *document["stages"]]
+    return document
+
+
+def trial_resource(trial: Trial = TRIAL) -> dict[str, Any]:
+    """The DiarizationTrial of ``trial`` as the API server returns it (with a uid)."""
+    resource = trial_manifest(TUNING, trial)
     resource["metadata"]["uid"] = "uid-1"
     return resource
 
 
-def manifest(spec: Spec, defaults: JobDefaults | None = None) -> dict[str, Any]:
-    """The Job of TRIAL in namespace ns of tuning demo."""
-    request = Study(spec, root="s3://artifacts/ns/demo").request(TRIAL)
-    return job_manifest(trial_resource(), "demo", spec, request, defaults or JobDefaults())
+def manifest(
+    spec: Spec, defaults: JobDefaults | None = None, trial: Trial = TRIAL
+) -> dict[str, Any]:
+    """The Job of ``trial`` (TRIAL by default) in namespace ns of tuning demo."""
+    request = Study(spec, root="s3://artifacts/ns/demo").request(trial)
+    return job_manifest(trial_resource(trial), "demo", spec, request, defaults or JobDefaults())
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -171,9 +206,8 @@ def test_trial_pods_are_hardened_and_run_as_the_charts_service_account() -> None
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}}]
     assert {"name": "scratch", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
-    resources = pod["containers"][0]["resources"]
-    assert resources["requests"] == {"cpu": "2", "memory": "8Gi"}
-    assert resources["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "1"}
+    resources = pod["containers"][0]["resources"]  # a clustering trial: CPU only
+    assert resources == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}
 
 
 def test_template_sets_resources_node_selector_tolerations_and_env() -> None:
@@ -189,11 +223,11 @@ def test_template_sets_resources_node_selector_tolerations_and_env() -> None:
     pod = job["spec"]["template"]["spec"]
     trial = container(job)
     assert trial["image"] == "registry.local/trial:1"
-    assert trial["resources"] == {
-        "requests": {"cpu": "2", "memory": "8Gi"},
+    assert trial["resources"] == {  # memory named: its request and limit are the template's
+        "requests": {"cpu": "2"},
         "limits": {"nvidia.com/gpu": "2", "memory": "16Gi"},
     }
-    assert pod["nodeSelector"] == {"zone": "a", "pool": "a100"}
+    assert pod["nodeSelector"] == {"zone": "a", "pool": "a100"}  # GPU asked: GPU nodes
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["serviceAccountName"] == "default"
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in trial["env"]
@@ -206,13 +240,17 @@ def test_chart_defaults_fill_what_the_template_leaves_out() -> None:
             "DIARTUNE_GPU_RESOURCE": "amd.com/gpu",
             "DIARTUNE_TRIAL_NODE_SELECTOR": '{"gpu": "yes"}',
             "DIARTUNE_TRIAL_TOLERATIONS": '[{"key": "gpu", "operator": "Exists"}]',
+            "DIARTUNE_TRIAL_CPU_RESOURCES": '{"requests": {"cpu": "1", "memory": "2Gi"}}',
+            "DIARTUNE_TRIAL_CPU_NODE_SELECTOR": '{"pool": "cpu"}',
+            "DIARTUNE_TRIAL_CPU_TOLERATIONS": '[{"key": "spot", "operator": "Exists"}]',
             "DIARTUNE_S3_ENDPOINT": "http://minio:9000",
             "DIARTUNE_ARTIFACTS": "",
         }
     )
-    document = spec_document()
+    document = two_stages()
     document["data"].pop("s3")
-    job = manifest(Spec.model_validate(document), defaults)
+    spec = Spec.model_validate(document)
+    job = manifest(spec, defaults, FINE_TUNING)
     pod = job["spec"]["template"]["spec"]
     trial = container(job)
     assert trial["image"] == "ghcr.io/diartune/trial:9"
@@ -222,8 +260,90 @@ def test_chart_defaults_fill_what_the_template_leaves_out() -> None:
     request = json.loads(trial["command"][3])
     assert request["data"]["s3"]["endpoint"] == "http://minio:9000"
     assert defaults.artifacts is None
-    with pytest.raises(ValueError, match="DIARTUNE_TRIAL_TOLERATIONS"):
-        job_defaults({"DIARTUNE_TRIAL_TOLERATIONS": "[oops"})
+    pod = manifest(spec, defaults)["spec"]["template"]["spec"]  # a clustering trial
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"memory": "8Gi"},  # the default of the CPU limits, which it does not set
+    }
+    assert pod["nodeSelector"] == {"pool": "cpu"}
+    assert pod["tolerations"] == [{"key": "spot", "operator": "Exists"}]
+    for variable in ("DIARTUNE_TRIAL_TOLERATIONS", "DIARTUNE_TRIAL_CPU_RESOURCES"):
+        with pytest.raises(ValueError, match=variable):
+            job_defaults({variable: "[oops"})
+
+
+def pod_of(spec: Spec, defaults: JobDefaults, trial: Trial) -> dict[str, Any]:
+    """The pod spec of the Job of ``trial``."""
+    return dict(manifest(spec, defaults, trial)["spec"]["template"]["spec"])
+
+
+def test_a_clustering_trial_requests_no_gpu_and_a_fine_tuning_trial_one() -> None:
+    """Fine-tuning gets the chart's GPU resources and GPU nodes; running the pipeline
+    (a stage without fineTune, an evaluation even of a fine-tuned model) gets CPU and
+    memory only, and none of the GPU nodes' selector or tolerations."""
+    defaults = JobDefaults(
+        node_selector={"accelerator": "a100"},
+        tolerations=[GPU_TOLERATION],
+        cpu_node_selector={"pool": "cpu"},
+    )
+    spec = Spec.model_validate(two_stages())
+    fine = pod_of(spec, defaults, FINE_TUNING)
+    assert fine["containers"][0]["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
+    }
+    assert (fine["nodeSelector"], fine["tolerations"]) == (
+        {"accelerator": "a100"},
+        [GPU_TOLERATION],
+    )
+    for trial in (TRIAL, EVALUATION):
+        pod = pod_of(spec, defaults, trial)
+        assert pod["containers"][0]["resources"] == {
+            "requests": {"cpu": "2", "memory": "4Gi"},
+            "limits": {"memory": "8Gi"},
+        }, trial.name
+        assert (pod["nodeSelector"], pod["tolerations"]) == ({"pool": "cpu"}, []), trial.name
+
+
+def test_a_stage_and_the_template_override_the_resources_of_its_kind() -> None:
+    """The trialTemplate's resources come over every trial's defaults and a stage's over
+    its search trials', a resource at a time (its request and limit together); whoever
+    asks for a GPU gets the GPU nodes, whatever the stage."""
+    document = two_stages(trialTemplate={"resources": {"limits": {"memory": "12Gi"}}})
+    document["stages"][0]["resources"] = {"limits": {"nvidia.com/gpu": 0}}
+    document["stages"][1]["resources"] = {"requests": {"cpu": 4}, "limits": {"nvidia.com/gpu": 1}}
+    spec = Spec.model_validate(document)
+    defaults = JobDefaults(node_selector={"accelerator": "a100"}, tolerations=[GPU_TOLERATION])
+    fine = pod_of(spec, defaults, FINE_TUNING)  # told to fine-tune on a CPU
+    assert fine["containers"][0]["resources"] == {
+        "requests": {"cpu": "2"},
+        "limits": {"memory": "12Gi", "nvidia.com/gpu": "0"},
+    }
+    assert (fine["nodeSelector"], fine["tolerations"]) == ({}, [])
+    clustering = pod_of(spec, defaults, TRIAL)  # told to use a GPU
+    assert clustering["containers"][0]["resources"] == {
+        "requests": {"cpu": "4"},
+        "limits": {"memory": "12Gi", "nvidia.com/gpu": "1"},
+    }
+    assert clustering["nodeSelector"] == {"accelerator": "a100"}
+    assert clustering["tolerations"] == [GPU_TOLERATION]
+    # An evaluation of a clustering trial takes the template's resources, not the stage's.
+    update = {"name": "clustering-003-test", "number": -1, "subset": "test"}
+    evaluation = TRIAL.model_copy(update=update)
+    assert pod_of(spec, defaults, evaluation)["containers"][0]["resources"] == {
+        "requests": {"cpu": "2"},
+        "limits": {"memory": "12Gi"},
+    }
+
+
+def test_a_request_above_the_charts_limit_replaces_that_limit() -> None:
+    """A template that raises a request over the chart's default limit gets a Job the API
+    server admits: the layer that names a resource sets its request and limit together."""
+    document = two_stages(trialTemplate={"resources": {"requests": {"memory": "16Gi"}}})
+    spec = Spec.model_validate(document)
+    resources = pod_of(spec, JobDefaults(), TRIAL)["containers"][0]["resources"]
+    assert resources["requests"]["memory"] == "16Gi"
+    assert "memory" not in resources.get("limits", {})
 
 
 def test_owner_references_labels_and_names() -> None:
@@ -266,6 +386,20 @@ def test_owner_references_labels_and_names() -> None:
     assert trial_of(trial) == TRIAL
     long = resource_name("t" * 63, "clustering-003")
     assert len(long) == 63 and long.endswith("-clustering-003")
+
+
+def test_the_trial_policy_checks_the_image_the_job_runs() -> None:
+    """A trialTemplate without an image runs the chart's image, else the template's own
+    default: the policy checks that image, not none."""
+    spec = Spec.model_validate(spec_document())
+    policy = TrialPolicy(images=("registry.example/",), secrets=("s3-creds", "hf"))
+    for chart_image, allowed in [(None, False), ("registry.example/trial:1", True)]:
+        defaults = JobDefaults(image=chart_image)
+        image = container(manifest(spec, defaults))["image"]
+        assert image == chart_image or TrialTemplate().image
+        refused = [f"spec.trialTemplate.image {image!r} is not one the chart allows"]
+        assert policy.refusals(spec, defaults) == ([] if allowed else refused)
+    assert TrialPolicy(secrets=("s3-creds", "hf")).refusals(spec, JobDefaults(image="a:1")) == []
 
 
 def _job(kind: str, reason: str = "") -> dict[str, Any]:
@@ -311,6 +445,32 @@ def test_results_are_read_from_termination_messages() -> None:
     oom = job_outcome(_job("Failed", "PodFailurePolicy"), [_pod(137, "", reason="OOMKilled")])
     assert oom.error is not None and oom.error.startswith("out of memory (OOMKilled)")
     assert "resources.limits.memory" in oom.error and not oom.bad_input
+
+
+def test_both_drivers_read_the_same_trial_output_alike() -> None:
+    """``diartune tune`` reads a trial's output, the operator its termination message (the
+    same JSON, or the output's tail when the trial could not write it): one outcome."""
+    components = Components.of(1, 2, 2, 20).model_dump(by_alias=True)
+    result = {"name": "clustering-003", "der": 0.25, "components": components, "artifacts": "a"}
+    crash = "Traceback (most recent call last):\n  File x\nRuntimeError: boom"
+    reports = [
+        (0, f"{RESULT_PREFIX}{json.dumps(result)}", json.dumps(result)),
+        (65, ERROR_PREFIX + '{"error": "no audio", "badInput": true}', None),
+        (75, ERROR_PREFIX + '{"error": "OSError: S3 503"}', None),
+        (1, ERROR_PREFIX + '{"error": "no such protocol", "badInput": true}', None),
+        (1, crash, crash),
+        (0, RESULT_PREFIX + '{"der": "not a result"}', None),
+    ]
+    for code, line, message in reports:
+        output = f"diartune trial: starting\n{line}\n"
+        if message is None:
+            message = line.removeprefix(ERROR_PREFIX).removeprefix(RESULT_PREFIX)
+        job = _job("Complete") if code == 0 else _job("Failed", "BackoffLimitExceeded")
+        operator = job_outcome(job, [_pod(code, message)])
+        local = parse_trial_output(output, code, operator.seconds)
+        assert (local.result, local.bad_input) == (operator.result, operator.bad_input), line
+        # A trial that exited with 0 but reported no result: each driver says where it looked.
+        assert local.error == (None if code == 0 and not operator.result else operator.error)
 
 
 def _waiting_pod(reason: str) -> dict[str, Any]:

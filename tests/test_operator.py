@@ -49,6 +49,9 @@ EXTRA = "canary-extra"
 HF_TOKEN = "hf-token"
 HUB_EMBEDDING = "diartune-test/embedding"
 TRIAL_TIMEOUT_S = 900
+#: What the chart gives the container of a trial that only runs the pipeline: no GPU.
+CHART_VALUES = yaml.safe_load((ROOT / "charts" / "diartune" / "values.yaml").read_text())
+CPU_RESOURCES = CHART_VALUES["trialDefaults"]["cpuResources"]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -181,7 +184,8 @@ def tuning_manifest(
     endpoint: str = "http://127.0.0.1:1",
     corpus: str = "ami",
 ) -> dict[str, Any]:
-    """A clustering-only tuning whose data, models and artifacts are on S3."""
+    """A clustering-only tuning whose data, models and artifacts are on S3; its trials
+    ask for the chart's default resources (no GPU)."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "DiarizationTuning",
@@ -212,7 +216,6 @@ def tuning_manifest(
             "artifacts": "s3://artifacts",
             "trialTemplate": {
                 "image": "diartune-trial:test",
-                "resources": {"limits": {"nvidia.com/gpu": 1}},
                 "nodeSelector": node_selector,
                 "tolerations": [FAKE_NODE_TOLERATION],
                 "activeDeadlineSeconds": TRIAL_TIMEOUT_S,
@@ -271,6 +274,12 @@ def list_trials(cluster: Cluster, namespace: str, tuning: str) -> list[dict[str,
 def list_jobs(cluster: Cluster, namespace: str) -> list[client.V1Job]:
     """The namespace's Jobs."""
     return list(client.BatchV1Api(cluster.api_client()).list_namespaced_job(namespace).items)
+
+
+def job_resources(job: client.V1Job) -> dict[str, dict[str, str]]:
+    """The requests and limits of a Job's trial container."""
+    [container] = job.spec.template.spec.containers
+    return {"requests": container.resources.requests, "limits": container.resources.limits}
 
 
 def list_pods(cluster: Cluster, namespace: str) -> list[client.V1Pod]:
@@ -458,8 +467,11 @@ def test_tuning_runs_real_trials_to_success(
     evaluations = {f"ami-{winner}-test", "ami-defaults-test", "ami-defaults-development"}
     assert isinstance(status["defaultDer"], float) and isinstance(status["defaultTestDer"], float)
 
-    jobs = {job.metadata.name for job in list_jobs(cluster, namespace)}
+    created = list_jobs(cluster, namespace)
+    jobs = {job.metadata.name for job in created}
     assert jobs == {t["metadata"]["name"] for t in trials} | evaluations
+    for job in created:  # clustering trials and evaluations: CPU and memory, no GPU
+        assert job_resources(job) == CPU_RESOURCES, job.metadata.name
     pods = list_pods(cluster, namespace)
     per_job = sorted(pod.metadata.labels["job-name"] for pod in pods)
     assert per_job == sorted(jobs), per_job  # every Job ran exactly one pod
@@ -588,6 +600,12 @@ def test_an_evicted_fine_tuning_pod_resumes_from_its_last_epoch(
     assert status["phase"] == "Succeeded", trial["status"]
     assert 1 <= saved < 4, saved
     job = trial["status"]["job"]
+    [created] = [j for j in list_jobs(cluster, namespace) if j.metadata.name == job]
+    gpu_resources = CHART_VALUES["trialDefaults"]["resources"]  # and one GPU, to fine-tune
+    assert job_resources(created) == {
+        "requests": gpu_resources["requests"],
+        "limits": {**gpu_resources["limits"], "nvidia.com/gpu": "1"},
+    }
     pods = [p for p in list_pods(cluster, namespace) if p.metadata.labels["job-name"] == job]
     [second] = [p for p in pods if p.metadata.name != first.metadata.name]  # its successor
     output = runner.log(namespace, second.metadata.name)
@@ -604,8 +622,11 @@ def test_an_evicted_fine_tuning_pod_resumes_from_its_last_epoch(
 def test_gpu_capacity_is_respected_and_delete_cleans_up(
     cluster: Cluster, namespace: str, operator: Operator, gpu_pool: dict[str, str], tmp_path: Path
 ) -> None:
-    """Two 1-GPU nodes, parallelTrialCount 4: four Jobs, two pods bound, two Pending."""
-    apply(cluster, namespace, tuning_manifest("gpus", 6, 4, gpu_pool), tmp_path)
+    """Two 1-GPU nodes, parallelTrialCount 4, a stage whose trials ask for a GPU: four
+    Jobs, two pods bound, two Pending."""
+    manifest = tuning_manifest("gpus", 6, 4, gpu_pool)
+    manifest["spec"]["stages"][0]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    apply(cluster, namespace, manifest, tmp_path)
 
     def settled() -> bool:
         pods = list_pods(cluster, namespace)
@@ -614,6 +635,8 @@ def test_gpu_capacity_is_respected_and_delete_cleans_up(
         return len(list_jobs(cluster, namespace)) == 4 and len(running) == 2 and len(pending) == 2
 
     wait("2 running and 2 pending pods", settled, 120, operator)
+    for job in list_jobs(cluster, namespace):
+        assert job_resources(job)["limits"]["nvidia.com/gpu"] == "1", job.metadata.name
 
     def trial_states() -> list[str] | None:
         states = sorted(t["status"].get("state") for t in list_trials(cluster, namespace, "gpus"))
@@ -779,6 +802,7 @@ def test_a_tuning_author_gains_no_other_power(
     assert as_author("apply", "-n", namespace, "-f", "-", document=allowed).returncode == 0
     wait("a Job", lambda: list_jobs(cluster, namespace), 60, operator)
     [job] = list_jobs(cluster, namespace)
+    assert job_resources(job) == CPU_RESOURCES  # a clustering trial asks for no GPU
     pod = job.spec.template.spec
     assert pod.service_account_name == "ops-diartune-trial"
     assert pod.automount_service_account_token is False

@@ -29,6 +29,7 @@ def document(**overrides: Any) -> dict[str, Any]:
 def test_the_fixed_part_ignores_what_may_change() -> None:
     changed = document(parallelTrialCount=4, suspend=True, trialTemplate={"image": "other:1"})
     changed["stages"][0]["maxTrialCount"] = 50
+    changed["stages"][0]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
     base = Spec.model_validate(document())
     assert fixed_part(base) == fixed_part(Spec.model_validate(changed))
     assert fixed_part(base) != fixed_part(Spec.model_validate(document(optimizer={"seed": 3})))
@@ -37,9 +38,11 @@ def test_the_fixed_part_ignores_what_may_change() -> None:
 def test_changeable_fields_apply_and_others_are_refused_by_name() -> None:
     changed = document(parallelTrialCount=3, optimizer={"seed": 4})
     changed["stages"][0]["maxTrialCount"] = 9
+    changed["stages"][0]["resources"] = {"limits": {"memory": "32Gi"}}
     spec, refused = resolve(document(), changed)
     assert spec.parallel_trial_count == 3
     assert spec.stages[0].max_trial_count == 9
+    assert spec.stages[0].resources.limits == {"memory": "32Gi"}
     assert spec.optimizer.seed == 0
     assert refused is not None and "spec.optimizer.seed" in refused
 

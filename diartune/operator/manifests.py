@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
+from kubernetes.utils import parse_quantity
 
 from diartune.operator.api import (
     GROUP,
@@ -30,7 +29,7 @@ from diartune.operator.api import (
     DiarizationTrialSpec,
     DiarizationTrialStatus,
 )
-from diartune.operator.settings import JobDefaults
+from diartune.operator.settings import JobDefaults, apply_template
 from diartune.records import (
     EXIT_BAD_INPUT,
     SECRET_VARIABLES_ENV,
@@ -38,7 +37,7 @@ from diartune.records import (
     TrialOutcome,
     TrialRecord,
     TrialRequest,
-    TrialResult,
+    parse_trial_output,
 )
 from diartune.spec.model import S3, Spec
 from diartune.storage import join
@@ -168,15 +167,31 @@ _HARDENED = {
 }
 
 
-def _resources(spec: Spec, defaults: JobDefaults) -> Manifest:
-    """The template's resources over the chart's defaults (one GPU, CPU and memory)."""
-    given = spec.trial_template.resources
-    if "resources" not in spec.trial_template.model_fields_set:
-        given = given.model_copy(update={"limits": {defaults.gpu_resource: 1}})
-    merged = {
-        "requests": {**defaults.requests, **given.requests},
-        "limits": {**defaults.limits, **given.limits},
+def _resources(spec: Spec, request: TrialRequest, defaults: JobDefaults) -> Manifest:
+    """The trial container's resources: the chart's defaults for its kind of work (one GPU
+    to fine-tune, CPU and memory only to run the pipeline), then the trialTemplate's, then
+    its stage's (a search trial's; an evaluation has no stage of its own).
+
+    A layer that names a resource sets both its request and its limit: what it leaves out
+    of the two is dropped from the layers below, so that a request raised above the chart's
+    limit (16Gi of memory over a default limit of 8Gi) never makes a Job the API server
+    refuses."""
+    fine_tunes = request.fine_tune is not None
+    base = defaults if fine_tunes else defaults.without_gpu()
+    gpu = {defaults.gpu_resource: "1"} if fine_tunes else {}
+    merged: dict[str, dict[str, str | int]] = {
+        "requests": {**base.requests},
+        "limits": {**base.limits, **gpu},
     }
+    given = [spec.trial_template.resources]
+    if not request.trial.is_evaluation:
+        given.append(spec.stage(request.trial.stage).resources)
+    for resources in given:
+        for name in {*resources.requests, *resources.limits}:
+            merged["requests"].pop(name, None)
+            merged["limits"].pop(name, None)
+        merged["requests"].update(resources.requests)
+        merged["limits"].update(resources.limits)
     return {
         kind: {name: str(value) for name, value in amounts.items()}
         for kind, amounts in merged.items()
@@ -184,27 +199,32 @@ def _resources(spec: Spec, defaults: JobDefaults) -> Manifest:
     }
 
 
-def _pod_spec(spec: Spec, defaults: JobDefaults, command: list[str]) -> Manifest:
+def _requests_gpu(resources: Manifest, gpu_resource: str) -> bool:
+    """Whether a container's resources ask for at least one GPU."""
+    amounts = {**resources.get("requests", {}), **resources.get("limits", {})}
+    return parse_quantity(amounts.get(gpu_resource, 0)) > 0
+
+
+def _pod_spec(
+    spec: Spec, defaults: JobDefaults, command: list[str], resources: Manifest
+) -> Manifest:
     template = spec.trial_template
     given = template.model_fields_set
+    applied = apply_template(template, defaults)
     tolerations = [
         t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in template.tolerations
     ]
     container: Manifest = {
         "name": CONTAINER,
-        "image": template.image if "image" in given else defaults.image or template.image,
-        "imagePullPolicy": (
-            template.image_pull_policy
-            if "image_pull_policy" in given
-            else defaults.image_pull_policy or template.image_pull_policy
-        ),
+        "image": applied.image,
+        "imagePullPolicy": applied.image_pull_policy,
         "command": command,
         "env": [
             {"name": "HOME", "value": SCRATCH},
             {"name": "DIARTUNE_CACHE", "value": f"{SCRATCH}/diartune"},
             *_env(spec),
         ],
-        "resources": _resources(spec, defaults),
+        "resources": resources,
         "securityContext": {**_HARDENED, "runAsUser": defaults.run_as_user},
         "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
         "terminationMessagePath": TERMINATION_LOG,
@@ -261,6 +281,10 @@ def job_manifest(
     meta = trial_resource["metadata"]
     job_labels = dict(meta["labels"])
     command = trial_command(with_s3_default(request, defaults))
+    resources = _resources(spec, request, defaults)
+    # A pod without a GPU goes where the chart places CPU work, not to the GPU nodes.
+    gpu = _requests_gpu(resources, defaults.gpu_resource)
+    pod_defaults = defaults if gpu else defaults.without_gpu()
     manifest: Manifest = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -295,7 +319,7 @@ def job_manifest(
             },
             "template": {
                 "metadata": {"labels": job_labels},
-                "spec": _pod_spec(spec, defaults, command),
+                "spec": _pod_spec(spec, pod_defaults, command, resources),
             },
         },
     }
@@ -345,21 +369,6 @@ def result_lost(job: Manifest, pods: list[Manifest]) -> bool:
     return complete and not any((_terminated(pod) or {}).get("exitCode") == 0 for pod in pods)
 
 
-def _parse_message(message: str) -> dict[str, Any]:
-    try:
-        document = json.loads(message)
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-def _result(document: dict[str, Any]) -> TrialResult | None:
-    try:
-        return TrialResult.model_validate(document)
-    except ValidationError:
-        return None
-
-
 #: Container waiting reasons that keep a trial pod from starting until its Job's deadline.
 STUCK_REASONS = frozenset(
     {
@@ -395,21 +404,16 @@ def job_outcome(job: Manifest, pods: list[Manifest], waited: str | None = None) 
     seconds = round((end - start).total_seconds(), 2) if start and end else None
     state = _last_terminated(pods) or {}
     code = state.get("exitCode")
-    message = (state.get("message") or "").strip()
-    document = _parse_message(message)
-    result = _result(document) if code == 0 else None
-    if condition.get("type") == "Complete" and result is not None:
-        return TrialOutcome(result=result, seconds=seconds)
-    bad_input = code == EXIT_BAD_INPUT or bool(document.get("badInput"))
+    reported = parse_trial_output(state.get("message") or "", code, seconds)
+    if condition.get("type") == "Complete" and reported.result is not None:
+        return reported
     if code == EXIT_KILLED and state.get("reason") == "OOMKilled":
         error = (
             "out of memory (OOMKilled): raise spec.trialTemplate.resources.limits.memory "
             "or lower training.batch_size"
         )
-    elif "error" in document:
-        error = str(document["error"])
-    elif code is not None and code != 0:
-        error = f"exit code {code}: {message[-MAX_MESSAGE // 2 :]}".rstrip(": ")
+    elif reported.error is not None:
+        error = reported.error
     elif condition.get("type") == "Failed":
         error = f"{condition.get('reason')}: {condition.get('message')}"
         waiting = next(filter(None, map(pod_waiting, pods)), waited)
@@ -417,4 +421,4 @@ def job_outcome(job: Manifest, pods: list[Manifest], waited: str | None = None) 
             error += f"; its pod could not start: {waiting}"
     else:
         error = "the trial left no result in its termination message"
-    return TrialOutcome(error=error[:MAX_MESSAGE], bad_input=bad_input, seconds=seconds)
+    return reported.model_copy(update={"result": None, "error": error[:MAX_MESSAGE]})

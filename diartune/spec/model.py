@@ -280,6 +280,12 @@ class Stage(_Model):
     budget: Budget | None = Field(
         None, description="Multi-fidelity budget (optimizer.facade multiFidelity only)."
     )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(),
+        description="Resources of this stage's trial containers, over the trialTemplate's "
+        "and the chart's defaults for the stage's kind: one GPU with fineTune, CPU only "
+        "without. Kubernetes only; evaluations do not take them.",
+    )
 
     @property
     def size(self) -> float:
@@ -367,7 +373,8 @@ class EnvVarSource(_Model):
     secret_key_ref: SecretKeySelector
 
 
-#: Set by diartune from spec.data.s3.credentialsSecret and spec.pipeline.tokenSecret.
+#: The trial's secret variables, set by diartune from spec.data.s3.credentialsSecret and
+#: spec.pipeline.tokenSecret: no trialTemplate sets them, and a trial masks their values.
 RESERVED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
 _SECRET_NAME = re.compile(
     r"(secret|token|passw(or)?d|credential|api[-_]?key|private[-_]?key|access[-_]?key)",
@@ -419,8 +426,10 @@ class TrialTemplate(_Model):
         "IfNotPresent", description="When the image is pulled."
     )
     resources: Resources = Field(
-        default_factory=lambda: Resources(limits={"nvidia.com/gpu": 1}),
-        description="Resources of the trial container, GPUs included.",
+        default_factory=Resources,
+        description="Resources of every trial container, over the chart's defaults for "
+        "its kind: one GPU for a fine-tuning trial, CPU only for the others (stages "
+        "without fineTune, evaluations). A stage's resources come over these.",
     )
     node_selector: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, max_length=32, description="Node labels trial pods must match."
@@ -549,8 +558,19 @@ class Spec(_Model):
         raise KeyError(name)
 
 
+#: The fields of Kubernetes' ObjectMeta that diartune does not read but keeps as they are.
+OBJECT_META = frozenset(
+    {
+        "generateName", "selfLink", "uid", "resourceVersion", "generation",
+        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+        "ownerReferences", "finalizers", "managedFields",
+    }
+)  # fmt: skip
+
+
 class Metadata(BaseModel):
-    """The part of Kubernetes' ObjectMeta that diartune reads; the rest is kept as is."""
+    """The part of Kubernetes' ObjectMeta that diartune reads; the rest of ObjectMeta is
+    kept as is, and any other field is unknown (as ``kubectl apply --validate=strict``)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -558,6 +578,13 @@ class Metadata(BaseModel):
     namespace: DnsLabel = "default"
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
     annotations: Annotations = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_unknown_fields(self) -> Metadata:
+        unknown = sorted(set(self.model_extra or {}) - OBJECT_META)
+        if unknown:
+            raise ValueError(PROBLEMS.join(f"@{name}: unknown field" for name in unknown))
+        return self
 
 
 class DiarizationTuning(_Model):
