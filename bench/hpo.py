@@ -76,11 +76,11 @@ class Objective:
         """Each file's errors and reference speech (``FileScores``) with these parameters."""
         from diartune.records import FileScores
         from diartune.spec.model import Objective as Settings
-        from diartune.spec.params import pipeline_defaults
+        from diartune.spec.params import with_defaults
         from diartune.trial.evaluate import score
         from diartune.trial.pipeline import nested, pipeline_params
 
-        full = {**pipeline_defaults(self.clustering), **params}
+        full = with_defaults(self.clustering, params)
         self.pipeline.instantiate(nested(pipeline_params(self.pipeline, full)))
         hypotheses = {}
         for file in self.files:

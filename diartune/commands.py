@@ -2,40 +2,22 @@
 
 Both read a local output folder of ``diartune tune`` or the operator's S3 artifacts
 (``s3://bucket/<namespace>/<tuning>``). Bad input (a missing or unreadable file, a spec
-that does not validate) is one line naming the file or field, and exit code 2.
+that does not validate) is one line naming the file or field, and exit code 2 (``cli.main``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diartune.spec.file import load_tuning
-from diartune.spec.model import S3, SpecError
-from diartune.storage import StorageError, is_s3
+from diartune.spec.model import S3
+from diartune.storage import is_s3
 
 if TYPE_CHECKING:
     from diartune.results.artifacts import TuningArtifacts
-
-EXIT_BAD_INPUT = 2
-
-Run = Callable[[argparse.Namespace], int]
-
-
-def guarded(command: str, run: Run) -> Run:
-    """``run``, with bad input reported on stderr as exit code 2 instead of a traceback."""
-
-    def guarded_run(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (SpecError, StorageError, OSError) as error:
-            print(f"diartune {command}: {error}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-
-    return guarded_run
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,15 +73,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from diartune.results.report import plot, write_summary
+    from diartune.results.report import write_results
 
     tuning = read_source(args)
     default = Path("runs", tuning.name) if is_s3(args.source) else Path(args.source)
     folder = Path(args.output) if args.output else default
     folder.mkdir(parents=True, exist_ok=True)
-    plot(folder, tuning.records, [stage.name for stage in tuning.spec.stages])
-    sys.stdout.write(write_summary(folder, tuning.name, tuning.summary(), tuning.seconds))
-    print(f"\n{folder}: summary.md, summary.json, der.png")
+    _, markdown = write_results(folder, tuning.name, tuning.study(), tuning.seconds)
+    sys.stdout.write(markdown)
+    print(f"\n{folder}: summary.md, summary.json, der.png, best.yaml")
     return 0
 
 
@@ -115,7 +97,7 @@ def add_export_parser(commands: Any) -> argparse.ArgumentParser:
     export.add_argument(
         "--output", "-o", help="the journal file to write (default: <tuning>.optuna.log)"
     )
-    export.set_defaults(run=guarded("export", _export))
+    export.set_defaults(run=_export)
     return export
 
 
@@ -123,7 +105,8 @@ def add_report_parser(commands: Any) -> argparse.ArgumentParser:
     """Add ``report`` to ``commands`` (what ``ArgumentParser.add_subparsers`` returned)."""
     report = commands.add_parser(
         "report",
-        help="render a tuning's summary.md, summary.json and der.png from its records",
+        help="render a tuning's summary.md, summary.json, der.png and best.yaml from its "
+        "records, as diartune tune does",
     )
     add_source_arguments(report)
     report.add_argument(
@@ -131,5 +114,5 @@ def add_report_parser(commands: Any) -> argparse.ArgumentParser:
         "-o",
         help="folder to write to (default: the source folder; runs/<tuning> for s3://)",
     )
-    report.set_defaults(run=guarded("report", _report))
+    report.set_defaults(run=_report)
     return report

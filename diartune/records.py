@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from diartune.spec.model import Data, FineTune, Objective, Pipeline
@@ -173,6 +173,56 @@ class TrialOutcome(Document):
     seconds: float | None = None
 
 
+def _reported(text: str) -> dict[str, Any]:
+    """The JSON document a trial reported in ``text``: its last result or error line, else
+    ``text`` whole (a termination message: the same JSON without the prefix)."""
+    lines = [line for line in text.splitlines() if line.startswith((RESULT_PREFIX, ERROR_PREFIX))]
+    try:
+        document = json.loads(lines[-1].partition(" ")[2] if lines else text)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def parse_trial_output(
+    text: str, exit_code: int | None, seconds: float | None = None
+) -> TrialOutcome:
+    """How a trial process ended, from what it reported and its exit code: the one reading
+    of a trial's output, for both drivers.
+
+    Parameters
+    ----------
+    text
+        Its output (``diartune tune``), or its termination message (the operator).
+    exit_code
+        Its exit code; None when it never ran to an end.
+    seconds
+        How long it ran.
+
+    Returns
+    -------
+    outcome
+        Its result when it exited with 0 and reported one; else its error, or why it has
+        none (None when nothing tells: the driver knows better), and whether its input
+        was bad (exit code ``EXIT_BAD_INPUT``, or the trial said so).
+    """
+    document = _reported(text)
+    if exit_code == 0:
+        try:
+            return TrialOutcome(result=TrialResult.model_validate(document), seconds=seconds)
+        except ValidationError:
+            pass
+    error = document.get("error")
+    if error is None and exit_code:
+        tail = " | ".join(text.strip().splitlines()[-3:])
+        error = f"exit code {exit_code}: {tail}".rstrip(": ")
+    return TrialOutcome(
+        error=None if error is None else str(error),
+        bad_input=exit_code == EXIT_BAD_INPUT or bool(document.get("badInput")),
+        seconds=seconds,
+    )
+
+
 class Trial(Document):
     """A trial of a tuning: what it runs, in which stage, on which subset."""
 
@@ -216,7 +266,7 @@ class Trial(Document):
             **identity,
             state="Succeeded",
             der=result.der,
-            objective=result.objective if result.objective is not None else result.der,
+            objective=objective_of(result),
             scores=result.scores,
             components=result.components,
             checkpoint=result.checkpoint,
@@ -298,3 +348,9 @@ class TrialRecord(TrialFacts, Trial):
     """The durable record of a finished trial."""
 
     state: Literal["Succeeded", "Failed"]
+
+
+def objective_of(facts: TrialResult | TrialFacts) -> float | None:
+    """What the tuning minimizes for a trial: its objective, else its DER (a result or a
+    record that predates the objective)."""
+    return facts.objective if facts.objective is not None else facts.der

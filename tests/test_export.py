@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -15,9 +15,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from recorded_tuning import FAILING, FILES, local_tuning, operator_tuning, publish_record, tuning
 
-from diartune.commands import add_export_parser, add_report_parser
-from diartune.records import RECORD_FILE, RESULT_FILE
-from diartune.results.report import percent
+from diartune.cli import main
+from diartune.records import RECORD_FILE, RESULT_FILE, FileScores, TrialRecord
+from diartune.results.report import ACCEPTED_SPEC, percent, save_records, write_results
 from diartune.search.study import Study
 from diartune.spec.model import S3
 from diartune.storage import Storage, join
@@ -26,13 +26,8 @@ BUCKET = "artifacts"
 
 
 def run(*argv: str) -> int:
-    """``diartune <argv>`` on a parser holding only the two commands."""
-    root = argparse.ArgumentParser(prog="diartune")
-    commands = root.add_subparsers(dest="command", required=True)
-    add_export_parser(commands)
-    add_report_parser(commands)
-    args = root.parse_args(argv)
-    return int(args.run(args))
+    """``diartune <argv>``, bad input guarded as the command guards it."""
+    return main(list(argv))
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +162,40 @@ def test_report_renders_the_summary_and_plot_from_s3_and_from_a_folder(
         tuned = f"| tuned | {percent(expected.best_der)} | {percent(expected.test_der)} |"
         assert tuned in (where / "summary.md").read_text("utf-8")
         assert (where / "der.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_leaves_the_files_that_tune_leaves(
+    folder: tuple[Path, Study], tmp_path: Path
+) -> None:
+    """``diartune report`` writes the output folder as ``diartune tune`` ends by writing it:
+    best.yaml, and der.png with the per-file panel beside the stages' panels."""
+    path, study = folder
+    source, tuned, reported = tmp_path / "ami-tune", tmp_path / "tuned", tmp_path / "reported"
+    source.mkdir()
+    tuned.mkdir()
+    shutil.copy(path / ACCEPTED_SPEC, source / ACCEPTED_SPEC)
+
+    def scored(record: TrialRecord) -> TrialRecord:  # errors file by file, for the panel
+        if record.der is None:
+            return record
+        errors = [60 * record.der + k for k in (-1.0, 0.0, 1.0)]
+        scores = FileScores(files="0" * 16, error=errors, total=[60.0] * 3)
+        return record.model_copy(update={"scores": scores})
+
+    records = [scored(record) for record in study.records]
+    save_records(source, records)
+    finished = Study(study.spec, records)
+    write_results(tuned, "ami-tune", finished, 1.0)  # what LocalTuning.finish writes
+    assert run("report", str(source), "--output", str(reported)) == 0
+    assert (reported / "best.yaml").read_text() == (tuned / "best.yaml").read_text()
+
+    def width(png: Path) -> int:  # the PNG header's IHDR width: 5 inches a panel
+        return int.from_bytes(png.read_bytes()[16:20], "big")
+
+    panels = len(study.spec.stages) + 1  # and the tuned pipeline against the defaults
+    assert width(reported / "der.png") == width(tuned / "der.png") == 5 * panels * 110
+    written, summary = (json.loads((f / "summary.json").read_text()) for f in (tuned, reported))
+    assert {**written, "seconds": None} == {**summary, "seconds": None}
 
 
 def test_a_missing_result_is_a_warning_and_its_trial_has_no_der_per_file(

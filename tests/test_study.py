@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from diartune.operator.status import Conditions
 from diartune.records import (
     Components,
     FileScores,
@@ -25,6 +26,7 @@ from diartune.records import (
 from diartune.search.study import DEFAULTS, STOPPED, Phase, Study
 from diartune.spec.file import parse_tuning
 from diartune.spec.model import Budget, Spec, SpecError
+from diartune.spec.params import pipeline_defaults, with_defaults
 
 CLUSTERING = {
     "name": "clustering",
@@ -145,6 +147,11 @@ def test_stages_run_in_order_and_later_stages_start_from_the_best() -> None:
             == (best.full_params["segmentation.min_duration_off"])
         )
         assert study.request(trial).fine_tune is None
+    for trial in launcher.launched:  # every parameter, so the trial adds no default of its own
+        assert with_defaults(study.spec.pipeline.clustering, trial.full_params) == (
+            trial.full_params
+        )
+        assert trial.full_params.keys() == pipeline_defaults("AgglomerativeClustering").keys()
     first = study.request(launcher.launched[0])
     assert first.fine_tune is not None and first.output == "s3://r/trials/segmentation-000"
 
@@ -190,7 +197,12 @@ def test_a_failed_test_evaluation_still_succeeds_and_says_why() -> None:
     study = launcher.run()
     assert study.phase is Phase.SUCCEEDED
     assert study.message.startswith("test evaluation failed: exit code 75")
-    assert study.summary().test_der is None
+    summary = study.summary()
+    assert summary.test_der is None and summary.test_failed
+    # The condition's reason comes with the summary, whatever its message says.
+    conditions = Conditions()
+    conditions.mark_finished(summary.model_copy(update={"message": "tuned, untested"}))
+    assert conditions.items["Succeeded"]["reason"] == "TestEvaluationFailed"
     assert study.failed_count == 0  # evaluations do not count against maxFailedTrialCount
 
 
@@ -213,6 +225,26 @@ def test_too_many_failures_stop_the_running_trials_and_more_allowed_failures_res
     rebuilt = Study(spec(CLUSTERING, parallelTrialCount=3, maxFailedTrialCount=3), study.records)
     assert rebuilt.phase is Phase.PENDING
     assert Launcher(rebuilt, lambda t: 0.3).run().phase is Phase.SUCCEEDED
+
+
+def test_a_trial_failed_on_bad_input_fails_the_tuning_at_once_naming_the_file() -> None:
+    """However many failures maxFailedTrialCount allows: the next trial reads the same
+    input, so a tuning whose every trial fails this way would only spend its budget."""
+    study = Study(spec(CLUSTERING, parallelTrialCount=2, maxFailedTrialCount=100))
+    launcher = Launcher(study)
+    launcher.step()
+    running = study.running["clustering-000"]
+    error = "dev.rttm:3: 11 fields; expected at most 10"
+    study.record(running.record(TrialOutcome(error=error, bad_input=True)))
+    assert study.phase is Phase.FAILED
+    assert study.message == (
+        f"trial clustering-000 failed on bad input, which no retry fixes: {error}"
+    )
+    launcher.step()
+    assert launcher.stopped == ["clustering-001"] and study.plan() == []
+    assert len(launcher.launched) == 2
+    # The same holds for a study rebuilt from the records (a restarted driver).
+    assert Study(study.spec, study.records).phase is Phase.FAILED
 
 
 def test_a_failed_tuning_resumed_in_place_gives_no_stopped_trials_number_again() -> None:

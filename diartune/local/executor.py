@@ -9,7 +9,6 @@ trials are handed back through a queue, so waiting needs no polling.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import queue
@@ -19,34 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diartune.records import (
-    ERROR_PREFIX,
-    EXIT_BAD_INPUT,
-    RESULT_PREFIX,
-    TrialOutcome,
-    TrialRequest,
-    TrialResult,
-)
-
-
-def parse_output(text: str, exit_code: int, seconds: float) -> TrialOutcome:
-    """How a trial process ended, from its output (result or error line) and exit code."""
-    result = error = None
-    for line in text.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            result = TrialResult.model_validate_json(line[len(RESULT_PREFIX) :])
-        elif line.startswith(ERROR_PREFIX):
-            error = json.loads(line[len(ERROR_PREFIX) :]).get("error")
-    if exit_code != 0:
-        result = None
-        if error is None:
-            error = f"exit code {exit_code}: " + " | ".join(text.strip().splitlines()[-3:])
-    return TrialOutcome(
-        result=result,
-        error=error,
-        bad_input=exit_code == EXIT_BAD_INPUT,
-        seconds=round(seconds, 2),
-    )
+from diartune.records import TrialOutcome, TrialRequest, parse_trial_output
 
 
 class LocalExecutor:
@@ -89,7 +61,7 @@ class LocalExecutor:
         process.join()
         code = process.exitcode if process.exitcode is not None else -1
         text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-        self._done.put((name, parse_output(text, code, time.monotonic() - start)))
+        self._done.put((name, parse_trial_output(text, code, round(time.monotonic() - start, 2))))
 
     def wait(self) -> tuple[str, TrialOutcome]:
         """Block until a trial finishes; hand back its name and outcome."""

@@ -9,7 +9,6 @@ are never run again, and a changed spec is held to the same rule as on Kubernete
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,34 +28,61 @@ from diartune.records import percent
 from diartune.results.artifacts import read_records
 from diartune.results.report import (
     ACCEPTED_SPEC,
+    TRIALS_JSON,
     load_records,
-    plot,
-    save_best,
     save_records,
-    write_summary,
+    write_results,
 )
-from diartune.search.study import Phase, Study, Summary
+from diartune.search.study import Study, Summary
 from diartune.search.warm_start import WarmStart, warm_start
-from diartune.spec.changes import resolve
+from diartune.spec.changes import check_accepted, resolve
 from diartune.spec.model import DiarizationTuning, Spec, SpecError
-from diartune.storage import StorageError, is_s3
+from diartune.storage import StorageError
 
 
 def accepted_spec(folder: Path, tuning: DiarizationTuning) -> Spec:
     """The spec to run in ``folder``: the one it was started with, plus what may change.
 
     A new folder accepts the given spec; SpecError when the given spec changes more
-    than a running tuning may.
+    than a running tuning may, or when the folder's spec.json cannot be read or is
+    missing beside finished trials (which spec they ran is then unknown).
     """
     saved = folder / ACCEPTED_SPEC
     current = tuning.spec.model_dump(mode="json", by_alias=True)
-    if not saved.exists():
+    if not saved.exists() and not saved.is_symlink():
+        if (folder / TRIALS_JSON).exists():
+            raise SpecError(
+                f"{saved}: no such file, but {TRIALS_JSON} holds the trials of an earlier "
+                "run; expected the spec.json it started with (restore it, or use another "
+                "--output)"
+            )
         saved.write_text(json.dumps(current, indent=2, ensure_ascii=False), encoding="utf-8")
         return tuning.spec
-    spec, refused = resolve(json.loads(saved.read_text("utf-8")), current)
+    expected = "expected the spec.json that diartune tune writes"
+    try:
+        accepted = json.loads(saved.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise SpecError(f"{saved}: cannot be read ({error.strerror}); {expected}") from None
+    except ValueError as error:  # not UTF-8, not JSON
+        raise SpecError(f"{saved}: {str(error).splitlines()[0]}; {expected}") from None
+    try:
+        check_accepted(accepted, str(saved))
+    except SpecError as error:  # edited by hand
+        raise SpecError(f"{str(error).splitlines()[0]}; {expected}") from None
+    spec, refused = resolve(accepted, current)
     if refused:
         raise SpecError(f"{folder} holds another tuning: {refused}. Use another --output.")
     return spec
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the output folder; SpecError when ``--output`` cannot be one."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SpecError(f"{folder}: not a folder; expected --output to name a folder") from None
+    except OSError as error:
+        raise SpecError(f"{folder}: cannot be created ({error.strerror})") from None
 
 
 def _warm_start(spec: Spec) -> WarmStart:
@@ -85,7 +111,7 @@ class LocalTuning:
     ):
         """``verbose``: also show each finished trial's log (what pyannote, lightning and
         torch printed), which is otherwise only in ``logs/<trial>.log``."""
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(folder)
         self.verbose = verbose
         self.name = tuning.metadata.name
         self.spec = accepted_spec(folder, tuning)
@@ -159,17 +185,6 @@ class LocalTuning:
 
     def finish(self, seconds: float) -> Summary:
         """Write the plot, best configuration, exported pipeline and summary."""
-        summary = self.study.summary()
-        stages = [stage.name for stage in self.spec.stages]
-        plot(self.folder, self.study.records, stages, self.study.compared())
-        best = self.study.best()
-        if best is not None:
-            save_best(self.folder, best, summary)
-        if summary.phase is Phase.SUCCEEDED and summary.pipeline and not is_s3(summary.pipeline):
-            local = self.folder / "pipeline"
-            if Path(summary.pipeline).resolve() != local.resolve():
-                shutil.rmtree(local, ignore_errors=True)
-                shutil.copytree(summary.pipeline, local)
-            summary = summary.model_copy(update={"pipeline": str(local)})
-        self.console.print(write_summary(self.folder, self.name, summary, seconds))
+        summary, markdown = write_results(self.folder, self.name, self.study, seconds)
+        self.console.print(markdown)
         return summary

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from diartune.operator.settings import JobDefaults, apply_template
 from diartune.spec.model import Spec
 
 
@@ -60,13 +61,14 @@ class TrialPolicy:
             node_selector_keys=tuple(document.get("allowedNodeSelectorKeys") or ()),
         )
 
-    def refusals(self, spec: Spec, default_image: str | None) -> list[str]:
-        """What ``spec`` asks that the policy does not allow, field by field."""
+    def refusals(self, spec: Spec, defaults: JobDefaults) -> list[str]:
+        """What ``spec`` asks that the policy does not allow, field by field; the image
+        checked is the one its Jobs run (``defaults``: the chart's)."""
         template = spec.trial_template
         problems = []
-        image = template.image if "image" in template.model_fields_set else default_image
-        allowed = (*self.images, *([default_image] if default_image else []))
-        if image and not any(_image_allowed(image, prefix) for prefix in allowed):
+        image = apply_template(template, defaults).image
+        allowed = (*self.images, *([defaults.image] if defaults.image else []))
+        if not any(_image_allowed(image, prefix) for prefix in allowed):
             problems.append(f"spec.trialTemplate.image {image!r} is not one the chart allows")
         for where, secret in _secrets(spec):
             if secret not in self.secrets:

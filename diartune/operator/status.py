@@ -86,8 +86,7 @@ class Conditions:
         """Succeeded or Failed, as the study's phase says."""
         message = summary.message or ""
         if summary.phase is Phase.SUCCEEDED:
-            failed_test = message.startswith("test evaluation failed")
-            reason = Reason.TEST_EVALUATION_FAILED if failed_test else Reason.SUCCEEDED
+            reason = Reason.TEST_EVALUATION_FAILED if summary.test_failed else Reason.SUCCEEDED
             self._set("Succeeded", True, reason, message)
             self.items.pop("Failed", None)
         elif summary.phase is Phase.FAILED:

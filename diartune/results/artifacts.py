@@ -23,7 +23,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from diartune.records import RECORD_FILE, RESULT_FILE, Components, TrialRecord, TrialResult
-from diartune.results.report import ACCEPTED_SPEC, TRIALS_JSON
+from diartune.results.report import ACCEPTED_SPEC, TRIALS_JSON, load_records
 from diartune.search.study import Study, Summary
 from diartune.spec.file import format_errors
 from diartune.spec.model import S3, Spec, SpecError
@@ -35,7 +35,6 @@ READERS = 8
 
 T = TypeVar("T")
 RECORD = TypeAdapter(TrialRecord)
-RECORDS = TypeAdapter(list[TrialRecord])
 RESULT = TypeAdapter(TrialResult)
 
 
@@ -58,9 +57,13 @@ class TuningArtifacts(BaseModel):
     missing: list[str] = Field(description="The result.json files of successful trials not found.")
     seconds: float = Field(description="From the tuning's start to its last record.")
 
+    def study(self) -> Study:
+        """The tuning's study, rebuilt from its finished trials (none counts as running)."""
+        return Study(self.spec, self.records)
+
     def summary(self) -> Summary:
-        """What the study found, from the finished trials alone (none counts as running)."""
-        return Study(self.spec, self.records).summary()
+        """What the study found, from the finished trials alone."""
+        return self.study().summary()
 
 
 def _parse(adapter: TypeAdapter[T], text: str, source: str) -> T:
@@ -104,11 +107,6 @@ def _list_records(storage: Storage, root: str) -> dict[str, datetime.datetime]:
     return found
 
 
-def _read_all(storage: Storage, uris: list[str]) -> list[str]:
-    with ThreadPoolExecutor(READERS) as pool:
-        return list(pool.map(storage.read_text, uris))
-
-
 def _results(storage: Storage, records: list[TrialRecord]) -> dict[str, TrialResult | str]:
     """Each successful trial's result, or the URI of the result.json it lacks."""
     wanted = [r for r in records if r.state == "Succeeded" and r.artifacts]
@@ -128,7 +126,10 @@ def _records_in_folder(folder: Path) -> tuple[list[TrialRecord], float]:
     """The records of ``diartune tune``'s output folder, and the time from its start to
     its last record."""
     trials = folder / TRIALS_JSON
-    records = _parse(RECORDS, trials.read_text("utf-8"), str(trials))
+    try:
+        records = load_records(folder)
+    except StorageError as error:
+        raise ArtifactsError(str(error)) from None
     started = folder / ACCEPTED_SPEC
     first = started.stat().st_mtime if started.exists() else trials.stat().st_mtime
     return records, max(trials.stat().st_mtime - first, 0.0)

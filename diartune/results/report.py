@@ -5,20 +5,28 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from diartune.records import Components, TrialRecord, percent
-from diartune.search.study import Interval, Summary
+from diartune.search.summary import Interval, Phase, Summary
+from diartune.spec.file import format_errors
+from diartune.storage import StorageError, is_s3
+
+if TYPE_CHECKING:
+    from diartune.search.study import Study
 
 TRIALS_JSON = "trials.json"
 #: The spec a local tuning started with, in its output folder.
 ACCEPTED_SPEC = "spec.json"
 #: The DER components in seconds, columns of trials.csv.
 _SECONDS = [name for name in Components.model_fields if name.endswith("_seconds")]
+_RECORDS = TypeAdapter(list[TrialRecord])
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -28,11 +36,27 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def load_records(folder: Path) -> list[TrialRecord]:
-    """The trial records saved in ``folder`` (none when it is new)."""
+    """The trial records saved in ``folder`` (none when it has no trials.json).
+
+    Raises StorageError, one line naming the file (and the line where the JSON breaks),
+    when trials.json is not the list of trial records diartune writes: truncated, edited,
+    not UTF-8, a folder.
+    """
     path = folder / TRIALS_JSON
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
-    return [TrialRecord.model_validate(item) for item in json.loads(path.read_text("utf-8"))]
+    expected = "expected the trials.json that diartune tune writes"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StorageError(f"{path}: not UTF-8 text (byte {error.start}); {expected}") from None
+    except OSError as error:
+        raise StorageError(f"{path}: cannot be read ({error.strerror}); {expected}") from None
+    try:
+        return _RECORDS.validate_json(text)
+    except ValidationError as error:
+        problem = format_errors(error, str(path)).splitlines()[0]
+        raise StorageError(f"{problem}; {expected}") from None
 
 
 def save_records(folder: Path, records: list[TrialRecord]) -> None:
@@ -201,3 +225,42 @@ def write_summary(folder: Path, tuning: str, summary: Summary, seconds: float) -
     text = "\n".join(lines) + "\n"
     (folder / "summary.md").write_text(text, encoding="utf-8")
     return text
+
+
+def write_results(folder: Path, tuning: str, study: Study, seconds: float) -> tuple[Summary, str]:
+    """Write what a tuning leaves in its output folder, the same for ``diartune tune`` and
+    ``diartune report``: der.png (a panel per stage, and the tuned pipeline against the
+    defaults file by file), best.yaml, the exported pipeline (copied into the folder when
+    it is local), summary.json and summary.md.
+
+    Parameters
+    ----------
+    folder
+        The output folder.
+    tuning
+        The tuning's name.
+    study
+        The tuning's study, with its records.
+    seconds
+        Wall time of the tuning.
+
+    Returns
+    -------
+    summary
+        The summary as written (its pipeline the folder's copy).
+    markdown
+        summary.md's text.
+    """
+    summary = study.summary()
+    plot(folder, study.records, [stage.name for stage in study.spec.stages], study.compared())
+    best = study.best()
+    if best is not None:
+        save_best(folder, best, summary)
+    if summary.phase is Phase.SUCCEEDED and summary.pipeline and not is_s3(summary.pipeline):
+        local, exported = folder / "pipeline", Path(summary.pipeline)
+        if exported.is_dir() and exported.resolve() != local.resolve():
+            shutil.rmtree(local, ignore_errors=True)
+            shutil.copytree(exported, local)
+        if local.is_dir():  # the report of a folder whose trials were moved keeps the copy
+            summary = summary.model_copy(update={"pipeline": str(local)})
+    return summary, write_summary(folder, tuning, summary, seconds)

@@ -15,6 +15,7 @@ Drivers (``diartune tune``'s local processes, the operator's Jobs) only launch w
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from diartune.records import (
     CHECKPOINT_FILE,
@@ -24,12 +25,13 @@ from diartune.records import (
     TrialOutcome,
     TrialRecord,
     TrialRequest,
+    objective_of,
 )
 from diartune.search.summary import Gain, Interval, Phase, Summary
 from diartune.search.tuner import Observation, Proposal, SpaceExhausted, StageTuner
 from diartune.search.warm_start import WarmStart
 from diartune.spec.model import Budget, Spec, Stage
-from diartune.spec.params import Value, canonical, pipeline_defaults
+from diartune.spec.params import Value, canonical, pipeline_defaults, with_defaults
 from diartune.storage import join
 
 #: Why a trial that was running when its tuning failed has no result.
@@ -39,13 +41,12 @@ STOPPED = "stopped: the tuning failed"
 DEFAULTS = "defaults"
 
 
-def _objective(record: TrialRecord) -> float | None:
-    """What the tuning minimizes for this trial (its DER when it predates the field)."""
-    return record.objective if record.objective is not None else record.der
-
-
 def _succeeded(record: TrialRecord | None) -> TrialRecord | None:
     return record if record is not None and record.state == "Succeeded" else None
+
+
+def _failed(record: TrialRecord | None) -> TypeGuard[TrialRecord]:
+    return record is not None and record.state == "Failed"
 
 
 def evaluation_name(source: str, subset: str) -> str:
@@ -120,14 +121,14 @@ class Study:
         """
         stages = [self.spec.stage(stage)] if stage else self.spec.stages
         candidates = [record for each in stages for record in self._comparable(each)]
-        return min(candidates, key=lambda r: _objective(r) or 0.0, default=None)
+        return min(candidates, key=lambda r: objective_of(r) or 0.0, default=None)
 
     def _comparable(self, stage: Stage) -> list[TrialRecord]:
         """The successful search trials of ``stage`` whose objectives compare."""
         succeeded = [
             r
             for r in self.finished(stage.name)
-            if r.state == "Succeeded" and _objective(r) is not None
+            if r.state == "Succeeded" and objective_of(r) is not None
         ]
         if _kind(self.spec.budget(stage)) != "files" or not succeeded:
             return succeeded
@@ -136,7 +137,16 @@ class Study:
 
     @property
     def failure(self) -> str | None:
-        """Why the tuning cannot go on, or None."""
+        """Why the tuning cannot go on, or None.
+
+        A search trial that failed on bad input fails the tuning at once, whatever
+        maxFailedTrialCount allows: the input is the same for every trial, so no other
+        trial can do better, and its message names the file or field at fault.
+        """
+        searched = (r for r in self.records if not r.is_evaluation)
+        bad = next((r for r in searched if _failed(r) and r.bad_input), None)
+        if bad is not None:
+            return f"trial {bad.name} failed on bad input, which no retry fixes: {bad.message}"
         if self.failed_count > self.spec.max_failed_trial_count:
             return (
                 f"{self.failed_count} trials failed, more than maxFailedTrialCount "
@@ -232,7 +242,7 @@ class Study:
         if phase is Phase.SUCCEEDED:
             best = self.best()
             test = self.evaluation(evaluation_name(best.name, "test")) if best else None
-            if test is not None and test.state == "Failed":
+            if _failed(test):
                 return f"test evaluation failed: {test.message}"
             default_test = _succeeded(self.evaluation(evaluation_name(DEFAULTS, "test")))
             gain = self._gain(test, default_test, "test") or self._gain(
@@ -356,12 +366,13 @@ class Study:
             best_trial=best.name if best else None,
             best_params=best.full_params if best else None,
             test_der=test.der if test else None,
+            test_failed=_failed(test),
             test_components=test.components if test else None,
             default_test_der=default_test.der if default_test else None,
             pipeline=join(test.artifacts, "pipeline") if test and test.artifacts else None,
             objective=self.spec.objective.aggregate,
             imported_trials=self.warm.count,
-            best_objective=_objective(best) if best else None,
+            best_objective=objective_of(best) if best else None,
             best_interval=self._interval(best),
             default_interval=self._interval(default),
             test_interval=self._interval(test),
@@ -412,9 +423,6 @@ class Study:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _stage(self, name: str) -> Stage | None:
-        return next((stage for stage in self.spec.stages if stage.name == name), None)
-
     def _tuner(self, stage: Stage) -> StageTuner:
         if stage.name not in self._tuners:
             imported = self.warm.imported.get(stage.name, [])
@@ -436,7 +444,7 @@ class Study:
     def _starting_point(self, stage: Stage) -> tuple[dict[str, Value], str, str | None]:
         """Parameters and segmentation model (with its SHA-256 when diartune made it) a
         stage starts from: the earlier stages' best."""
-        params = pipeline_defaults(self.spec.pipeline.clustering)
+        params: dict[str, Value] = {}
         segmentation, digest = self.spec.pipeline.segmentation, None
         for earlier in self.spec.stages:
             if earlier.name == stage.name:
@@ -445,7 +453,7 @@ class Study:
             assert best is not None, f"stage {earlier.name!r} has no successful trial"
             params.update(best.full_params)
             segmentation, digest = self._model_of(best)
-        return params, segmentation, digest
+        return with_defaults(self.spec.pipeline.clustering, params), segmentation, digest
 
     def _checkpoint(self, record: TrialRecord) -> Checkpoint | None:
         """The checkpoint ``record``'s trial fine-tuned, at the place the driver chose."""
@@ -515,7 +523,7 @@ def _evaluate(trial: Trial, subset: Subset, export: bool = False) -> Trial:
 
 def _observation(record: TrialRecord) -> Observation:
     """A finished search trial as its stage's tuner is told it."""
-    cost = _objective(record) if record.state == "Succeeded" else None
+    cost = objective_of(record) if record.state == "Succeeded" else None
     return Observation(record.params, cost, record.budget)
 
 

@@ -92,6 +92,9 @@ class Summary(Document):
     best_trial: str | None
     best_params: dict[str, Value] | None
     test_der: float | None
+    test_failed: bool = Field(
+        False, description="The winner's test evaluation failed: succeeded without a test DER."
+    )
     test_components: Components | None
     default_test_der: float | None
     pipeline: str | None

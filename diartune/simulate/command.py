@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diartune.commands import guarded
 from diartune.simulate.options import (
     SPLIT_NAMES,
     SimulationError,
@@ -139,4 +138,4 @@ def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--shared-speakers", action="store_true", help="let subsets share speakers")
     parser.add_argument("--no-noise", action="store_true", help="no background noise")
     parser.add_argument("--no-reverb", action="store_true", help="no reverberation")
-    parser.set_defaults(run=guarded("simulate", _run))
+    parser.set_defaults(run=_run)

@@ -7,6 +7,7 @@ SpeakerDiarization pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,3 +119,9 @@ def pipeline_defaults(clustering: str) -> dict[str, Value]:
         for name, known in KNOWN.items()
         if not name.startswith("training.") and known.clustering in (None, clustering)
     }
+
+
+def with_defaults(clustering: str, params: Mapping[str, Value]) -> dict[str, Value]:
+    """Every pipeline parameter with ``clustering``: its value in ``params``, else
+    pyannote's default (and the training parameters of ``params``)."""
+    return {**pipeline_defaults(clustering), **params}

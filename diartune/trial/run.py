@@ -40,7 +40,8 @@ from diartune.records import (
     TrialRequest,
     TrialResult,
 )
-from diartune.spec.params import pipeline_defaults
+from diartune.spec.model import RESERVED_ENV
+from diartune.spec.params import with_defaults
 from diartune.storage import (
     MissingObject,
     Storage,
@@ -141,7 +142,7 @@ def run_trial(request: TrialRequest, workdir: Path) -> TrialResult:
             segmentation = load_model(str(checkpoint), storage, scratch)
     segmentation.eval()
     embedding.eval()
-    params = {**pipeline_defaults(request.pipeline.clustering), **request.params}
+    params = with_defaults(request.pipeline.clustering, request.params)
     batch_sizes = (request.pipeline.segmentation_batch_size, request.pipeline.embedding_batch_size)
     pipeline = build_pipeline(
         segmentation,
@@ -227,15 +228,13 @@ def earlier_result(request: TrialRequest, storage: Storage) -> TrialResult | Non
     return result if result.request_digest == request.digest else None
 
 
-#: Environment variables whose values never leave the trial, even inside an error message.
-SECRET_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
 MAX_ERROR = 1000
 
 
 def scrub(text: str) -> str:
     """An error message fit for a status or an event: secrets masked, length bounded."""
     listed = os.environ.get(SECRET_VARIABLES_ENV, "").split(",")
-    for name in {*SECRET_VARIABLES, *listed}:
+    for name in {*RESERVED_ENV, *listed}:
         value = os.environ.get(name) if name else None
         if value and len(value) >= 4:
             text = text.replace(value, "***")
