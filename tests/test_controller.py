@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
+from diartune.operator.config import OperatorSettings, ReconcileSettings
 from diartune.operator.controller import Lifecycle, TuningController
-from diartune.operator.settings import JobDefaults
+from diartune.operator.leader import LeaseSettings
 
 
 class Counting(TuningController):
     """A worker whose passes only count, and which stops after ``resyncs`` resyncs."""
 
     def __init__(self, resyncs: int) -> None:
-        super().__init__(None, JobDefaults(), "ns", "busy")  # type: ignore[arg-type]
-        self.resync_seconds = 0.2
+        settings = OperatorSettings(
+            LeaseSettings("ns", "test"), reconcile=ReconcileSettings(resync_seconds=0.2)
+        )
+        super().__init__(None, settings, "ns", "busy")  # type: ignore[arg-type]
         self.wanted = resyncs
         self.passes = self.resyncs = 0
 

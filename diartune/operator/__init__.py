@@ -27,7 +27,6 @@ def run(
     import kopf
 
     from diartune.operator import handlers  # noqa: F401  (registers the handlers)
-    from diartune.operator.leader import LeaseSettings
 
     level = os.environ.get("DIARTUNE_LOG_LEVEL", "info").lower()
     kopf.configure(
@@ -35,11 +34,12 @@ def run(
         quiet=level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
-    lease = LeaseSettings.from_environment(namespaces[0] if namespaces else "default")
     kopf.run(
         standalone=True,
         namespaces=list(namespaces),
         clusterwide=clusterwide,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(lease=lease, metrics_port=metrics_port),
+        memo=kopf.Memo(
+            lease_namespace=namespaces[0] if namespaces else "default", metrics_port=metrics_port
+        ),
     )

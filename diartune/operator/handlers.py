@@ -18,22 +18,22 @@ from typing import Any
 import kopf
 
 from diartune.operator.api import GROUP, LABEL_TUNING, TUNING_PLURAL, VERSION
-from diartune.operator.controller import Registry
+from diartune.operator.config import OperatorSettings, configure
 from diartune.operator.kube import Kube, connect
 from diartune.operator.leader import Leader, exit_lost_leadership
 from diartune.operator.metrics import LEADING, serve
-from diartune.operator.policy import TrialPolicy
-from diartune.operator.settings import configure, job_defaults
+from diartune.operator.registry import Registry
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Configure kopf, connect to the cluster, serve the metrics, and stand by until this
-    replica leads."""
-    configure(settings)
+    """Read the operator's settings, configure kopf, connect to the cluster, serve the
+    metrics, and stand by until this replica leads."""
+    ours = OperatorSettings.from_environment(memo.lease_namespace)
+    configure(settings, ours)
     api = connect()
-    memo.registry = Registry(Kube(api), job_defaults(), TrialPolicy.from_environment())
-    memo.leader = Leader(api, memo.lease)
+    memo.registry = Registry(Kube(api), ours)
+    memo.leader = Leader(api, ours.lease)
     memo.metrics = (
         await serve(memo.metrics_port, memo.registry.figures) if memo.metrics_port else None
     )

@@ -1,7 +1,8 @@
-"""The operator's settings: kopf's, set explicitly, and the trial defaults of the Helm chart.
+"""The trial defaults of the Helm chart (the rest of the operator's settings: ``config``).
 
 The chart passes its ``trialDefaults`` values as environment variables (DIARTUNE_TRIAL_IMAGE,
-DIARTUNE_GPU_RESOURCE, DIARTUNE_TRIAL_NODE_SELECTOR and _TOLERATIONS as JSON,
+DIARTUNE_GPU_RESOURCE, DIARTUNE_TRIAL_NODE_SELECTOR and _TOLERATIONS as JSON, their CPU
+counterparts DIARTUNE_TRIAL_CPU_RESOURCES, _CPU_NODE_SELECTOR and _CPU_TOLERATIONS,
 DIARTUNE_S3_ENDPOINT, DIARTUNE_ARTIFACTS); a DiarizationTuning's ``trialTemplate``
 overrides them field by field.
 """
@@ -15,9 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
-
-from diartune.operator.api import LABEL_TUNING
+from diartune.spec.model import TrialTemplate
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,9 @@ class JobDefaults:
     image, image_pull_policy
         The trial image and its pull policy (the chart's ``image.trial``).
     gpu_resource
-        The extended resource that schedules a GPU, requested once per trial by default.
+        The extended resource that schedules a GPU, requested once by a fine-tuning trial.
     node_selector, tolerations
-        Where trial pods may run.
+        Where trial pods that request a GPU run.
     s3_endpoint
         The S3 endpoint when ``spec.data.s3.endpoint`` is not set.
     artifacts
@@ -42,7 +41,12 @@ class JobDefaults:
     run_as_user
         The non-root user of trial containers (the images' 10001).
     requests, limits
-        CPU and memory of trial containers, unless the trialTemplate gives them.
+        CPU and memory of fine-tuning trial containers (besides their GPU).
+    cpu_requests, cpu_limits
+        Resources of the containers of trials that only run the pipeline (stages without
+        fineTune, evaluations): no GPU.
+    cpu_node_selector, cpu_tolerations
+        Where trial pods that request no GPU run.
     scratch_size
         The emptyDir mounted on /tmp, the only place a trial writes (downloads, caches).
 
@@ -61,7 +65,22 @@ class JobDefaults:
     run_as_user: int = 10001
     requests: dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "8Gi"})
     limits: dict[str, str] = field(default_factory=lambda: {"memory": "16Gi"})
+    cpu_requests: dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "4Gi"})
+    cpu_limits: dict[str, str] = field(default_factory=lambda: {"memory": "8Gi"})
+    cpu_node_selector: dict[str, str] | None = None
+    cpu_tolerations: list[dict[str, Any]] | None = None
     scratch_size: str = "20Gi"
+
+    def without_gpu(self) -> JobDefaults:
+        """These defaults for a trial pod that requests no GPU: the CPU resources and
+        placement take the place of the GPU ones."""
+        return dataclasses.replace(
+            self,
+            requests=self.cpu_requests,
+            limits=self.cpu_limits,
+            node_selector=self.cpu_node_selector,
+            tolerations=self.cpu_tolerations,
+        )
 
 
 def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
@@ -78,6 +97,7 @@ def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
             raise ValueError(f"{name}: not valid JSON: {error}") from None
 
     resources = dict(document("DIARTUNE_TRIAL_RESOURCES", {}))
+    cpu_resources = dict(document("DIARTUNE_TRIAL_CPU_RESOURCES", {}))
     found = JobDefaults(
         image=text("DIARTUNE_TRIAL_IMAGE"),
         image_pull_policy=text("DIARTUNE_TRIAL_IMAGE_PULL_POLICY"),
@@ -92,24 +112,20 @@ def job_defaults(env: Mapping[str, str] = os.environ) -> JobDefaults:
         found,
         requests=resources.get("requests", found.requests),
         limits=resources.get("limits", found.limits),
+        cpu_requests=cpu_resources.get("requests", found.cpu_requests),
+        cpu_limits=cpu_resources.get("limits", found.cpu_limits),
+        cpu_node_selector=dict(document("DIARTUNE_TRIAL_CPU_NODE_SELECTOR", {})),
+        cpu_tolerations=list(document("DIARTUNE_TRIAL_CPU_TOLERATIONS", [])),
         scratch_size=text("DIARTUNE_TRIAL_SCRATCH_SIZE") or found.scratch_size,
     )
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
-    """Set kopf's settings explicitly rather than rely on its defaults."""
-    # Only on.event handlers: kopf keeps no progress, diff base or finalizer on tunings.
-    # Only our trial Jobs are streamed, filtered by the API server.
-    settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_TUNING
-    # Reconnect watches before the API server's own timeout cuts them.
-    # An integer: the API server refuses "300.0" as timeoutSeconds.
-    settings.watching.server_timeout = int(os.environ.get("DIARTUNE_WATCH_TIMEOUT", 300))
-    settings.watching.client_timeout = settings.watching.server_timeout + 30
-    settings.networking.request_timeout = 60
-    settings.posting.enabled = True
-    settings.posting.reporting_component = "diartune-operator"
-    settings.posting.event_name_prefix = "diartune-"
-    settings.execution.max_workers = 4
-    # The CRDs come with the Helm chart and the namespaces are given: no scanning of
-    # CRDs or namespaces, which in namespace mode the chart's RBAC does not allow.
-    settings.scanning.disabled = True
+def apply_template(template: TrialTemplate, defaults: JobDefaults) -> TrialTemplate:
+    """The trialTemplate over the chart's defaults: its image and pull policy where it
+    gives them, else the chart's, else the template's own defaults. What the Job runs, and
+    so what the trial policy checks."""
+    given = template.model_fields_set
+    chart = {"image": defaults.image, "image_pull_policy": defaults.image_pull_policy}
+    return template.model_copy(
+        update={key: value for key, value in chart.items() if value and key not in given}
+    )

@@ -1,8 +1,8 @@
 """What may change while a tuning runs, and which spec a tuning follows after a change.
 
 The rule, as in Katib: ``parallelTrialCount``, ``maxFailedTrialCount``, ``suspend``,
-``trialTemplate`` and each stage's ``maxTrialCount`` may change; anything else makes a
-different tuning. The spec accepted when the tuning started is kept (the operator in an
+``trialTemplate`` and each stage's ``maxTrialCount`` and ``resources`` may change; anything
+else makes a different tuning. The spec accepted when the tuning started is kept (the operator in an
 annotation, ``diartune tune`` in its output folder); a later spec contributes its
 changeable fields, and any other change is refused with the fields it touched named.
 Both drivers apply this one rule.
@@ -11,6 +11,7 @@ Both drivers apply this one rule.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic.alias_generators import to_camel
@@ -20,14 +21,20 @@ from diartune.spec.model import Spec, SpecError
 
 MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
 MUTABLE_KEYS = tuple(to_camel(name) for name in MUTABLE_FIELDS)
-ALLOWED = "parallelTrialCount, maxTrialCount, maxFailedTrialCount, suspend and trialTemplate"
+#: What may change in each stage (by name).
+STAGE_MUTABLE_KEYS = ("maxTrialCount", "resources")
+ALLOWED = (
+    "parallelTrialCount, maxTrialCount, maxFailedTrialCount, suspend, trialTemplate and "
+    "a stage's resources"
+)
 
 
 def fixed_part(spec: Spec) -> dict[str, Any]:
     """The spec without the fields that may change during a tuning (as JSON)."""
     document = spec.model_dump(mode="json", by_alias=True, exclude=set(MUTABLE_FIELDS))
     for stage in document["stages"]:
-        del stage["maxTrialCount"]
+        for key in STAGE_MUTABLE_KEYS:
+            del stage[key]
     return document
 
 
@@ -38,15 +45,36 @@ def _with_mutable_fields(accepted: dict[str, Any], current: dict[str, Any]) -> d
             merged[key] = copy.deepcopy(current[key])
         else:
             merged.pop(key, None)
-    counts = {
-        stage.get("name"): stage.get("maxTrialCount")
-        for stage in current.get("stages") or []
-        if isinstance(stage, dict)
+    stages = {
+        stage.get("name"): stage for stage in current.get("stages") or [] if isinstance(stage, dict)
     }
     for stage in merged.get("stages") or []:
-        if counts.get(stage.get("name")) is not None:
-            stage["maxTrialCount"] = counts[stage["name"]]
+        now = stages.get(stage.get("name"))
+        if now is None:
+            continue
+        for key in STAGE_MUTABLE_KEYS:
+            if now.get(key) is not None:
+                stage[key] = copy.deepcopy(now[key])
+            elif key != "maxTrialCount":  # required: the accepted count stays
+                stage.pop(key, None)
     return merged
+
+
+def accepted_part(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of the spec it accepted (in an annotation): the spec without
+    the fields that may change, which are always taken from the current spec (``resolve``),
+    so that no trialTemplate (its env included) is copied into an annotation."""
+    return {key: value for key, value in spec.items() if key not in MUTABLE_KEYS}
+
+
+def check_accepted(document: Any, source: str = "spec") -> dict[str, Any]:
+    """A saved accepted spec (``accepted_part``, or a whole spec), once checked; SpecError,
+    naming the field, when it is not one (edited by hand). Its trialTemplate is not
+    checked: ``resolve`` always takes the current spec's."""
+    parse_spec(
+        {**document, "trialTemplate": {}} if isinstance(document, dict) else document, source
+    )
+    return dict(document)
 
 
 def differences(old: Any, new: Any, path: str = "spec") -> list[str]:
