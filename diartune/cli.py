@@ -13,10 +13,13 @@ from diartune.corpus import BadInput
 from diartune.simulate import add_simulate_parser
 from diartune.spec.file import load_tuning
 from diartune.spec.model import SpecError
-from diartune.storage import Storage, StorageError, cache_root, is_s3
+from diartune.storage import StorageError
 
 #: Exit codes of ``diartune tune``, by the phase the tuning ends in.
 TUNE_EXIT_CODES = {"Succeeded": 0, "Failed": 1, "Suspended": 3}
+#: Exit code of every command given bad input (README's table). A trial process's own
+#: (``records.EXIT_BAD_INPUT``, 65) is another interface: the one its drivers read.
+EXIT_BAD_INPUT = 2
 
 
 def _stop_on_sigterm() -> None:
@@ -31,11 +34,17 @@ def _stop_on_sigterm() -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from diartune.corpus import check_corpus
     from diartune.local.tuning import LocalTuning
+    from diartune.search.space import check_spaces
     from diartune.trial.preflight import check_models
 
     tuning = load_tuning(args.spec)
+    check_spaces(tuning.spec, f"{args.spec}: spec.")
     check_models(tuning.spec)
+    problems = check_corpus(tuning.spec, args.spec)
+    if problems:
+        raise BadInput("\n".join(problems))
     output = Path(args.output or Path("runs") / tuning.metadata.name)
     _stop_on_sigterm()
     try:
@@ -66,9 +75,34 @@ def _models(args: argparse.Namespace) -> int:
     from diartune.spec.model import Data
     from diartune.trial.bootstrap import make_models
 
+    if args.preset == "source":
+        return _source_models(args)
+    if not (args.database and args.protocol):
+        raise BadInput("models: --database and --protocol are required without --preset")
     data = Data(database=args.database, protocol=args.protocol)
-    paths = make_models(data, Path(args.output), args.epochs, args.batches_per_epoch)
+    paths = make_models(data, Path(args.output), args.epochs or 20, args.batches_per_epoch)
     for path in paths:
+        print(path)
+    return 0
+
+
+def _source_models(args: argparse.Namespace) -> int:
+    """The demo's source model: source speakers, ``source`` conversations, from scratch."""
+    from dataclasses import replace
+
+    from diartune.adaptation import split_pool
+    from diartune.demo import FULL, make_source_model
+    from diartune.simulate import SimulationError
+
+    output = Path(args.output)
+    budget = replace(FULL, source_epochs=args.epochs or FULL.source_epochs)
+    try:
+        manifest, _ = split_pool(Path(args.pool), output / "speakers")
+        paths = make_source_model(output, Path(args.ami), manifest, budget)
+    except SimulationError as error:
+        print(f"diartune models: {error}")
+        return 2
+    for path in paths[:2]:
         print(path)
     return 0
 
@@ -109,7 +143,10 @@ def _crd(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from diartune.search.space import check_spaces
+
     tuning = load_tuning(args.spec)
+    check_spaces(tuning.spec, f"{args.spec}: spec.")
     print(f"{args.spec}: valid DiarizationTuning {tuning.metadata.name!r}")
     if args.models and tuning.spec.pipeline.plda:
         from diartune.trial.preflight import check_models
@@ -118,19 +155,18 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{tuning.spec.pipeline.plda}: a PLDA for the embedding model's dimension")
     if not args.data:
         return 0
-    from diartune.corpus import corpus_problems, fetch_database
+    from diartune.corpus import check_corpus
 
     data = tuning.spec.data
     try:
-        database = fetch_database(data, Storage(data.s3), cache_root())
-        problems = corpus_problems(database, data.protocol, confined=is_s3(data.database))
+        problems = check_corpus(tuning.spec, args.spec)
     except BadInput as error:
         problems = str(error).splitlines()
     for problem in problems:
         print(f"diartune: {problem}", file=sys.stderr)
     if not problems:
         print(f"{data.database}: {data.protocol}: lists, annotations and paths are consistent")
-    return 2 if problems else 0
+    return EXIT_BAD_INPUT if problems else 0
 
 
 def _add_verbose(command: argparse.ArgumentParser) -> None:
@@ -167,10 +203,28 @@ def parser() -> argparse.ArgumentParser:
     models = commands.add_parser(
         "models", help="make offline models: train a segmentation model, wrap Resemblyzer"
     )
-    models.add_argument("--database", required=True, help="pyannote.database YAML")
-    models.add_argument("--protocol", required=True, help="protocol with a train subset")
+    models.add_argument("--database", help="pyannote.database YAML (without --preset)")
+    models.add_argument("--protocol", help="protocol with a train subset (without --preset)")
     models.add_argument("--output", required=True, help="folder for the two checkpoints")
-    models.add_argument("--epochs", type=int, default=20)
+    models.add_argument(
+        "--preset",
+        choices=("source",),
+        help="source: the demo's pretrained model, trained on 'source' conversations of "
+        "the source speakers of --ami and --pool (the corpus is simulated into OUTPUT)",
+    )
+    models.add_argument(
+        "--ami",
+        default="../shared/data/ami-debug/database.yml",
+        help="with --preset: ami-debug's database.yml (its train speakers are source speakers)",
+    )
+    models.add_argument(
+        "--pool",
+        default="../shared/data/speech-pool/manifest.csv",
+        help="with --preset: speech-pool's manifest.csv (split into source and target speakers)",
+    )
+    models.add_argument(
+        "--epochs", type=int, help="training epochs (default 20; with --preset, the demo's)"
+    )
     models.add_argument("--batches-per-epoch", type=int, default=40)
     models.set_defaults(run=_models)
 
@@ -237,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (SpecError, StorageError, BadInput) as error:
+    except (SpecError, StorageError, BadInput, OSError) as error:
         for line in str(error).splitlines():  # one line per problem, each one whole
             print(f"diartune: {line}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT

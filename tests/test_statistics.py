@@ -7,7 +7,12 @@ import pytest
 
 from diartune.objective import aggregate
 from diartune.records import Components, FileScores
-from diartune.search.statistics import compare, estimate
+from diartune.search.statistics import (
+    compare,
+    compare_by_speakers,
+    estimate,
+    estimate_by_speakers,
+)
 
 
 def scores(ders: list[float], seconds: float = 30.0, files: str = "f") -> FileScores:
@@ -63,3 +68,29 @@ def test_noise_alone_is_not_significant_and_says_so_in_plain_words() -> None:
 def test_scores_of_other_files_are_not_compared() -> None:
     with pytest.raises(ValueError, match="not scored on the same files"):
         compare(scores([0.2, 0.3], files="a"), scores([0.2, 0.3], files="b"))
+
+
+def test_the_speaker_bootstrap_is_never_narrower_than_the_file_bootstrap() -> None:
+    rng = np.random.default_rng(4)
+    found = scores(list(rng.uniform(0.2, 0.5, 48)))
+    many = [[f"s{index}", f"s{index + 1}", f"s{index + 2}"] for index in range(48)]
+    by_files, by_speakers = estimate(found), estimate_by_speakers(found, many)
+    assert by_speakers.high - by_speakers.low >= by_files.high - by_files.low
+    assert by_speakers == estimate_by_speakers(found, many)  # seeded
+
+
+def test_files_that_share_speakers_widen_the_interval() -> None:
+    # 48 files over 6 speakers, two per file; the DER depends on who speaks.
+    rng = np.random.default_rng(5)
+    effect = rng.uniform(0.1, 0.6, 6)
+    pairs = [sorted(rng.choice(6, size=2, replace=False)) for _ in range(48)]
+    ders = [float(effect[pair].mean() + rng.normal(0, 0.02)) for pair in pairs]
+    speakers = [[f"s{a}", f"s{b}"] for a, b in pairs]
+    by_files, by_speakers = estimate(scores(ders)), estimate_by_speakers(scores(ders), speakers)
+    assert by_speakers.value == by_files.value
+    assert by_speakers.high - by_speakers.low > 1.5 * (by_files.high - by_files.low)
+    tuned = [d - 0.05 for d in ders]
+    gain = compare_by_speakers(scores(tuned), scores(ders), speakers)
+    assert gain.significant and gain.gain == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="needs its speakers"):
+        estimate_by_speakers(scores(ders), speakers[:-1])

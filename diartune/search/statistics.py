@@ -40,6 +40,36 @@ def _bootstrap(
     return np.array([aggregate(error[rows], total[rows], how) for rows in indices])
 
 
+def _draw_counts(count: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, count): how often each of ``count`` items is drawn in each resample."""
+    counts = np.zeros((resamples, count))
+    np.add.at(counts, (np.arange(resamples)[:, None], _resampled(count, resamples, seed)), 1.0)
+    return counts
+
+
+def _speaker_weights(speakers: list[list[str]], resamples: int, seed: int) -> np.ndarray:
+    """(resamples, files) weights of a bootstrap over speakers and files: the files and
+    the speakers are each drawn with replacement, and a file weighs its own draw count
+    times the mean of its speakers' draw counts (1 on average; 0 when the file or all
+    its speakers were not drawn). Drawing both keeps the file-to-file spread that a
+    bootstrap over files sees and adds what comes from who speaks (as Owen's pigeonhole
+    bootstrap does for crossed designs)."""
+    names = sorted({name for file in speakers for name in file})
+    index = {name: column for column, name in enumerate(names)}
+    membership = np.zeros((len(names), len(speakers)))
+    for column, file in enumerate(speakers):
+        for name in file:
+            membership[index[name], column] = 1.0 / len(file)
+    drawn = _draw_counts(len(names), resamples, seed + 1) @ membership
+    return _draw_counts(len(speakers), resamples, seed) * drawn
+
+
+def _weighted_total(error: np.ndarray, total: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The total DER of each weighted resample (rows of ``weights``)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ error) / (weights @ total)
+
+
 def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     values = values[np.isfinite(values)]
     tail = 100 * (1 - level) / 2
@@ -122,4 +152,50 @@ def compare(
     gains = _bootstrap(b_error, b_total, indices, how) - _bootstrap(a_error, a_total, indices, how)
     low, high = _interval(gains, LEVEL)
     gain = aggregate(b_error, b_total, how) - aggregate(a_error, a_total, how)
+    return Comparison(gain, low, high, len(a_error))
+
+
+def _check_speakers(scores: FileScores, speakers: list[list[str]]) -> None:
+    if len(speakers) != len(scores.error) or not all(speakers):
+        raise ValueError("every scored file needs its speakers, in the order of its scores")
+
+
+def estimate_by_speakers(
+    scores: FileScores, speakers: list[list[str]], resamples: int = RESAMPLES, seed: int = SEED
+) -> Estimate:
+    """The total DER of ``scores`` with an interval from a bootstrap over speakers and files.
+
+    Files that share speakers are not independent: resampling files alone would make the
+    interval too narrow. ``speakers`` holds each file's speakers, in the order of
+    ``scores`` (sorted URIs).
+    """
+    _check_speakers(scores, speakers)
+    error, total = np.asarray(scores.error), np.asarray(scores.total)
+    values = _weighted_total(error, total, _speaker_weights(speakers, resamples, seed))
+    spoken = total > 0
+    spread = float(np.std(error[spoken] / total[spoken])) if spoken.any() else float("nan")
+    low, high = _interval(values, LEVEL)
+    return Estimate(aggregate(error, total, "total"), low, high, len(error), spread)
+
+
+def compare_by_speakers(
+    tuned: FileScores,
+    baseline: FileScores,
+    speakers: list[list[str]],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> Comparison:
+    """``compare`` (total DER) with a paired bootstrap over speakers and files.
+
+    Raises ValueError when the two were not scored on the same files.
+    """
+    if tuned.files != baseline.files or len(tuned.error) != len(baseline.error):
+        raise ValueError("the two configurations were not scored on the same files")
+    _check_speakers(tuned, speakers)
+    weights = _speaker_weights(speakers, resamples, seed)
+    a_error, a_total = np.asarray(tuned.error), np.asarray(tuned.total)
+    b_error, b_total = np.asarray(baseline.error), np.asarray(baseline.total)
+    gains = _weighted_total(b_error, b_total, weights) - _weighted_total(a_error, a_total, weights)
+    low, high = _interval(gains, LEVEL)
+    gain = aggregate(b_error, b_total, "total") - aggregate(a_error, a_total, "total")
     return Comparison(gain, low, high, len(a_error))

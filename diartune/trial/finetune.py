@@ -84,6 +84,7 @@ def fine_tune(
     resume: Path | None = None,
     save_state: SaveState | None = None,
     callbacks: Sequence[lightning.Callback] = (),
+    validate: bool = False,
 ) -> Path:
     """Train ``model`` on the protocol's train subset; write and return its checkpoint.
 
@@ -113,6 +114,9 @@ def fine_tune(
         training state.
     callbacks
         More lightning callbacks for the trainer (``bench/gpu.py`` times epochs with one).
+    validate
+        Compute the loss on the development subset after every epoch (``loss/val``, for
+        early stopping callbacks); trials do not.
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
     specifications = getattr(model, "_specifications", None)
@@ -147,7 +151,7 @@ def fine_tune(
             max_epochs=epochs,
             callbacks=[*saver, *callbacks],
             limit_train_batches=settings.batches_per_epoch or 1.0,
-            limit_val_batches=0,
+            limit_val_batches=1.0 if validate else 0,
             num_sanity_val_steps=0,
             gradient_clip_val=0.5,
             enable_checkpointing=False,
