@@ -29,7 +29,7 @@ from diartune.results.export import export_journal, study_name
 
 #: Seconds to wait for the server to answer and for each page to draw.
 DEADLINE = 240
-#: What scripts/setup.sh installs, started as polyglot.md says for this closed network.
+#: What scripts/setup.sh installs, started with the flags a closed network needs.
 CHROMIUM_FLAGS = [
     "--disable-gpu",
     "--disable-quic",
