@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import soundfile
 import yaml
 
 from diartune.spec.file import TotalLoader
@@ -392,6 +391,9 @@ def template_problems(database: Path, corpus: str) -> list[str]:
 def audio_durations(database: Path, corpus: str, uris: list[str]) -> dict[str, float]:
     """Each file's audio duration in seconds, from the header of the first file its
     templates name that soundfile reads (a missing one is the trial's to report)."""
+    # Imported here: the operator's image runs the same CLI and has no soundfile.
+    import soundfile
+
     durations = {}
     templates = audio_templates(database, corpus)
     for uri in uris:
