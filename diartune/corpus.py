@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from diartune.spec.file import TotalLoader
+from diartune.spec.file import TotalLoader, yaml_problem
 from diartune.spec.model import Data, Spec
 from diartune.spec.types import control_character
 from diartune.storage import MissingObject, Storage, cache_root, is_s3
@@ -114,10 +114,7 @@ def database_config(database: Path) -> dict[str, Any]:
     try:
         config = yaml.load(read_text(database, "spec.data.database"), Loader=TotalLoader)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise BadInput(f"{database}: not valid YAML{where}: {problem}") from None
+        raise BadInput(f"{database}: {yaml_problem(error)}") from None
     except RecursionError:
         raise BadInput(f"{database}: not valid YAML: nested too deeply") from None
     if config is None:

@@ -172,10 +172,7 @@ def parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpecError(f"{source}: not valid YAML{where}: {problem}") from None
+        raise SpecError(f"{source}: {yaml_problem(error)}") from None
     except RecursionError:
         raise SpecError(f"{source}: nested deeper than {MAX_DEPTH} levels") from None
 
@@ -247,3 +244,11 @@ def load_tuning(path: str | Path) -> DiarizationTuning:
     """Load and validate a DiarizationTuning YAML file."""
     path = Path(path)
     return parse_tuning(parse_yaml(read_text(path), str(path)), str(path))
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: "not valid YAML (line L, column C): what"."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"not valid YAML{where}: {problem}"
