@@ -148,11 +148,12 @@ def _validate(args: argparse.Namespace) -> int:
     tuning = load_tuning(args.spec)
     check_spaces(tuning.spec, f"{args.spec}: spec.")
     print(f"{args.spec}: valid DiarizationTuning {tuning.metadata.name!r}")
-    if args.models and tuning.spec.pipeline.plda:
+    if args.models:
         from diartune.trial.preflight import check_models
 
         check_models(tuning.spec)
-        print(f"{tuning.spec.pipeline.plda}: a PLDA for the embedding model's dimension")
+        if tuning.spec.pipeline.plda:
+            print(f"{tuning.spec.pipeline.plda}: a PLDA for the embedding model's dimension")
     if not args.data:
         return 0
     from diartune.corpus import check_corpus
@@ -280,7 +281,9 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--models",
         action="store_true",
-        help="also load the embedding model and check the PLDA against it",
+        help="also load the models that a check needs: the embedding model to check the "
+        "PLDA against, the segmentation model when segmentation.threshold is tuned (a "
+        "powerset model has none)",
     )
     validate.set_defaults(run=_validate)
     return root

@@ -30,7 +30,7 @@ from diartune.operator.api import (
 )
 from diartune.records import Components, Trial, TrialRecord
 from diartune.spec.file import parse_tuning
-from diartune.spec.model import DiarizationTuning, SpecError
+from diartune.spec.model import DiarizationTuning, Pipeline, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_CRDS = ROOT / "charts/diartune/crds"
@@ -510,6 +510,8 @@ def test_model_validators_have_cel_rules() -> None:
     spec = openapi(crd.tuning_crd())["properties"]["spec"]["properties"]
     [vbx] = spec["pipeline"]["x-kubernetes-validations"]
     assert "VBxClustering" in vbx["rule"] and "has(self.plda)" in vbx["rule"]
+    # Declared on the model beside its validator, passed through by the generator.
+    assert Pipeline.model_json_schema()["x-kubernetes-validations"] == [vbx]
     name = openapi(crd.tuning_crd())["x-kubernetes-validations"]
     assert name == [
         {

@@ -262,3 +262,53 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def segmentation_checkpoint(path: Path, powerset: bool) -> Path:
+    """An untrained segmentation model: powerset (as pyannote's segmentation-3.0, which has
+    no threshold) or multi-label (which has one)."""
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+
+    from diartune.trial.finetune import new_segmentation_model
+    from diartune.trial.models import save_checkpoint
+
+    model = new_segmentation_model()
+    model.specifications = Specifications(
+        problem=Problem.MONO_LABEL_CLASSIFICATION
+        if powerset
+        else Problem.MULTI_LABEL_CLASSIFICATION,
+        resolution=Resolution.FRAME,
+        duration=5.0,
+        classes=["speaker#1", "speaker#2", "speaker#3"],
+        powerset_max_classes=2 if powerset else None,
+        permutation_invariant=True,
+    )
+    model.build()
+    return save_checkpoint(model, path)
+
+
+def test_a_threshold_to_tune_with_a_powerset_model_is_refused_before_any_trial(
+    ami: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diartune.cli import main
+
+    powerset = segmentation_checkpoint(tmp_path / "powerset.ckpt", powerset=True)
+    document = spec(ami, (powerset, tmp_path / "embedding.ckpt"), fine_tune=False, trials=2)
+    space = document["spec"]["stages"][0]["searchSpace"]
+    space["segmentation.threshold"] = {"type": "float", "low": 0.3, "high": 0.7}
+    path = write(tmp_path, document)
+    output = tmp_path / "out"
+    expected = (
+        f"diartune: spec.stages[0].searchSpace.segmentation.threshold: {powerset} is a "
+        "powerset segmentation model, which has no threshold; expected a model that is not "
+        "powerset, or no segmentation.threshold\n"
+    )
+    assert main(["tune", str(path), "--output", str(output)]) == 2
+    assert capsys.readouterr().err == expected
+    assert not output.exists()  # no trial ran, nothing was written
+    assert main(["validate", "--models", str(path)]) == 2
+    assert capsys.readouterr().err == expected
+
+    multi_label = segmentation_checkpoint(tmp_path / "multilabel.ckpt", powerset=False)
+    document["spec"]["pipeline"]["segmentation"] = str(multi_label)
+    assert main(["validate", "--models", str(write(tmp_path, document))]) == 0

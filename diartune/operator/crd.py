@@ -14,8 +14,8 @@ live there only. Kubernetes wants *structural* schemas, so the conversion
 - merges the discriminated union of parameter types into one object with a ``type``
   enum, and turns what told the variants apart into CEL rules (``x-kubernetes-validations``),
   or, for fields CEL cannot see (``choices``), into ``allOf`` implications of ``required``;
-- adds the CEL rules of the cross-field checks pydantic runs in model validators
-  (``VALIDATIONS``), which a JSON schema cannot carry;
+- passes through the CEL rules (``x-kubernetes-validations``) that the models declare
+  beside their cross-field validators, which plain JSON-schema keywords cannot express;
 - drops ``title`` and ``default``: defaults are applied by the models, not by the API
   server, so that a stored resource holds only what its author wrote.
 
@@ -43,14 +43,7 @@ from diartune.operator.api import (
     DiarizationTrialStatus,
     DiarizationTuningStatus,
 )
-from diartune.spec.model import (
-    API_VERSION,
-    CategoricalParameter,
-    DiarizationTuning,
-    FloatParameter,
-    IntParameter,
-    Pipeline,
-)
+from diartune.spec.model import API_VERSION, DiarizationTuning
 
 Schema = dict[str, Any]
 Rule = dict[str, str]
@@ -87,28 +80,6 @@ def _rule(rule: str, message: str) -> Rule:
     return {"rule": rule, "message": message}
 
 
-_LOW_BELOW_HIGH = _rule("self.low < self.high", "low must be less than high")
-_LOG_NEEDS_POSITIVE_LOW = _rule(
-    "!has(self.log) || !self.log || self.low > 0.0", "a log scale needs low > 0"
-)
-
-# The cross-field checks of the models' validators, as CEL rules on each model's object.
-# Rules of a discriminated-union variant are written for the merged object, in which the
-# variants' numbers are all ``double``; they run only for that variant's ``type``.
-VALIDATIONS: dict[type[BaseModel], tuple[Rule, ...]] = {
-    FloatParameter: (_LOW_BELOW_HIGH, _LOG_NEEDS_POSITIVE_LOW),
-    IntParameter: (_LOW_BELOW_HIGH, _LOG_NEEDS_POSITIVE_LOW),
-    CategoricalParameter: (),  # unique choices: checked by the operator (quadratic in CEL)
-    Pipeline: (
-        _rule(
-            "!has(self.clustering) || self.clustering != 'VBxClustering' || "
-            "(has(self.plda) && self.plda != '')",
-            "VBxClustering needs a PLDA (local path, s3:// URI or hub id)",
-        ),
-    ),
-}
-
-
 class CrdError(ValueError):
     """A JSON schema construct with no structural OpenAPI equivalent."""
 
@@ -120,19 +91,17 @@ def structural_schema(model: type[BaseModel]) -> Schema:
     """The structural OpenAPI v3 schema of ``model``, as Kubernetes takes it."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     definitions = schema.pop("$defs", {})
-    rules = {cls.__name__: list(found) for cls, found in VALIDATIONS.items()}
-    return _tidy(_Converter(definitions, rules).convert(schema, model.__name__, model.__name__))
+    return _tidy(_Converter(definitions).convert(schema, model.__name__))
 
 
 class _Converter:
     """Converts one pydantic JSON schema, resolving references against its ``$defs``."""
 
-    def __init__(self, definitions: Schema, rules: dict[str, list[Rule]]) -> None:
+    def __init__(self, definitions: Schema) -> None:
         self.definitions = definitions
-        self.rules = rules
 
-    def convert(self, node: Schema, where: str, name: str | None = None) -> Schema:
-        """The structural form of ``node``; ``where`` names it in errors, ``name`` its model."""
+    def convert(self, node: Schema, where: str) -> Schema:
+        """The structural form of ``node``; ``where`` names it in errors."""
         if "$ref" in node:
             return self._reference(node, where)
         if "anyOf" in node or "oneOf" in node:
@@ -160,14 +129,12 @@ class _Converter:
             elif key == "exclusiveMaximum":
                 result.update(maximum=value, exclusiveMaximum=True)
             elif key == "x-kubernetes-validations":
-                result[key] = list(value)
+                # pydantic sorts a schema's keys: each rule's expression first again.
+                result[key] = [{"rule": rule["rule"], **rule} for rule in value]
             elif key in _KEPT:
                 result[key] = value
             else:
                 raise CrdError(f"{where}: JSON schema keyword {key!r} has no structural form")
-        rules = [*result.pop("x-kubernetes-validations", []), *self.rules.get(name or "", [])]
-        if rules:
-            result["x-kubernetes-validations"] = _unique(rules)
         return result
 
     def _reference(self, node: Schema, where: str) -> Schema:
@@ -176,7 +143,7 @@ class _Converter:
             raise CrdError(f"{where}: unresolved reference {node['$ref']!r}")
         # Keywords beside a $ref (a field's description) win over the model's own.
         siblings = {key: value for key, value in node.items() if key != "$ref"}
-        return self.convert({**self.definitions[name], **siblings}, where, name)
+        return self.convert({**self.definitions[name], **siblings}, where)
 
     def _additional(self, value: bool | Schema, where: str) -> Schema:
         if value is False:  # extra="forbid": a structural schema prunes unknown fields
@@ -427,14 +394,6 @@ def _grouped(found: Iterable[tuple[T, str]]) -> list[tuple[T, list[str]]]:
         else:
             groups.append((item, [value]))
     return groups
-
-
-def _unique(rules: list[Rule]) -> list[Rule]:
-    seen: list[Rule] = []
-    for rule in rules:
-        if rule not in seen:
-            seen.append(rule)
-    return seen
 
 
 # --- The resources -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     model_validator,
 )
@@ -62,6 +63,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=True
     )
+
+
+def _cel(*rules: tuple[str, str]) -> ConfigDict:
+    """The config that declares ``rules`` (CEL expression, message) on a model's JSON
+    schema as ``x-kubernetes-validations``: the CRD's form of a cross-field validator,
+    which ``diartune.operator.crd`` passes through to the API server."""
+    found: list[JsonValue] = [{"rule": rule, "message": message} for rule, message in rules]
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": found})
 
 
 class S3(_Model):
@@ -121,6 +130,14 @@ class Pipeline(_Model):
     segmentation_batch_size: int = Field(32, ge=1, le=4096, description="Segmentation batch.")
     embedding_batch_size: int = Field(32, ge=1, le=4096, description="Embedding batch size.")
 
+    model_config = _cel(
+        (
+            "!has(self.clustering) || self.clustering != 'VBxClustering' || "
+            "(has(self.plda) && self.plda != '')",
+            "VBxClustering needs a PLDA (local path, s3:// URI or hub id)",
+        )
+    )
+
     @model_validator(mode="after")
     def _vbx_needs_plda(self) -> Pipeline:
         if self.clustering == "VBxClustering" and not self.plda:
@@ -179,6 +196,14 @@ def _check_range(low: float, high: float, log: bool) -> None:
         raise ValueError(f"a log scale needs low > 0, got low = {low}")
 
 
+# _check_range in CEL. The CRD merges the parameter types into one object, in which low
+# and high are doubles (hence 0.0); a type's rules run only for that type.
+_CHECK_RANGE = _cel(
+    ("self.low < self.high", "low must be less than high"),
+    ("!has(self.log) || !self.log || self.low > 0.0", "a log scale needs low > 0"),
+)
+
+
 class FloatParameter(_Model):
     """A float parameter, uniform or log-uniform in [low, high] (finite, within +-1e6)."""
 
@@ -186,6 +211,8 @@ class FloatParameter(_Model):
     low: FiniteFloat = Field(description="Lowest value of the range.")
     high: FiniteFloat = Field(description="Highest value of the range, above low.")
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
+
+    model_config = _CHECK_RANGE
 
     @model_validator(mode="after")
     def _check_bounds(self) -> FloatParameter:
@@ -200,6 +227,8 @@ class IntParameter(_Model):
     low: BoundedInt = Field(description="Lowest value of the range.")
     high: BoundedInt = Field(description="Highest value of the range, above low.")
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
+
+    model_config = _CHECK_RANGE
 
     @model_validator(mode="after")
     def _check_bounds(self) -> IntParameter:
@@ -221,6 +250,8 @@ class CategoricalParameter(_Model):
         min_length=1, max_length=256, description="The values to choose from."
     )
 
+    # No CEL rule: uniqueness is quadratic in CEL; the models check it wherever a spec is
+    # read (diartune validate, the operator).
     @model_validator(mode="after")
     def _check_unique(self) -> CategoricalParameter:
         if len(set(map(str, self.choices))) != len(self.choices):
