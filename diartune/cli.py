@@ -64,11 +64,14 @@ def _tune(args: argparse.Namespace) -> int:
 def _trial(args: argparse.Namespace) -> int:
     from diartune.records import TrialRequest
     from diartune.trial.run import main as run_trial
+    from diartune.trial.run import main_batch
 
-    text = Path(args.request).read_text("utf-8") if args.request else args.request_json
-    request = TrialRequest.model_validate_json(text)
+    texts = [Path(path).read_text("utf-8") for path in args.request or []]
+    requests = [
+        TrialRequest.model_validate_json(text) for text in texts + (args.request_json or [])
+    ]
     log = Path(args.termination_log) if args.termination_log else None
-    return run_trial(request, log)
+    return run_trial(requests[0], log) if len(requests) == 1 else main_batch(requests, log)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -194,8 +197,12 @@ def parser() -> argparse.ArgumentParser:
 
     trial = commands.add_parser("trial", help="run one trial (what a trial pod runs)")
     source = trial.add_mutually_exclusive_group(required=True)
-    source.add_argument("--request", help="TrialRequest JSON file")
-    source.add_argument("--request-json", help="TrialRequest JSON text")
+    source.add_argument(
+        "--request", action="append", help="TrialRequest JSON file (several: run in turn)"
+    )
+    source.add_argument(
+        "--request-json", action="append", help="TrialRequest JSON text (several: run in turn)"
+    )
     trial.add_argument(
         "--termination-log", help="also write the result JSON here (Kubernetes termination message)"
     )

@@ -223,6 +223,59 @@ def parse_trial_output(
     )
 
 
+#: A Kubernetes termination message holds 4 KiB: what a trial pod reports stays within it.
+MESSAGE_LIMIT = 4000
+
+
+class BatchReport(Document):
+    """What a pod that runs several trials in turn reports in its termination message,
+    written again as each trial starts and ends: the outcome of each trial it finished, by
+    name, and the trial it is running (None once it is through). A trial of its batch named
+    in neither has not started."""
+
+    trials: dict[str, TrialOutcome] = Field(default_factory=dict)
+    running: str | None = None
+
+    def message(self, limit: int = MESSAGE_LIMIT) -> str:
+        """The report as JSON within ``limit`` bytes: each result in its compact form
+        (per-file scores, then timings, left out where its share would not hold them), and
+        the last outcomes left out if still too long: their trials run again and report
+        the result.json they wrote, in a smaller batch."""
+        share = limit // (len(self.trials) + 1)
+        outcomes = {name: _compact(outcome, share) for name, outcome in self.trials.items()}
+        while True:
+            text = json.dumps({"trials": outcomes, "running": self.running}, ensure_ascii=False)
+            if len(text.encode()) <= limit or not outcomes:
+                return text
+            outcomes.pop(list(outcomes)[-1])
+
+    @classmethod
+    def parse(cls, text: str) -> BatchReport:
+        """The report in a termination message (empty when it holds none)."""
+        try:
+            return cls.model_validate_json(text or "{}")
+        except ValidationError:
+            return cls()
+
+
+def _compact(outcome: TrialOutcome, limit: int) -> dict[str, Any]:
+    """An outcome as JSON, its result with what the operator records of it: per-file
+    scores only where they fit ``limit`` bytes, no timings or request digest (those stay in
+    the trial's result.json)."""
+    document = outcome.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"result"})
+    if outcome.result is not None:
+        result = outcome.result.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude_none=True,
+            exclude={"per_file", "timings", "request_digest"},
+        )
+        if len(json.dumps(result, ensure_ascii=False).encode()) > limit:
+            result.pop("scores", None)
+        document["result"] = result
+    return document
+
+
 class Trial(Document):
     """A trial of a tuning: what it runs, in which stage, on which subset."""
 

@@ -22,6 +22,7 @@ from kubernetes import client, watch
 from workload import Ending
 
 from diartune.operator.api import GROUP, TRIAL_PLURAL, TUNING_PLURAL, VERSION
+from diartune.operator.manifests import job_trials
 
 JOBS = r"/apis/batch/v1/namespaces/[^/]+/jobs"
 TRIALS = r"/apis/diartune\.io/v1alpha1/namespaces/[^/]+/diarizationtrials"
@@ -167,6 +168,64 @@ def pod_fates(cluster: Cluster, folder: Path) -> Row:
             "attempts": dict(run.workload.attempts),
         }
         return row
+
+
+def batch_killed(cluster: Cluster, folder: Path) -> Row:
+    """A pod of four trials is SIGKILLed (exit 137, not a disruption) while it runs its
+    third: the two it finished keep their results, the third fails as a one-trial pod
+    killed so does (its Job fails at once), and the fourth, which never started, runs
+    once in a Job of its own."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        first = trial.endswith("clustering-000") and attempt == 1
+        return Ending(137, seconds=3, finished=2) if first else None
+
+    with scenario(cluster, folder, fate=fate) as run:
+        run.apply(tuning_manifest("killed", trials=8, parallel=4, trials_per_pod=4))
+        row = finish(run, "killed", 8)
+        row["facts"] = {
+            "states": {t["spec"]["name"]: t["status"] for t in run.trials("killed")},
+            "attempts": dict(run.workload.attempts),
+            "reports": dict(run.workload.reports),
+            "jobs": _jobs(run),
+        }
+        return row
+
+
+def batch_evicted(cluster: Cluster, folder: Path) -> Row:
+    """A pod of four trials is evicted after it finished two of them: its Job's next pod
+    reports those two (their result.json) and runs the other two, once each."""
+
+    def fate(trial: str, attempt: int) -> Ending | None:
+        first = trial.endswith("clustering-000") and attempt == 1
+        return Ending(0, seconds=60, finished=2) if first else None  # long enough to evict
+
+    with scenario(cluster, folder, fate=fate) as run:
+        run.apply(tuning_manifest("evicted", trials=8, parallel=4, trials_per_pod=4))
+        pod = _running_pod(run, "clustering-000")
+        core = client.CoreV1Api(cluster.api_client())
+        eviction = client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=run.namespace)
+        )
+        run.inject("evicted", *(f"clustering-00{number}" for number in range(4)))
+        core.create_namespaced_pod_eviction(pod.metadata.name, run.namespace, eviction)
+        row = finish(run, "evicted", 8)
+        row["facts"] = {
+            "states": {t["spec"]["name"]: t["status"] for t in run.trials("evicted")},
+            "attempts": dict(run.workload.attempts),
+            "reports": dict(run.workload.reports),
+            "jobs": _jobs(run),
+        }
+        return row
+
+
+def _jobs(run: Run) -> dict[str, list[str]]:
+    """Each Job of the run's namespace, with the trials it runs."""
+    batch = client.BatchV1Api(run.cluster.api_client())
+    return {
+        job.metadata.name: job_trials(batch.api_client.sanitize_for_serialization(job))
+        for job in batch.list_namespaced_job(run.namespace).items
+    }
 
 
 def node_deleted(cluster: Cluster, folder: Path) -> Row:
@@ -469,6 +528,8 @@ SCENARIOS: dict[str, Callable[[Cluster, Path], Row]] = {
     "operator exits after each kind of write": crash_points,
     "operator SIGKILLed at 20 random moments": random_kills,
     "pod fates: OOMKilled, exit 75, preemption": pod_fates,
+    "a pod of 4 trials SIGKILLed mid-batch": batch_killed,
+    "a pod of 4 trials evicted mid-batch": batch_evicted,
     "node deleted under a running pod": node_deleted,
     "node NotReady under a running pod": node_not_ready,
     "pod never starts: ImagePullBackOff, activeDeadlineSeconds": image_pull_deadline,

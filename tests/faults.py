@@ -49,8 +49,11 @@ OPERATOR_ENV = {"DIARTUNE_WATCH_TIMEOUT": "5"}
 FINAL = ("Succeeded", "Failed")
 
 
-def tuning_manifest(name: str, trials: int = 6, parallel: int = 2) -> dict[str, Any]:
-    """A clustering-stage tuning whose trials go to the fake GPU pool."""
+def tuning_manifest(
+    name: str, trials: int = 6, parallel: int = 2, trials_per_pod: int = 1
+) -> dict[str, Any]:
+    """A clustering-stage tuning whose trials go to the fake GPU pool, ``trials_per_pod``
+    to a pod (1 unless a scenario is about pods of several trials)."""
     space = {
         "clustering.threshold": {"type": "float", "low": 0.0, "high": 2.0},
         "clustering.min_cluster_size": {"type": "int", "low": 1, "high": 20},
@@ -68,7 +71,14 @@ def tuning_manifest(name: str, trials: int = 6, parallel: int = 2) -> dict[str, 
                 "segmentation": "s3://models/segmentation.ckpt",
                 "embedding": "s3://models/embedding.ckpt",
             },
-            "stages": [{"name": "clustering", "searchSpace": space, "maxTrialCount": trials}],
+            "stages": [
+                {
+                    "name": "clustering",
+                    "searchSpace": space,
+                    "maxTrialCount": trials,
+                    "trialsPerPod": trials_per_pod,
+                }
+            ],
             "optimizer": {"seed": 0, "initialDesignSize": 2},
             "parallelTrialCount": parallel,
             "maxFailedTrialCount": 1,

@@ -108,7 +108,7 @@ def accepted_everywhere(cluster: Cluster, namespace: str, document: dict[str, An
     resource = trial_manifest(owner, trial)
     resource["metadata"]["uid"] = str(uuid.uuid4())
     request = study.request(trial)
-    job = job_manifest(resource, "ems", tuning.spec, request, JobDefaults())
+    job = job_manifest(resource, "ems", tuning.spec, [request], JobDefaults())
     admitted = cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), check=False
     )

@@ -119,7 +119,7 @@ def test_the_cli_takes_the_charts_commands() -> None:
         assert parser().parse_args(["operator", *args]).command == "operator"
     # The operator's trial Jobs keep the image's entrypoint and pass the subcommand as args.
     args = parser().parse_args(["trial", "--request-json", "{}"])
-    assert (args.command, args.request_json) == ("trial", "{}")
+    assert (args.command, args.request_json) == ("trial", ["{}"])
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["scripts"]
     assert scripts == {"diartune": "diartune.cli:main"}
 

@@ -83,6 +83,43 @@ def test_pod_fates_out_of_memory_infrastructure_and_preemption(
     assert attempts["fates/clustering-003"] == 2  # preempted: replaced without counting
 
 
+def test_a_pod_of_several_trials_killed_mid_batch_keeps_what_it_finished(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.batch_killed(cluster, tmp_path)
+    exactly_once(row, 8, failed=1)
+    facts = row["facts"]
+    states, attempts = facts["states"], facts["attempts"]
+    assert facts["jobs"]["killed-clustering-000"] == [f"clustering-00{n}" for n in range(4)]
+    # Finished before the kill: recorded from its termination message, never run again.
+    assert states["clustering-000"]["state"] == states["clustering-001"]["state"] == "Succeeded"
+    assert attempts["killed/clustering-000"] == attempts["killed/clustering-001"] == 1
+    # Running at the kill: failed, as a one-trial pod killed so is.
+    assert states["clustering-002"]["state"] == "Failed", states
+    assert "exit code 137" in states["clustering-002"]["message"], states
+    # Never started: run once later, in a Job named after it.
+    assert states["clustering-003"]["state"] == "Succeeded", states
+    assert attempts["killed/clustering-003"] == 2, attempts
+    assert "clustering-003" in facts["jobs"]["killed-clustering-003"], facts["jobs"]
+
+
+def test_a_pod_of_several_trials_evicted_mid_batch_reports_what_it_finished(
+    cluster: Cluster, pool: None, tmp_path: Path
+) -> None:
+    row = scenarios.batch_evicted(cluster, tmp_path)
+    exactly_once(row, 8)
+    facts = row["facts"]
+    assert facts["jobs"]["evicted-clustering-000"] == [f"clustering-00{n}" for n in range(4)]
+    assert all(facts["attempts"][f"evicted/clustering-00{n}"] == 2 for n in range(4)), facts
+    # The second pod reported the two finished trials' result.json and ran the other two.
+    assert facts["reports"] == {"evicted/clustering-000": 1, "evicted/clustering-001": 1}, facts
+    search = {job: trials for job, trials in facts["jobs"].items() if job[-1].isdigit()}
+    assert search == {
+        "evicted-clustering-000": [f"clustering-00{n}" for n in range(4)],
+        "evicted-clustering-004": [f"clustering-00{n}" for n in range(4, 8)],
+    }, facts["jobs"]
+
+
 def test_a_pod_that_cannot_pull_its_image_is_named_and_fails_at_its_deadline(
     cluster: Cluster, pool: None, tmp_path: Path
 ) -> None:

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from diartune.operator.manifests import (
+    TRIALS_ANNOTATION,
     job_manifest,
     job_outcome,
+    job_outcomes,
+    job_trials,
     pod_waiting,
     record_status,
     resource_name,
@@ -22,15 +25,19 @@ from diartune.operator.manifests import (
 from diartune.operator.policy import TrialPolicy
 from diartune.operator.settings import JobDefaults, job_defaults
 from diartune.operator.status import Conditions, tuning_status
+from diartune.operator.trials import pod_batches
 from diartune.records import (
     ERROR_PREFIX,
     RESULT_PREFIX,
     SECRET_VARIABLES_ENV,
+    BatchReport,
     Components,
+    FileScores,
     Trial,
     TrialOutcome,
     TrialRecord,
     TrialRequest,
+    TrialResult,
     parse_trial_output,
 )
 from diartune.search.study import Study
@@ -118,7 +125,7 @@ def manifest(
 ) -> dict[str, Any]:
     """The Job of ``trial`` (TRIAL by default) in namespace ns of tuning demo."""
     request = Study(spec, root="s3://artifacts/ns/demo").request(trial)
-    return job_manifest(trial_resource(trial), "demo", spec, request, defaults or JobDefaults())
+    return job_manifest(trial_resource(trial), "demo", spec, [request], defaults or JobDefaults())
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -547,3 +554,113 @@ def test_a_request_digest_survives_the_api_servers_key_order() -> None:
     assert list(again.full_params) != list(TRIAL.full_params)  # another order...
     first = Study(spec, root="s3://artifacts/ns/demo").request(TRIAL)
     assert Study(spec, root="s3://artifacts/ns/demo").request(again).digest == first.digest
+
+
+def _trials(count: int, stage: str = "clustering") -> list[Trial]:
+    return [
+        TRIAL.model_copy(update={"name": f"{stage}-{number:03d}", "stage": stage, "number": number})
+        for number in range(count)
+    ]
+
+
+def test_a_clustering_stage_runs_several_trials_per_pod_and_a_fine_tuning_stage_one() -> None:
+    """By default a stage without fineTune gives a pod 4 trials, a stage with it 1, and
+    each evaluation has a pod of its own; trialsPerPod overrides the default."""
+    spec = Spec.model_validate(two_stages())
+    assert [len(batch) for batch in pod_batches(spec, _trials(6))] == [4, 2]
+    assert [len(batch) for batch in pod_batches(spec, _trials(2, "segmentation"))] == [1, 1]
+    assert [len(b) for b in pod_batches(spec, [*_trials(2), EVALUATION, EVALUATION])] == [2, 1, 1]
+    document = two_stages()
+    document["stages"][1]["trialsPerPod"] = 3
+    spec = Spec.model_validate(document)
+    assert [len(batch) for batch in pod_batches(spec, _trials(7))] == [3, 3, 1]
+    with pytest.raises(ValueError, match="trialsPerPod"):
+        document["stages"][1]["trialsPerPod"] = 9  # more would not fit its message
+        Spec.model_validate(document)
+
+
+def test_a_job_of_several_trials_runs_each_request_in_turn_without_a_gpu() -> None:
+    spec = Spec.model_validate(spec_document())
+    study = Study(spec, root="s3://artifacts/ns/demo")
+    trials = _trials(3)
+    requests = [study.request(trial) for trial in trials]
+    job = job_manifest(trial_resource(trials[0]), "demo", spec, requests, JobDefaults())
+    assert job["metadata"]["name"] == "demo-clustering-000"
+    assert job_trials(job) == ["clustering-000", "clustering-001", "clustering-002"]
+    command = container(job)["command"]
+    given = [command[i + 1] for i, arg in enumerate(command) if arg == "--request-json"]
+    assert [TrialRequest.model_validate_json(text) for text in given] == requests
+    assert "nvidia.com/gpu" not in json.dumps(container(job)["resources"])
+    single = manifest(spec)  # one trial: no list, its label names it
+    assert "annotations" not in single["metadata"] and job_trials(single) == ["clustering-003"]
+
+
+def _batch(report: BatchReport, code: int, reason: str = "Error") -> dict[str, Any]:
+    return _pod(code, report.message(), reason=reason)
+
+
+def _batch_job(kind: str, reason: str = "") -> dict[str, Any]:
+    job = _job(kind, reason)
+    job["metadata"]["annotations"] = {TRIALS_ANNOTATION: "c-0,c-1,c-2,c-3"}
+    return job
+
+
+def test_a_pod_of_several_trials_reports_each_and_a_killed_one_what_it_finished() -> None:
+    components = Components.of(1, 2, 2, 20)
+    done = {
+        name: TrialOutcome(
+            result=TrialResult(name=name, der=0.25, components=components, artifacts=name),
+            seconds=2.0,
+        )
+        for name in ("c-0", "c-1", "c-2", "c-3")
+    }
+    done["c-1"] = TrialOutcome(error="no audio", bad_input=True)
+    complete = job_outcomes(_batch_job("Complete"), [_batch(BatchReport(trials=done), 0)])
+    assert complete == done  # each its own outcome and seconds
+
+    # SIGKILLed while it ran c-2: c-0 and c-1 keep what they reported, c-2 fails with
+    # the Job (as a one-trial pod killed so does), c-3 never started and runs again.
+    killed = BatchReport(trials={name: done[name] for name in ("c-0", "c-1")}, running="c-2")
+    failed = _batch_job("Failed", "PodFailurePolicy")
+    outcomes = job_outcomes(failed, [_batch(killed, 137, "OOMKilled")])
+    assert sorted(outcomes) == ["c-0", "c-1", "c-2"]
+    assert outcomes["c-0"] == done["c-0"]
+    assert (outcomes["c-2"].error or "").startswith("out of memory (OOMKilled)")
+
+    # Its pod never started (or died before its first trial): every trial fails with it.
+    never = job_outcomes(_batch_job("Failed", "DeadlineExceeded"), [], "ImagePullBackOff: x")
+    assert sorted(never) == ["c-0", "c-1", "c-2", "c-3"]
+    assert (
+        never["c-3"].error == "DeadlineExceeded: why; its pod could not start: ImagePullBackOff: x"
+    )
+
+    # Retried to its backoff limit on c-2's infrastructure error: c-3 runs again.
+    crashed = BatchReport(trials={**killed.trials, "c-2": TrialOutcome(error="S3 503")})
+    outcomes = job_outcomes(_batch_job("Failed", "BackoffLimitExceeded"), [_batch(crashed, 75)])
+    assert sorted(outcomes) == ["c-0", "c-1", "c-2"] and outcomes["c-2"].error == "S3 503"
+
+
+def test_a_batch_report_fits_a_termination_message_whatever_its_results() -> None:
+    """Each result shrinks to its share (per-file scores, then timings, left out), and
+    what still does not fit is left out: its trial runs again and reports its result.json."""
+    per_file = {f"file-{n:04d}": Components.of(1, 2, 2, 20) for n in range(300)}
+    trials = {}
+    for number in range(8):
+        name = f"clustering-{number:03d}"
+        result = TrialResult(
+            name=name,
+            der=0.25,
+            components=Components.of(1, 2, 2, 20),
+            scores=FileScores.of(per_file),
+            artifacts=f"s3://artifacts/{'n' * 63}/{'t' * 63}/trials/{name}",
+            timings={f"phase-{n}": 1.0 for n in range(20)},
+            request_digest="d" * 64,
+        )
+        trials[name] = TrialOutcome(result=result, seconds=3.0)
+    text = BatchReport(trials=trials, running=None).message()
+    assert len(text.encode()) <= 4000
+    parsed = BatchReport.parse(text)
+    assert 1 <= len(parsed.trials) < 8 and list(parsed.trials) == list(trials)[: len(parsed.trials)]
+    first = parsed.trials["clustering-000"].result
+    assert first is not None and (first.der, first.scores) == (0.25, None)
+    assert BatchReport.parse("Traceback (most recent call last): ...") == BatchReport()

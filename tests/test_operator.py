@@ -276,6 +276,13 @@ def list_jobs(cluster: Cluster, namespace: str) -> list[client.V1Job]:
     return list(client.BatchV1Api(cluster.api_client()).list_namespaced_job(namespace).items)
 
 
+def trials_of(job: client.V1Job) -> list[str]:
+    """The trials a Job runs, in turn: those its diartune.io/trials annotation lists, else
+    the one its label names."""
+    listed = (job.metadata.annotations or {}).get("diartune.io/trials")
+    return listed.split(",") if listed else [job.metadata.labels["diartune.io/trial"]]
+
+
 def job_resources(job: client.V1Job) -> dict[str, dict[str, str]]:
     """The requests and limits of a Job's trial container."""
     [container] = job.spec.template.spec.containers
@@ -469,7 +476,13 @@ def test_tuning_runs_real_trials_to_success(
 
     created = list_jobs(cluster, namespace)
     jobs = {job.metadata.name for job in created}
-    assert jobs == {t["metadata"]["name"] for t in trials} | evaluations
+    # A clustering stage runs several trials per pod by default (trialsPerPod), each
+    # trial in one Job only; each evaluation runs alone.
+    runs = {job.metadata.name: trials_of(job) for job in created}
+    assert runs["ami-clustering-000"] == ["clustering-000", "clustering-001"], runs
+    ran = sorted(trial for listed in runs.values() for trial in listed)
+    assert ran == sorted([t["spec"]["name"] for t in trials] + [e[4:] for e in evaluations])
+    assert evaluations <= jobs
     for job in created:  # clustering trials and evaluations: CPU and memory, no GPU
         assert job_resources(job) == CPU_RESOURCES, job.metadata.name
     pods = list_pods(cluster, namespace)
@@ -626,6 +639,7 @@ def test_gpu_capacity_is_respected_and_delete_cleans_up(
     Jobs, two pods bound, two Pending."""
     manifest = tuning_manifest("gpus", 6, 4, gpu_pool)
     manifest["spec"]["stages"][0]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    manifest["spec"]["stages"][0]["trialsPerPod"] = 1  # a pod, and a GPU, per trial
     apply(cluster, namespace, manifest, tmp_path)
 
     def settled() -> bool:
@@ -734,7 +748,9 @@ def test_operator_killed_mid_tuning_finishes_it_without_loss_or_duplicates(
 
     jobs = {job.metadata.name: job.metadata.uid for job in list_jobs(cluster, namespace)}
     assert {name: jobs.get(name) for name in before} == before  # adopted, not relaunched
-    assert len(jobs) == 5 + 3  # five trials; the winner and the defaults on test and development
+    # five trials, several per pod; the winner and the defaults on test and development
+    ran = sorted(trial for job in list_jobs(cluster, namespace) for trial in trials_of(job))
+    assert len(ran) == len(set(ran)) == 5 + 3, ran
     pods = list_pods(cluster, namespace)
     per_job = [pod.metadata.labels["job-name"] for pod in pods]
     assert sorted(per_job) == sorted(jobs), per_job  # every Job ran exactly one pod

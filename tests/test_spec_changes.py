@@ -30,6 +30,7 @@ def test_the_fixed_part_ignores_what_may_change() -> None:
     changed = document(parallelTrialCount=4, suspend=True, trialTemplate={"image": "other:1"})
     changed["stages"][0]["maxTrialCount"] = 50
     changed["stages"][0]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    changed["stages"][0]["trialsPerPod"] = 2
     base = Spec.model_validate(document())
     assert fixed_part(base) == fixed_part(Spec.model_validate(changed))
     assert fixed_part(base) != fixed_part(Spec.model_validate(document(optimizer={"seed": 3})))
@@ -39,9 +40,10 @@ def test_changeable_fields_apply_and_others_are_refused_by_name() -> None:
     changed = document(parallelTrialCount=3, optimizer={"seed": 4})
     changed["stages"][0]["maxTrialCount"] = 9
     changed["stages"][0]["resources"] = {"limits": {"memory": "32Gi"}}
+    changed["stages"][0]["trialsPerPod"] = 2
     spec, refused = resolve(document(), changed)
     assert spec.parallel_trial_count == 3
-    assert spec.stages[0].max_trial_count == 9
+    assert spec.stages[0].max_trial_count == 9 and spec.stages[0].pod_size == 2
     assert spec.stages[0].resources.limits == {"memory": "32Gi"}
     assert spec.optimizer.seed == 0
     assert refused is not None and "spec.optimizer.seed" in refused

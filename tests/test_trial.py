@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from conftest import PROTOCOL, copy_ami, result_line, run_trial
 from trial_requests import request_document
 
-from diartune.records import EXIT_BAD_INPUT, RECORD_FILE, TrialRecord
+from diartune.records import EXIT_BAD_INPUT, RECORD_FILE, BatchReport, TrialRecord
 from diartune.storage import sha256_file
 
 pytestmark = pytest.mark.integration
@@ -180,6 +182,36 @@ def test_missing_database_is_bad_input(models: tuple[Path, Path], tmp_path: Path
     code, output = run_trial(request(tmp_path / "nope.yml", models, tmp_path), tmp_path)
     assert code == EXIT_BAD_INPUT
     assert "spec.data.database" in result_line(output, "DIARTUNE_ERROR ")["error"]
+
+
+def test_one_process_runs_several_trials_in_turn_each_with_its_own_outcome(
+    ami: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """What a pod of several trials runs: a bad input fails its trial alone, a request that
+    already wrote its result reports it, and the termination message holds every outcome."""
+    documents = [
+        request(ami, models, tmp_path, name="clustering-000"),
+        request(tmp_path / "nope.yml", models, tmp_path / "1", name="clustering-001"),
+        request(ami, models, tmp_path, name="clustering-000"),  # the same: its result.json
+    ]
+    argv = [sys.executable, "-m", "diartune", "trial"]
+    for index, document in enumerate(documents):
+        path = tmp_path / f"{index}.request.json"
+        path.write_text(json.dumps(request_document(document)), encoding="utf-8")
+        argv += ["--request", str(path)]
+    log = tmp_path / "termination-log"
+    done = subprocess.run(
+        [*argv, "--termination-log", str(log)], capture_output=True, text=True, timeout=900
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert output.count("DIARTUNE_RESULT ") == 2 and output.count("DIARTUNE_ERROR ") == 1, output
+    assert "clustering-000: reporting the result it already wrote" in output, output[-3000:]
+    report = BatchReport.parse(log.read_text("utf-8"))
+    assert list(report.trials) == ["clustering-000", "clustering-001"] and report.running is None
+    first, failed = report.trials["clustering-000"], report.trials["clustering-001"]
+    assert first.result is not None and first.result.der > 0 and first.seconds is not None
+    assert failed.bad_input and "spec.data.database" in (failed.error or ""), failed
 
 
 def test_a_segmentation_changed_since_its_trial_wrote_it_is_refused_before_loading(

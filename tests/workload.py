@@ -5,8 +5,10 @@ DER from the configuration in its command (``synthetic_der``, a known test funct
 annotates the pod so that KWOK completes it after a while with that result as its
 termination message (tests/kwok-stages.yaml). Like a real trial (``earlier_result`` in
 diartune/trial/run.py), a pod whose very request already produced a result reports it at
-once instead of working again. ``fate`` makes chosen pods end otherwise (out of memory,
-an infrastructure error...). Everything else is the product: the operator, SMAC, the
+once instead of working again. A pod of several trials (a stage's ``trialsPerPod``) ends
+them in turn, their outcomes in one ``BatchReport``, as ``diartune trial`` does with several
+requests. ``fate`` makes chosen pods end otherwise (out of memory, an infrastructure error,
+killed mid-batch...). Everything else is the product: the operator, SMAC, the
 DiarizationTrials, Jobs and the Job controller. Used by the fault suite and bench/scale.py.
 """
 
@@ -25,7 +27,7 @@ from cluster import FAKE_DELAY, FAKE_EXIT_CODE, FAKE_MESSAGE, FAKE_REASON, FAKE_
 from kubernetes import client, watch
 
 from diartune.operator.api import LABEL_TRIAL, LABEL_TUNING
-from diartune.records import Components, TrialRequest
+from diartune.records import BatchReport, Components, TrialOutcome, TrialRequest, TrialResult
 
 METHODS = ["average", "centroid", "complete", "median", "single", "ward", "weighted"]
 SPACE = {
@@ -63,6 +65,10 @@ class Ending:
     message: str = ""
     seconds: float | None = None
     waiting: str = ""
+    #: A pod of several trials: how many of them end as it starts (their result.json
+    #: written); the others end with the pod (exit 0), or the first of them was running
+    #: when it ended otherwise and the rest never started. None: all end with the pod.
+    finished: int | None = None
 
 
 Fate = Callable[[str, int], Ending | None]  # (trial, attempt) -> an ending, or None: success
@@ -84,7 +90,9 @@ class SyntheticWorkload:
         self.fate = fate
         self.seen: set[str] = set()
         self.results: dict[str, dict[str, Any]] = {}  # by request digest: the artifacts
-        self.working: dict[str, tuple[str, dict[str, Any] | None]] = {}  # by pod uid
+        #: By pod uid: the trials it ends when it succeeds, each with the result it
+        #: writes (None: it reports an earlier one).
+        self.working: dict[str, list[tuple[str, dict[str, Any] | None]]] = {}
         #: Pods that did the work, by trial and request digest: a trial of a tuning deleted
         #: and created again may run other parameters under the same name.
         self.runs: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -117,9 +125,11 @@ class SyntheticWorkload:
 
     def _done(self, uid: str) -> None:
         """A pod succeeded: its work is done (or its earlier result reported)."""
-        key, result = self.working.pop(uid, ("", None))
-        if not key:
-            return
+        for key, result in self.working.pop(uid, []):
+            self._end(key, result)
+
+    def _end(self, key: str, result: dict[str, Any] | None) -> None:
+        """A trial ended: it wrote its result.json (a run), or reported an earlier one."""
         if result is None:
             self.reports[key] += 1
         else:
@@ -128,14 +138,21 @@ class SyntheticWorkload:
 
     def _ending(self, pod: dict[str, Any], tuning: str, trial: str) -> dict[str, str]:
         command = pod["spec"]["containers"][0]["command"]
-        request = TrialRequest.model_validate_json(command[command.index("--request-json") + 1])
+        requests = [
+            TrialRequest.model_validate_json(command[index + 1])
+            for index, arg in enumerate(command)
+            if arg == "--request-json"
+        ]
+        if len(requests) > 1:
+            return self._batch_ending(pod, tuning, requests)
+        request = requests[0]
         key = f"{tuning}/{trial}"
         uid = pod["metadata"]["uid"]
         self.attempts[key] += 1
         self.requests.setdefault(key, []).append(request)
         earlier = self.results.get(request.digest)
         if earlier is not None:
-            self.working[uid] = (key, None)
+            self.working[uid] = [(key, None)]
             return {FAKE_EXIT_CODE: "0", FAKE_DELAY: "0.5s", FAKE_MESSAGE: json.dumps(earlier)}
         seconds = random.Random(uid).uniform(*self.duration)
         ending = self.fate(key, self.attempts[key]) if self.fate else None
@@ -150,20 +167,62 @@ class SyntheticWorkload:
                 FAKE_DELAY: f"{seconds:.1f}s",
                 FAKE_MESSAGE: ending.message,
             }
-        der = synthetic_der(request.params)
-        result = {
-            "name": request.name,
-            "der": der,
-            "components": Components.of(*[100 * der / 3] * 3, 100.0).model_dump(by_alias=True),
-            "artifacts": request.output,
-            "requestDigest": request.digest,
-        }
-        self.working[uid] = (key, result)
+        result = _result(request)
+        self.working[uid] = [(key, result)]
         return {
             FAKE_EXIT_CODE: "0",
             FAKE_DELAY: f"{seconds:.1f}s",
             FAKE_MESSAGE: json.dumps(result),
         }
+
+    def _batch_ending(
+        self, pod: dict[str, Any], tuning: str, requests: list[TrialRequest]
+    ) -> dict[str, str]:
+        """How a pod of several trials ends: each trial reports its earlier result or
+        runs, in turn; ``fate`` (asked with the first trial's name) may end it early."""
+        uid = pod["metadata"]["uid"]
+        keys = [f"{tuning}/{request.name}" for request in requests]
+        for key, request in zip(keys, requests, strict=True):
+            self.attempts[key] += 1
+            self.requests.setdefault(key, []).append(request)
+        ending = self.fate(keys[0], self.attempts[keys[0]]) if self.fate else None
+        ending = ending or Ending(0)
+        seconds = random.Random(uid).uniform(*self.duration)
+        seconds = seconds if ending.seconds is None else ending.seconds
+        ended = [
+            (key, None if request.digest in self.results else _result(request))
+            for key, request in zip(keys, requests, strict=True)
+        ]
+        finished = len(requests) if ending.finished is None else ending.finished
+        for key, result in ended[:finished]:  # done as the pod starts
+            self._end(key, result)
+        report = BatchReport()
+        for (_, result), request in zip(ended, requests, strict=True):
+            result = result or self.results[request.digest]
+            report.trials[request.name] = TrialOutcome(result=TrialResult.model_validate(result))
+        if ending.exit_code == 0:
+            self.working[uid] = ended[finished:]
+        else:  # killed while it ran the next trial: only those before it are reported
+            report.trials = dict(list(report.trials.items())[:finished])
+            report.running = requests[finished].name if finished < len(requests) else None
+        return {
+            FAKE_EXIT_CODE: str(ending.exit_code),
+            FAKE_REASON: ending.reason,
+            FAKE_DELAY: f"{seconds:.1f}s",
+            FAKE_MESSAGE: report.message(),
+        }
+
+
+def _result(request: TrialRequest) -> dict[str, Any]:
+    """The result.json a trial of ``request`` writes: its synthetic DER."""
+    der = synthetic_der(request.params)
+    return {
+        "name": request.name,
+        "der": der,
+        "components": Components.of(*[100 * der / 3] * 3, 100.0).model_dump(by_alias=True),
+        "artifacts": request.output,
+        "requestDigest": request.digest,
+    }
 
 
 def watch_forever(

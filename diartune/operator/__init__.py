@@ -1,4 +1,4 @@
-"""The Kubernetes operator: DiarizationTunings run as one Job per trial (kopf).
+"""The Kubernetes operator: DiarizationTunings run their trials as Jobs (kopf).
 
 ``diartune operator`` runs it; ``handlers`` wires kopf to the per-tuning
 ``controller``, which drives the same ``Study`` as ``diartune tune``.

@@ -49,7 +49,7 @@ from diartune.operator.manifests import (
 )
 from diartune.operator.metrics import RECONCILE_ERRORS, TuningFigures
 from diartune.operator.status import Conditions, refused_status, tuning_status
-from diartune.operator.trials import Trials, owned_by
+from diartune.operator.trials import Trials, owned_by, pod_batches
 from diartune.records import Trial, TrialRecord, percent
 from diartune.search.space import check_spaces
 from diartune.search.study import Phase, Study
@@ -360,11 +360,13 @@ class TuningController:
         # Nothing is launched until the trialTemplate allows it.
         if self.trials.refused_by_policy(study.spec, self.conditions):
             return
-        for trial in await asyncio.to_thread(study.plan):
-            await self.trials.launch(study, trial, self.body, self.conditions)
-            if trial.is_evaluation and trial.export:
-                message = f"evaluating {trial.name} with the tuned pipeline"
-                self._note("Evaluating", message, resource_name(self.name, trial.name))
+        planned = await asyncio.to_thread(study.plan)
+        for batch in pod_batches(study.spec, planned):
+            await self.trials.launch(study, batch, self.body, self.conditions)
+            for trial in batch:
+                if trial.is_evaluation and trial.export:
+                    message = f"evaluating {trial.name} with the tuned pipeline"
+                    self._note("Evaluating", message, resource_name(self.name, trial.name))
         if study.searching and not study.failure:
             self._prepare(study)
 

@@ -1,9 +1,11 @@
 """Trials as Kubernetes resources: the manifests of DiarizationTrials and Jobs, and outcomes.
 
 Each trial is a DiarizationTrial (its durable record: the trial, then its state and DER)
-and a batch/v1 Job of the same name that runs ``diartune trial``. The Job's container
-writes its small result JSON to its termination message, which the operator reads
-from the Job's pod when the Job finishes: no sidecar, no log scraping.
+run by a batch/v1 Job of the same name, or by the Job named after the first of a group of
+its stage's trials that one pod runs in turn (``trialsPerPod``). The Job's container
+writes its small result JSON (for a group, a ``BatchReport``) to its termination message,
+which the operator reads from the Job's pod when the Job finishes: no sidecar, no log
+scraping.
 
 Everything here works on plain dicts (the JSON of Kubernetes objects, camelCase), so
 it needs no API server and is unit-tested without a cluster.
@@ -33,6 +35,7 @@ from diartune.operator.settings import JobDefaults, apply_template
 from diartune.records import (
     EXIT_BAD_INPUT,
     SECRET_VARIABLES_ENV,
+    BatchReport,
     Trial,
     TrialOutcome,
     TrialRecord,
@@ -46,6 +49,8 @@ CONTAINER = "trial"
 EXIT_KILLED = 137  # SIGKILL: out of memory, when no disruption condition explains it
 TERMINATION_LOG = "/dev/termination-log"
 MAX_NAME = 63  # a Job's name is also the value of its pods' job-name label
+#: On a Job of several trials: their names, comma-separated, in the order its pod runs them.
+TRIALS_ANNOTATION = f"{GROUP}/trials"
 
 Manifest = dict[str, Any]
 
@@ -248,40 +253,55 @@ def _pod_spec(
     }
 
 
-def trial_command(request: TrialRequest) -> list[str]:
-    """The container command of a trial: exactly what ``diartune trial`` takes."""
-    return [
-        "diartune",
-        "trial",
-        "--request-json",
-        request.model_dump_json(by_alias=True),
-        "--termination-log",
-        TERMINATION_LOG,
+def trial_command(requests: list[TrialRequest]) -> list[str]:
+    """The container command of a pod's trials: exactly what ``diartune trial`` takes (one
+    ``--request-json`` per trial, run in turn)."""
+    given = [
+        arg
+        for request in requests
+        for arg in ("--request-json", request.model_dump_json(by_alias=True))
     ]
+    return ["diartune", "trial", *given, "--termination-log", TERMINATION_LOG]
+
+
+def job_trials(job: Manifest) -> list[str]:
+    """The trials a Job runs, in turn: those its annotation lists (a Job of several
+    trials), else the one its label names."""
+    meta = job["metadata"]
+    listed = (meta.get("annotations") or {}).get(TRIALS_ANNOTATION)
+    if listed:
+        return listed.split(",")
+    trial = (meta.get("labels") or {}).get(LABEL_TRIAL)
+    return [trial] if trial else []
 
 
 def job_manifest(
-    trial_resource: Manifest, tuning: str, spec: Spec, request: TrialRequest, defaults: JobDefaults
+    trial_resource: Manifest,
+    tuning: str,
+    spec: Spec,
+    requests: list[TrialRequest],
+    defaults: JobDefaults,
 ) -> Manifest:
-    """The Job that runs ``request``, named like its DiarizationTrial and owned by it.
+    """The Job that runs ``requests`` in turn in one pod, named like the DiarizationTrial
+    of the first and owned by it; a Job of several trials lists them in an annotation.
 
     Parameters
     ----------
     trial_resource
-        The trial's DiarizationTrial as stored (its name, labels and UID are used).
+        The first trial's DiarizationTrial as stored (its name, labels and UID are used).
     tuning
         The tuning's name.
     spec
         The tuning's spec: its trialTemplate shapes the pod.
-    request
-        What the trial runs (its container command).
+    requests
+        What the trials run (its container command), of one stage (or one evaluation).
     defaults
         The chart's trial defaults, for what the trialTemplate leaves out.
     """
     meta = trial_resource["metadata"]
     job_labels = dict(meta["labels"])
-    command = trial_command(with_s3_default(request, defaults))
-    resources = _resources(spec, request, defaults)
+    command = trial_command([with_s3_default(request, defaults) for request in requests])
+    resources = _resources(spec, requests[0], defaults)
     # A pod without a GPU goes where the chart places CPU work, not to the GPU nodes.
     gpu = _requests_gpu(resources, defaults.gpu_resource)
     pod_defaults = defaults if gpu else defaults.without_gpu()
@@ -323,6 +343,9 @@ def job_manifest(
             },
         },
     }
+    if len(requests) > 1:
+        listed = ",".join(request.name for request in requests)
+        manifest["metadata"]["annotations"] = {TRIALS_ANNOTATION: listed}
     owner: Any = trial_resource
     kopf.append_owner_reference(manifest, owner=kopf.Body(owner))
     return manifest
@@ -403,17 +426,26 @@ def job_outcome(job: Manifest, pods: list[Manifest], waited: str | None = None) 
     end = _time(status.get("completionTime") or condition.get("lastTransitionTime"))
     seconds = round((end - start).total_seconds(), 2) if start and end else None
     state = _last_terminated(pods) or {}
-    code = state.get("exitCode")
-    reported = parse_trial_output(state.get("message") or "", code, seconds)
+    reported = parse_trial_output(state.get("message") or "", state.get("exitCode"), seconds)
     if condition.get("type") == "Complete" and reported.result is not None:
         return reported
-    if code == EXIT_KILLED and state.get("reason") == "OOMKilled":
+    error = _failure(job, pods, state, reported.error, waited)
+    return reported.model_copy(update={"result": None, "error": error[:MAX_MESSAGE]})
+
+
+def _failure(
+    job: Manifest, pods: list[Manifest], state: Manifest, reported: str | None, waited: str | None
+) -> str:
+    """Why a Job's trial has no result: out of memory, what the trial reported, or why the
+    Job failed (with why its pod could not start, if it could not)."""
+    condition = finished_condition(job) or {}
+    if state.get("exitCode") == EXIT_KILLED and state.get("reason") == "OOMKilled":
         error = (
             "out of memory (OOMKilled): raise spec.trialTemplate.resources.limits.memory "
             "or lower training.batch_size"
         )
-    elif reported.error is not None:
-        error = reported.error
+    elif reported is not None:
+        error = reported
     elif condition.get("type") == "Failed":
         error = f"{condition.get('reason')}: {condition.get('message')}"
         waiting = next(filter(None, map(pod_waiting, pods)), waited)
@@ -421,4 +453,33 @@ def job_outcome(job: Manifest, pods: list[Manifest], waited: str | None = None) 
             error += f"; its pod could not start: {waiting}"
     else:
         error = "the trial left no result in its termination message"
-    return reported.model_copy(update={"result": None, "error": error[:MAX_MESSAGE]})
+    return error
+
+
+def job_outcomes(
+    job: Manifest, pods: list[Manifest], waited: str | None = None
+) -> dict[str, TrialOutcome]:
+    """The outcome of each trial of a finished Job that has one; a trial left out did not
+    run to its end, and runs again (its pod was killed before it, or its result did not fit
+    the termination message).
+
+    A Job of one trial: ``job_outcome``. A Job of several: what its pod reported (a
+    ``BatchReport``); when the Job failed, the trial its pod was running takes the Job's
+    failure (out of memory, its deadline), and when no trial started at all (the pod never
+    ran), every trial does.
+    """
+    names = job_trials(job)
+    if TRIALS_ANNOTATION not in (job["metadata"].get("annotations") or {}):
+        return {name: job_outcome(job, pods, waited) for name in names}
+    state = _last_terminated(pods) or {}
+    message = state.get("message") or ""
+    report = BatchReport.parse(message)
+    outcomes = {name: outcome for name, outcome in report.trials.items() if name in names}
+    if (finished_condition(job) or {}).get("type") == "Failed":
+        started = bool(report.trials) or report.running is not None
+        failed = [report.running] if report.running in names else [] if started else names
+        # A pod that never reached its first trial may have said why (its log's tail).
+        said = None if started else parse_trial_output(message, state.get("exitCode")).error
+        error = _failure(job, pods, state, said, waited)[:MAX_MESSAGE]
+        outcomes.update((name, TrialOutcome(error=error)) for name in failed)
+    return outcomes

@@ -1,11 +1,11 @@
 """What may change while a tuning runs, and which spec a tuning follows after a change.
 
 The rule, as in Katib: ``parallelTrialCount``, ``maxFailedTrialCount``, ``suspend``,
-``trialTemplate`` and each stage's ``maxTrialCount`` and ``resources`` may change; anything
-else makes a different tuning. The spec accepted when the tuning started is kept (the operator in an
-annotation, ``diartune tune`` in its output folder); a later spec contributes its
-changeable fields, and any other change is refused with the fields it touched named.
-Both drivers apply this one rule.
+``trialTemplate`` and each stage's ``maxTrialCount``, ``resources`` and ``trialsPerPod`` may
+change; anything else makes a different tuning. The spec accepted when the tuning started is
+kept (the operator in an annotation, ``diartune tune`` in its output folder); a later spec
+contributes its changeable fields, and any other change is refused with the fields it
+touched named. Both drivers apply this one rule.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from diartune.spec.model import Spec, SpecError
 MUTABLE_FIELDS = ("parallel_trial_count", "max_failed_trial_count", "suspend", "trial_template")
 MUTABLE_KEYS = tuple(to_camel(name) for name in MUTABLE_FIELDS)
 #: What may change in each stage (by name).
-STAGE_MUTABLE_KEYS = ("maxTrialCount", "resources")
+STAGE_MUTABLE_KEYS = ("maxTrialCount", "resources", "trialsPerPod")
 ALLOWED = (
     "parallelTrialCount, maxTrialCount, maxFailedTrialCount, suspend, trialTemplate and "
-    "a stage's resources"
+    "a stage's resources and trialsPerPod"
 )
 
 

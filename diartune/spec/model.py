@@ -286,6 +286,12 @@ class Budget(_Model):
     )
 
 
+#: Trials a pod of a stage without fineTune runs in turn, unless the stage says otherwise.
+DEFAULT_TRIALS_PER_POD = 4
+#: At most this many: each trial's compact result shares one termination message (4 KiB).
+MAX_TRIALS_PER_POD = 6
+
+
 class Stage(_Model):
     """One stage of the tuning; each starts from the best configuration of those before it."""
 
@@ -317,6 +323,21 @@ class Stage(_Model):
         "and the chart's defaults for the stage's kind: one GPU with fineTune, CPU only "
         "without. Kubernetes only; evaluations do not take them.",
     )
+    trials_per_pod: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TRIALS_PER_POD,
+        description="Trials one pod runs in turn, importing pyannote once; each stays a "
+        f"DiarizationTrial of its own. Default: 1 with fineTune, {DEFAULT_TRIALS_PER_POD} "
+        "without. Kubernetes only (diartune tune forks every trial from one process).",
+    )
+
+    @property
+    def pod_size(self) -> int:
+        """How many of its trials one pod runs (``trialsPerPod`` or its default)."""
+        if self.trials_per_pod is not None:
+            return self.trials_per_pod
+        return 1 if self.fine_tune is not None else DEFAULT_TRIALS_PER_POD
 
     @property
     def size(self) -> float:

@@ -31,10 +31,12 @@ from diartune.records import (
     ERROR_PREFIX,
     EXIT_BAD_INPUT,
     EXIT_INFRASTRUCTURE,
+    MESSAGE_LIMIT,
     RECORD_FILE,
     RESULT_FILE,
     RESULT_PREFIX,
     SECRET_VARIABLES_ENV,
+    BatchReport,
     FileScores,
     TrialOutcome,
     TrialRequest,
@@ -244,15 +246,28 @@ def scrub(text: str) -> str:
 def _report(line: str, summary: dict[str, Any], termination_log: Path | None) -> None:
     text = json.dumps(summary, ensure_ascii=False)
     print(line + text, flush=True)
+    _terminate_with(text[:MESSAGE_LIMIT], termination_log)
+
+
+def _terminate_with(text: str, termination_log: Path | None) -> None:
+    """Write the termination message (Kubernetes reads it however the container ends)."""
     if termination_log is not None:
         # Not in a pod, or no permission: the printed line is enough.
         with contextlib.suppress(OSError):
-            termination_log.write_text(text[:4000], encoding="utf-8")
+            termination_log.write_text(text, encoding="utf-8")
 
 
-def main(request: TrialRequest, termination_log: Path | None) -> int:
-    """Run a trial as a command: print its result line, leave its record beside its
-    artifacts, and return its exit code."""
+def _print_outcome(outcome: TrialOutcome, termination_log: Path | None) -> None:
+    if outcome.result is not None:
+        _report(RESULT_PREFIX, outcome.result.summary(), termination_log)
+    else:
+        document = {"error": outcome.error, **({"badInput": True} if outcome.bad_input else {})}
+        _report(ERROR_PREFIX, document, termination_log)
+
+
+def outcome_of(request: TrialRequest) -> tuple[TrialOutcome, int]:
+    """Run a trial, or take the result this request already wrote (``earlier_result``);
+    leave its record beside its artifacts. Its outcome and its exit code."""
     start = time.monotonic()
     storage = Storage(request.data.s3)
     try:
@@ -272,14 +287,41 @@ def main(request: TrialRequest, termination_log: Path | None) -> int:
     else:
         outcome = TrialOutcome(result=result)
         code = 0
-    seconds = round(time.monotonic() - start, 2)
-    _leave_record(request, outcome.model_copy(update={"seconds": seconds}), storage)
-    if outcome.result is not None:
-        _report(RESULT_PREFIX, outcome.result.summary(), termination_log)
-    else:
-        document = {"error": outcome.error, **({"badInput": True} if outcome.bad_input else {})}
-        _report(ERROR_PREFIX, document, termination_log)
+    outcome.seconds = round(time.monotonic() - start, 2)
+    _leave_record(request, outcome, storage)
+    return outcome, code
+
+
+def main(request: TrialRequest, termination_log: Path | None) -> int:
+    """Run a trial as a command: print its result line, leave its record beside its
+    artifacts, and return its exit code."""
+    outcome, code = outcome_of(request)
+    _print_outcome(outcome, termination_log)
     return code
+
+
+def main_batch(requests: list[TrialRequest], termination_log: Path | None) -> int:
+    """Run several trials in turn in this process, which imported pyannote once: what a
+    pod of several trials runs. Each trial prints its line and leaves its record as it
+    ends, and the termination message (a ``BatchReport``) is written again as each trial
+    starts and ends, so that a pod killed mid-batch still tells which trials it finished
+    and which one it was running.
+
+    Returns 0 once every trial has an outcome (a trial's bad input fails that trial
+    alone), or EXIT_INFRASTRUCTURE at the first trial that failed so: the Job's next pod
+    reports the trials finished before it (their result.json) and runs the rest."""
+    report = BatchReport()
+    for request in requests:
+        report.running = request.name
+        _terminate_with(report.message(), termination_log)
+        outcome, code = outcome_of(request)
+        _print_outcome(outcome, None)
+        report.running = None
+        report.trials[request.name] = outcome
+        _terminate_with(report.message(), termination_log)
+        if code == EXIT_INFRASTRUCTURE:
+            return code
+    return 0
 
 
 def _leave_record(request: TrialRequest, outcome: TrialOutcome, storage: Storage) -> None:
