@@ -451,9 +451,7 @@ def two_replicas(cluster: Cluster, folder: Path) -> Row:
         coordination = client.CoordinationV1Api(cluster.api_client())
         lease = coordination.read_namespaced_lease("diartune-operator", run.namespace)
         holder = str(lease.spec.holder_identity)
-        leader = next(
-            op for op in run.operators if op.process and holder.endswith(f"-{op.process.pid}")
-        )
+        leader = next(op for op in run.operators if op.process and holder == op.pod_name)
         assert leader.process is not None
         run.inject("pair")
         leader.process.kill()

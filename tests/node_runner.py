@@ -14,6 +14,13 @@ maps container paths (volume mounts) to host paths. The container's
 ``terminationMessagePath`` (default ``/dev/termination-log``) is replaced in
 command, args and env values by a per-pod file, read after the process exits.
 
+With ``preload`` (modules to import once, e.g. ``["diartune.trial.run"]``), a pod whose
+command comes to ``sys.executable -m MODULE ...`` is forked from a process that has imported
+them (tests/fork_server.py), with the same env, working dir, args, log, exit code and
+process group, so that it skips the 10-30 s of importing torch and pyannote; one whose env
+changes a variable the imports read (``HF_HUB_CACHE``...; see ``PER_POD_VARIABLES``)
+starts afresh.
+
 In podman mode (``podman=containers.PodmanRuntime(...)``) each pod's container runs in its
 image instead, with podman (see ``containers.PodmanRuntime``); ``executables`` and
 ``path_map`` are then unused and the per-pod file is bind-mounted at the container's path.
@@ -28,6 +35,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fork_server import ForkedProcess, ForkServer
 from kubernetes import client, watch
 
 if TYPE_CHECKING:
@@ -49,6 +58,13 @@ FALLBACK_LOG_BYTES = 2048
 MAX_KILL_GRACE_S = 10.0
 #: The kubelet's image pull back-off starts at 10 s and doubles up to 300 s; shorter here.
 PULL_BACKOFF_S = (1.0, 10.0)
+#: What a forked pod may set apart from the fork server: a trial pod's HOME and
+#: DIARTUNE_CACHE are in its emptyDir. The imports take from HOME only where library
+#: caches and config files are (the runner keeps no read-only root filesystem anyway;
+#: tests/test_in_images.py runs the images with one), and read DIARTUNE_CACHE only in
+#: scans of the whole environment (tqdm, fsspec, networkx look for their own prefixes);
+#: diartune reads it when a trial runs.
+PER_POD_VARIABLES = ("HOME", "DIARTUNE_CACHE")
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 
@@ -108,7 +124,7 @@ class RunningPod:
     name: str
     uid: str
     workdir: Path
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | ForkedProcess | None = None
     deleted: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,9 +158,12 @@ class NodeRunner:
         base_env: Mapping[str, str] | None = None,
         workdir: Path | None = None,
         podman: PodmanRuntime | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
         """``base_env`` (default ``os.environ``) is the environment the container env extends;
-        with ``podman``, containers run in their images (and ``base_env`` is unused)."""
+        with ``podman``, containers run in their images (and ``base_env`` is unused);
+        ``preload``: modules imported once by the process that pods are forked from (not
+        with ``podman``)."""
         self.core = client.CoreV1Api(api)
         self.podman = podman
         self.node = node
@@ -161,6 +180,10 @@ class NodeRunner:
         self._thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._terminating: set[str] = set()
+        self.preload = [] if podman is not None else list(preload)
+        self._forks: ForkServer | None = None
+        #: The pods whose process was forked from the fork server, by name.
+        self.forked: list[str] = []
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -172,7 +195,12 @@ class NodeRunner:
         self.stop()
 
     def start(self) -> None:
-        """List the node's pods, then watch them in a daemon thread."""
+        """Start the fork server (it imports meanwhile), list the node's pods, then watch
+        them in a daemon thread."""
+        if self.preload:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            log = self.workdir / "fork-server.log"
+            self._forks = ForkServer(self.preload, self.base_env, log, PER_POD_VARIABLES)
         listing = self._list()
         for pod in listing.items:
             self._handle("ADDED", pod)
@@ -198,6 +226,9 @@ class NodeRunner:
                 self._kill(pod, grace=0)
             for worker in self._workers:
                 worker.join(timeout=10)
+            if self._forks is not None and self._forks.close() != 0:
+                log = (self.workdir / "fork-server.log").read_text("utf-8", errors="replace")
+                self._record(f"the fork server failed: {log[-2000:]}")
         finally:
             if self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -351,15 +382,22 @@ class NodeRunner:
             delay = min(2 * delay, PULL_BACKOFF_S[1])
         return False
 
-    @staticmethod
     def _spawn(
-        running: RunningPod, argv: list[str], env: dict[str, str]
-    ) -> subprocess.Popen[bytes] | None:
-        """Start the process in its own session (None if the pod was deleted meanwhile)."""
+        self, running: RunningPod, argv: list[str], env: dict[str, str]
+    ) -> subprocess.Popen[bytes] | ForkedProcess | None:
+        """Start the process in its own session, forked where it can be (None if the pod
+        was deleted meanwhile)."""
+        module = self._forked_module(argv, env)
         with running.lock:
             if running.deleted:
                 return None
             with running.log.open("wb") as out:
+                if module is not None and self._forks is not None:
+                    running.process = self._forks.spawn(
+                        module, argv[3:], env, running.workdir, running.log
+                    )
+                    self.forked.append(running.name)
+                    return running.process
                 running.process = subprocess.Popen(
                     argv,
                     cwd=running.workdir,
@@ -370,6 +408,13 @@ class NodeRunner:
                     start_new_session=True,
                 )
             return running.process
+
+    def _forked_module(self, argv: list[str], env: dict[str, str]) -> str | None:
+        """The module to fork ``argv`` as, if it is ``sys.executable -m MODULE ...`` and the
+        fork server's imports read no variable that ``env`` changes."""
+        if self._forks is None or argv[:2] != [sys.executable, "-m"] or len(argv) < 3:
+            return None
+        return argv[2] if self._forks.forks(env) else None
 
     def _command(
         self, pod: client.V1Pod, container: client.V1Container, running: RunningPod
@@ -616,7 +661,9 @@ class NodeRunner:
                 self.podman.remove(running.namespace, running.name, running.uid)
 
     @staticmethod
-    def _kill_process(process: subprocess.Popen[bytes] | None, grace: float) -> None:
+    def _kill_process(
+        process: subprocess.Popen[bytes] | ForkedProcess | None, grace: float
+    ) -> None:
         if process is None or process.poll() is not None:
             return
         try:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,8 +31,13 @@ class Operator:
     """``diartune operator --namespace NS`` as a process, which can be killed and restarted,
     serving its metrics on a free port.
 
+    It stands for one pod of the chart's Deployment: restarted, it keeps its ``POD_NAME``
+    (``pod_name``), as a container restarted in its pod does, so it takes back its own
+    Lease at once; another ``Operator`` (a new pod) waits for the Lease to expire.
+
     With ``image``, the process is ``podman run`` of that operator image (read-only root,
-    a tmpfs on /tmp, the host's network), given the kubeconfig and the DIARTUNE_* variables.
+    a tmpfs on /tmp, the host's network), given the kubeconfig, POD_NAME and the DIARTUNE_*
+    variables.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class Operator:
         self.log_format = log_format
         self.metrics_port = free_port()
         self.image = image
+        self.pod_name = f"{RELEASE}-diartune-{uuid.uuid4().hex[:10]}"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,6 +72,7 @@ class Operator:
         # No AWS_* variables: the operator never needs the S3 credentials.
         env = {k: v for k, v in self.cluster.env().items() if not k.startswith("AWS_")}
         env["KUBECONFIG"] = str(self.kubeconfig)
+        env["POD_NAME"] = self.pod_name
         env.update(chart_env(self.cluster, self.namespace))
         env.update(self.env)
         options = ["--namespace", self.namespace, "--metrics-port", str(self.metrics_port)]
@@ -84,9 +92,11 @@ class Operator:
             )
 
     def _podman_run(self, image: str, env: dict[str, str], options: list[str]) -> list[str]:
-        """The ``podman run`` argv of the operator image, with env's KUBECONFIG and DIARTUNE_*."""
+        """The ``podman run`` argv of the operator image, with env's KUBECONFIG, POD_NAME and
+        DIARTUNE_*."""
         kubeconfig = Path(env["KUBECONFIG"])
-        passed = {k: v for k, v in env.items() if k.startswith("DIARTUNE_") or k == "KUBECONFIG"}
+        named = ("KUBECONFIG", "POD_NAME")
+        passed = {k: v for k, v in env.items() if k.startswith("DIARTUNE_") or k in named}
         # The kubeconfig names the CA by its host path: both keep their paths inside.
         mounts = [f"{path}:{path}:ro" for path in (kubeconfig, self.cluster.ca_path)]
         return [

@@ -4,6 +4,7 @@ scheduling onto fake GPU nodes, GPU capacity, Jobs run for real, podFailurePolic
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
 import time
@@ -259,6 +260,111 @@ def test_runner_kills_deleted_pods(cluster: Cluster, namespace: str, runner: Nod
     job_pods(cluster, namespace, lambda ps: not ps)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+#: Imported by the fork server; reads PROBE_AT_IMPORT when imported, as torch reads its
+#: variables.
+PROBE_LIBRARY = "import os\nAT_IMPORT = os.environ.get('PROBE_AT_IMPORT')\n"
+#: The pod's command, ``probe CODE SECONDS``: prints, writes its termination message, waits
+#: for SECONDS (its pid in ./pid), exits with CODE.
+PROBE = """import json, os, sys, time
+print("probe starts", flush=True)
+with open("pid", "w") as out:
+    out.write(str(os.getpid()))
+message = {
+    "forked": "probe_library" in sys.modules,
+    "extra": os.environ.get("EXTRA"),
+    "at_import": __import__("probe_library").AT_IMPORT,
+    "cwd": os.getcwd(),
+    "leads_its_group": os.getpgrp() == os.getpid(),
+}
+with open(os.environ["OUT"], "w") as out:
+    json.dump(message, out)
+time.sleep(float(sys.argv[2]))
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_runner_forks_python_modules_from_a_preloaded_process(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """A pod's ``python -m MODULE`` forked from a process that imported ``preload`` keeps
+    its env, working dir, log, exit code and process group; one that changes a variable
+    the imports read starts afresh; deleting a pod kills its forked process."""
+    (tmp_path / "probe_library.py").write_text(PROBE_LIBRARY)
+    (tmp_path / "probe.py").write_text(PROBE)
+    node = cluster.add_runner_node("runner-forks")
+    core = client.CoreV1Api(cluster.api_client())
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    executables = {"probe": [sys.executable, "-m", "probe"]}
+    preload = ["probe_library"]
+    with NodeRunner(
+        cluster.api_client(), node, executables=executables, base_env=env, preload=preload
+    ) as forks:
+
+        def run(name: str, seconds: str, **env: str) -> Any:
+            pod = {
+                "metadata": {"name": name},
+                "spec": {
+                    "nodeName": node,
+                    "restartPolicy": "Never",
+                    "tolerations": [FAKE_NODE_TOLERATION],
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "x",
+                            "command": ["probe", "3", seconds],
+                            "env": [
+                                {"name": "OUT", "value": "/dev/termination-log"},
+                                *({"name": k, "value": v} for k, v in env.items()),
+                            ],
+                        }
+                    ],
+                },
+            }
+            return core.create_namespaced_pod(namespace, pod).metadata.uid
+
+        run("forked", "0", EXTRA="x")
+        run("fresh", "0", PROBE_AT_IMPORT="pod")
+        pods = job_pods(cluster, namespace, lambda ps: len(ps) == 2 and all(map(terminated, ps)))
+        states = {p.metadata.name: terminated(p) for p in pods.values()}
+        assert {s.exit_code for s in states.values()} == {3}
+        forked, fresh = (json.loads(states[n].message) for n in ("forked", "fresh"))
+        workdirs = {p.metadata.name: forks.pods[p.metadata.uid].workdir for p in pods.values()}
+        assert forked == {
+            "forked": True,
+            "extra": "x",
+            "at_import": None,
+            "cwd": str(workdirs["forked"]),
+            "leads_its_group": True,
+        }
+        assert (fresh["forked"], fresh["at_import"], fresh["extra"]) == (False, "pod", None)
+        assert forks.log(namespace, "forked") == "probe starts\n"
+        assert forks.forked == ["forked"]
+
+        uid = run("sleeper", "60")
+        job_pods(
+            cluster,
+            namespace,
+            lambda ps: any(p.metadata.uid == uid and p.status.phase == "Running" for p in ps),
+        )
+        pid = int(_wait_for_text(forks.pods[uid].workdir / "pid"))
+        core.delete_namespaced_pod("sleeper", namespace, grace_period_seconds=0)
+        job_pods(cluster, namespace, lambda ps: all(p.metadata.uid != uid for p in ps))
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            assert time.monotonic() < deadline, "the deleted pod's process still runs"
+            time.sleep(0.05)
+    assert forks.errors == []
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a forked pod's parent reaps it soon after it ends)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _wait_for_text(path: Path, timeout: float = 10) -> str:

@@ -122,14 +122,16 @@ def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Opera
 
 @pytest.fixture(scope="module")
 def runner(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRunner]:
-    """Runs the pods of ``runner-0``: ``diartune`` is this interpreter's ``-m diartune``."""
+    """Runs the pods of ``runner-0``: ``diartune`` is this interpreter's ``-m diartune``,
+    forked from a process that has imported the trial's modules."""
     cluster.add_runner_node(RUNNER_NODE)
     # Trials get their S3 credentials from the Secret only, through secretKeyRef.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["DIARTUNE_CACHE"] = str(tmp_path_factory.mktemp("trial-scratch"))
     executables = {"diartune": [sys.executable, "-m", "diartune"]}
+    preload = ["diartune.cli", "diartune.trial.run"]
     with NodeRunner(
-        cluster.api_client(), RUNNER_NODE, executables=executables, base_env=env
+        cluster.api_client(), RUNNER_NODE, executables=executables, base_env=env, preload=preload
     ) as running:
         yield running
     assert running.errors == []
@@ -435,6 +437,8 @@ def test_tuning_runs_real_trials_to_success(
     assert condition(status, "Running")["status"] == "False"
     check_metrics(operator, namespace, "ami", status)
     check_json_log(operator, namespace, "ami")
+    # Its pods were forked (tests/fork_server.py), else each imports torch afresh.
+    assert {p.name for p in runner.pods.values() if p.namespace == namespace} <= set(runner.forked)
 
     table = cluster.kubectl("get", "dtune", "-n", namespace).stdout
     [header, row] = table.splitlines()
