@@ -50,6 +50,23 @@ def offline_models(seed: int = 0) -> tuple[Path, Path]:
     return make_models(Data(database=str(database), protocol=DEMO), folder, 40, 40)
 
 
+def ems_corpus() -> tuple[Path, tuple[Path, Path]]:
+    """The demo's adaptation target at its full budget (made once under the cache): the
+    ``ems`` corpus's database.yml and the source model (segmentation, embedding) trained on
+    the other speakers' ``source`` conversations."""
+    from diartune.adaptation import simulate_once, split_pool
+    from diartune.demo import FULL, make_source_model, target_options
+    from diartune.storage import cache_root
+
+    folder = cache_root() / "bench-corpora" / "ems"
+    source, target = split_pool(POOL, folder / "speakers")
+    database = simulate_once(target_options(target, FULL), folder / "ems-corpus", "ems")
+    segmentation, embedding, _ = make_source_model(
+        folder / "source-model", AMI / "database.yml", source, FULL
+    )
+    return database, (segmentation, embedding)
+
+
 def seed_rows(
     folder: Path, seed: int, measure: Callable[[int], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
