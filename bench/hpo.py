@@ -72,9 +72,9 @@ class Objective:
         self.pipeline.training = True  # pyannote then keeps features in each file's dict
         self.history: list[tuple[dict[str, Any], float]] = []
 
-    def scores(self, params: dict[str, Any]) -> Any:
-        """Each file's errors and reference speech (``FileScores``) with these parameters."""
-        from diartune.records import FileScores
+    def per_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Each file's DER parts (``Components`` by URI) with these parameters (pyannote's
+        defaults for the others)."""
         from diartune.spec.model import Objective as Settings
         from diartune.spec.params import with_defaults
         from diartune.trial.evaluate import score
@@ -86,7 +86,13 @@ class Objective:
         for file in self.files:
             output = self.pipeline(file)
             hypotheses[file["uri"]] = output.speaker_diarization
-        return FileScores.of(score(self.files, hypotheses, Settings())[1])
+        return score(self.files, hypotheses, Settings())[1]
+
+    def scores(self, params: dict[str, Any]) -> Any:
+        """Each file's errors and reference speech (``FileScores``) with these parameters."""
+        from diartune.records import FileScores
+
+        return FileScores.of(self.per_file(params))
 
     def __call__(self, params: dict[str, Any]) -> float:
         from diartune.objective import objective_value
