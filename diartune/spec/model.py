@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -204,36 +204,35 @@ _CHECK_RANGE = _cel(
 )
 
 
-class FloatParameter(_Model):
+class _Range(_Model):
+    """What a float and an int parameter share: a range, checked here and by CEL."""
+
+    low: float
+    high: float
+    log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
+
+    model_config = _CHECK_RANGE
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        _check_range(self.low, self.high, self.log)
+        return self
+
+
+class FloatParameter(_Range):
     """A float parameter, uniform or log-uniform in [low, high] (finite, within +-1e6)."""
 
     type: Literal["float"]
     low: FiniteFloat = Field(description="Lowest value of the range.")
     high: FiniteFloat = Field(description="Highest value of the range, above low.")
-    log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
-
-    model_config = _CHECK_RANGE
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> FloatParameter:
-        _check_range(self.low, self.high, self.log)
-        return self
 
 
-class IntParameter(_Model):
+class IntParameter(_Range):
     """An integer parameter in [low, high] (within +-1e6)."""
 
     type: Literal["int"]
     low: BoundedInt = Field(description="Lowest value of the range.")
     high: BoundedInt = Field(description="Highest value of the range, above low.")
-    log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
-
-    model_config = _CHECK_RANGE
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> IntParameter:
-        _check_range(self.low, self.high, self.log)
-        return self
 
 
 Choice = Annotated[
