@@ -31,6 +31,7 @@ import argparse
 import base64
 import json
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -56,7 +57,8 @@ from diartune.operator.api import GROUP, LABEL_TRIAL, TRIAL_PLURAL, TUNING_PLURA
 
 CRDS = ROOT / "charts" / "diartune" / "crds"
 RUNNER_NODE = "runner-0"
-KEY, SECRET = "cluster-anatomy", "cluster-anatomy-secret"
+#: The throwaway S3 server's credentials, made afresh for each run.
+KEY, SECRET = secrets.token_hex(8), secrets.token_hex(16)
 #: Runs ``diartune ARGS`` as ``python -m diartune`` would, noting three moments in
 #: ./anatomy.json (wall clock: the same clock as this process's).
 PROBE = """import json, sys, time
