@@ -109,19 +109,19 @@ def stage(space: dict[str, Any] = SPACE) -> Any:
 
 
 def run_random(objective: Objective, seed: int) -> list[float]:
-    from diartune.search.space import plain, stage_space
+    from diartune.search.space import declared_space, plain
 
-    space = stage_space(stage(), seed)
+    space = declared_space(stage(), seed)
     return [objective(plain(c)) for c in space.sample_configuration(BUDGET)]
 
 
 def run_smac(
-    objective: Objective, seed: int, space: dict[str, Any] = SPACE
+    objective: Objective, seed: int, space: dict[str, Any] = SPACE, design: int = 8
 ) -> tuple[list[float], float]:
     from diartune.search.tuner import Observation, StageTuner
     from diartune.spec.model import Optimizer
 
-    tuner = StageTuner(stage(space), Optimizer(seed=seed, initial_design_size=8))
+    tuner = StageTuner(stage(space), Optimizer(seed=seed, initial_design_size=design))
     ders, overhead = [], 0.0
     for _ in range(BUDGET):
         start = time.perf_counter()

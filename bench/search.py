@@ -18,11 +18,12 @@ The searchers (``--searchers``, default all):
 - random search (ConfigSpace sampling);
 - ``diartune``: the product's tuner (``StageTuner``: SMAC3's HPO facade, pyannote's
   defaults first, 8 Sobol points, diartune's forest and local search), as it is;
-- ``diartune retrain 1``: the same tuner with SMAC's forest refit after every proposal
-  (its black-box facade's setting), the candidate BENCHMARKS.md's search section measured
-  (``CANDIDATES``);
+- ``diartune one threshold``: the same tuner searching ``clustering.threshold`` as one
+  parameter for every linkage, as it did before each linkage got its own copy
+  (``diartune.search.space.PER_CHOICE``), and two variants of it: SMAC's random
+  interleaving off (``no random``), 4 Sobol points (``design 4``) (``CANDIDATES``);
 - SMAC3's HPO facade as shipped (its own initial design of the same size, no defaults
-  first, no diartune parts), through ask/tell;
+  first, no diartune parts, the space as declared), through ask/tell;
 - Optuna's TPE sampler in-process (what ``pyannote-audio optimize`` uses), seeded.
 
 Each finished run is appended to ``<output>/search/runs-<corpus>.csv`` (every trial's DER):
@@ -92,26 +93,39 @@ def corpus_objective(corpus: str, files: int, source: bool) -> Objective:
 
 
 @contextlib.contextmanager
-def retraining_after(configurations: int) -> Iterator[None]:
-    """diartune's tuner with SMAC's forest refit after this many proposals (its HPO
-    facade's ``retrain_after``, 8; its black-box facade's, 1) for a run."""
-    from diartune.search.tuner import _FastParts
+def one_threshold() -> Iterator[None]:
+    """diartune's tuner with no parameter searched per choice, for a run."""
+    from diartune.search.space import PER_CHOICE
 
-    defaults = _FastParts.get_config_selector.__kwdefaults__
-    before = defaults["retrain_after"]
-    defaults["retrain_after"] = configurations
+    before = dict(PER_CHOICE)
+    PER_CHOICE.clear()
     try:
         yield
     finally:
-        defaults["retrain_after"] = before
+        PER_CHOICE.update(before)
 
 
-def diartune(retrain_after: int = 8) -> Searcher:
-    """The product's tuner, SMAC's forest refit after ``retrain_after`` proposals."""
+@contextlib.contextmanager
+def random_design(probability: float) -> Iterator[None]:
+    """SMAC's HPO facade interleaving random configurations with this probability (its
+    own: 0.2), for a run."""
+    from smac import HyperparameterOptimizationFacade
+
+    defaults = HyperparameterOptimizationFacade.get_random_design.__kwdefaults__
+    before = defaults["probability"]
+    defaults["probability"] = probability
+    try:
+        yield
+    finally:
+        defaults["probability"] = before
+
+
+def diartune_one_threshold(probability: float = 0.2, design: int = 8) -> Searcher:
+    """The product's tuner, ``clustering.threshold`` one parameter for every linkage."""
 
     def search(objective: Objective, seed: int) -> list[float]:
-        with retraining_after(retrain_after):
-            return run_smac(objective, seed)[0]
+        with one_threshold(), random_design(probability):
+            return run_smac(objective, seed, design=design)[0]
 
     return search
 
@@ -121,11 +135,11 @@ def run_vanilla_smac(objective: Objective, seed: int) -> list[float]:
     from smac import HyperparameterOptimizationFacade, Scenario
     from smac.runhistory.dataclasses import TrialValue
 
-    from diartune.search.space import plain, stage_space
+    from diartune.search.space import declared_space, plain
 
     with tempfile.TemporaryDirectory(prefix="diartune-search-bench-") as folder:
         scenario = Scenario(
-            stage_space(stage(), seed),
+            declared_space(stage(), seed),
             deterministic=True,
             n_trials=BUDGET,
             seed=seed,
@@ -172,10 +186,14 @@ def run_tpe(objective: Objective, seed: int) -> list[float]:
 
 
 #: The tuner's settings the search section of BENCHMARKS.md measured against its own.
-CANDIDATES: dict[str, Searcher] = {"diartune retrain 1": diartune(retrain_after=1)}
+CANDIDATES: dict[str, Searcher] = {
+    "diartune one threshold": diartune_one_threshold(),
+    "diartune one threshold no random": diartune_one_threshold(probability=0.0),
+    "diartune one threshold design 4": diartune_one_threshold(design=4),
+}
 SEARCHERS: dict[str, Searcher] = {
     "random": lambda objective, seed: run_random(objective, seed),
-    "diartune": diartune(),
+    "diartune": lambda objective, seed: run_smac(objective, seed)[0],
     "smac as shipped": run_vanilla_smac,
     "optuna tpe": run_tpe,
     **CANDIDATES,
