@@ -109,9 +109,9 @@ def stage(space: dict[str, Any] = SPACE) -> Any:
 
 
 def run_random(objective: Objective, seed: int) -> list[float]:
-    from diartune.search.space import declared_space, plain
+    from diartune.search.space import plain, stage_space
 
-    space = declared_space(stage(), seed)
+    space = stage_space(stage(), seed)
     return [objective(plain(c)) for c in space.sample_configuration(BUDGET)]
 
 

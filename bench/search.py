@@ -18,12 +18,12 @@ The searchers (``--searchers``, default all):
 - random search (ConfigSpace sampling);
 - ``diartune``: the product's tuner (``StageTuner``: SMAC3's HPO facade, pyannote's
   defaults first, 8 Sobol points, diartune's forest and local search), as it is;
-- ``diartune one threshold``: the same tuner searching ``clustering.threshold`` as one
-  parameter for every linkage, as it did before each linkage got its own copy
-  (``diartune.search.space.PER_CHOICE``), and two variants of it: SMAC's random
-  interleaving off (``no random``), 4 Sobol points (``design 4``) (``CANDIDATES``);
+- two variants of it, the candidates BENCHMARKS.md's search section measured
+  (``CANDIDATES``): SMAC's random interleaving off (``diartune no random``; the HPO
+  facade interleaves a random configuration with probability 0.2) and 4 Sobol points
+  instead of 8 (``diartune design 4``);
 - SMAC3's HPO facade as shipped (its own initial design of the same size, no defaults
-  first, no diartune parts, the space as declared), through ask/tell;
+  first, no diartune parts), through ask/tell;
 - Optuna's TPE sampler in-process (what ``pyannote-audio optimize`` uses), seeded.
 
 Each finished run is appended to ``<output>/search/runs-<corpus>.csv`` (every trial's DER):
@@ -93,19 +93,6 @@ def corpus_objective(corpus: str, files: int, source: bool) -> Objective:
 
 
 @contextlib.contextmanager
-def one_threshold() -> Iterator[None]:
-    """diartune's tuner with no parameter searched per choice, for a run."""
-    from diartune.search.space import PER_CHOICE
-
-    before = dict(PER_CHOICE)
-    PER_CHOICE.clear()
-    try:
-        yield
-    finally:
-        PER_CHOICE.update(before)
-
-
-@contextlib.contextmanager
 def random_design(probability: float) -> Iterator[None]:
     """SMAC's HPO facade interleaving random configurations with this probability (its
     own: 0.2), for a run."""
@@ -120,11 +107,12 @@ def random_design(probability: float) -> Iterator[None]:
         defaults["probability"] = before
 
 
-def diartune_one_threshold(probability: float = 0.2, design: int = 8) -> Searcher:
-    """The product's tuner, ``clustering.threshold`` one parameter for every linkage."""
+def diartune(probability: float = 0.2, design: int = 8) -> Searcher:
+    """The product's tuner, SMAC interleaving random configurations with ``probability``,
+    after ``design`` Sobol points."""
 
     def search(objective: Objective, seed: int) -> list[float]:
-        with one_threshold(), random_design(probability):
+        with random_design(probability):
             return run_smac(objective, seed, design=design)[0]
 
     return search
@@ -135,11 +123,11 @@ def run_vanilla_smac(objective: Objective, seed: int) -> list[float]:
     from smac import HyperparameterOptimizationFacade, Scenario
     from smac.runhistory.dataclasses import TrialValue
 
-    from diartune.search.space import declared_space, plain
+    from diartune.search.space import plain, stage_space
 
     with tempfile.TemporaryDirectory(prefix="diartune-search-bench-") as folder:
         scenario = Scenario(
-            declared_space(stage(), seed),
+            stage_space(stage(), seed),
             deterministic=True,
             n_trials=BUDGET,
             seed=seed,
@@ -187,13 +175,12 @@ def run_tpe(objective: Objective, seed: int) -> list[float]:
 
 #: The tuner's settings the search section of BENCHMARKS.md measured against its own.
 CANDIDATES: dict[str, Searcher] = {
-    "diartune one threshold": diartune_one_threshold(),
-    "diartune one threshold no random": diartune_one_threshold(probability=0.0),
-    "diartune one threshold design 4": diartune_one_threshold(design=4),
+    "diartune no random": diartune(probability=0.0),
+    "diartune design 4": diartune(design=4),
 }
 SEARCHERS: dict[str, Searcher] = {
     "random": lambda objective, seed: run_random(objective, seed),
-    "diartune": lambda objective, seed: run_smac(objective, seed)[0],
+    "diartune": diartune(),
     "smac as shipped": run_vanilla_smac,
     "optuna tpe": run_tpe,
     **CANDIDATES,

@@ -88,19 +88,6 @@ def run(seed: int, count: int) -> list[dict[str, Any]]:
     return seen
 
 
-def test_each_linkage_searches_its_own_threshold_under_the_declared_name() -> None:
-    tuner = StageTuner(stage(), Optimizer(seed=0, initial_design_size=4))
-    assert "clustering.threshold" not in tuner.space
-    assert {"clustering.threshold|average", "clustering.threshold|centroid"} <= set(tuner.space)
-    proposals = [tuner.ask().params for _ in range(8)]
-    for params in proposals:
-        assert set(params) == set(CLUSTERING["searchSpace"])
-        assert 0.3 <= float(params["clustering.threshold"]) <= 1.3
-    finished = [Observation(params, objective(params)) for params in proposals]
-    rebuilt = StageTuner(stage(), Optimizer(seed=0, initial_design_size=4), finished=finished)
-    assert rebuilt.ask().params not in proposals
-
-
 def test_same_seed_same_trials_other_seed_other_trials() -> None:
     assert run(0, 6) == run(0, 6)
     assert run(0, 6) != run(1, 6)

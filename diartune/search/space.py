@@ -2,11 +2,6 @@
 
 Each hyperparameter's default is pyannote's default (clipped into the user's range),
 so the default configuration of the space is the warm start.
-
-A float parameter whose meaning depends on a categorical one (``PER_CHOICE``) is searched
-as one copy per choice, each active with its choice only (a ConfigSpace condition), over
-the range the user declared. Trials, records and the spec only ever see the declared name:
-``plain`` and ``configuration`` translate.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ from ConfigSpace import (
     CategoricalHyperparameter,
     Configuration,
     ConfigurationSpace,
-    EqualsCondition,
     UniformFloatHyperparameter,
     UniformIntegerHyperparameter,
 )
@@ -51,68 +45,25 @@ def default_value(
     return round(clipped) if isinstance(parameter, IntParameter) else float(clipped)
 
 
-#: A float parameter searched per choice of a categorical one. scipy's ward linkage
-#: merges at heights that grow with cluster size, the other linkages of unit-length
-#: embeddings below 2: the good thresholds of ward and of, say, average linkage lie at
-#: opposite ends of pyannote's range (BENCHMARKS.md, search), which one forest over both
-#: learns slowly.
-PER_CHOICE = {"clustering.threshold": "clustering.method"}
-_COPY = "|"  # between a declared name and the choice its copy is for
-
-
-def declared_space(stage: Stage, seed: int) -> ConfigurationSpace:
-    """The ConfigurationSpace of one stage's parameters as declared, one hyperparameter each."""
+def stage_space(stage: Stage, seed: int) -> ConfigurationSpace:
+    """The ConfigurationSpace of one stage."""
     space = ConfigurationSpace(seed=seed)
     for name, parameter in sorted(stage.search_space.items()):
-        space.add(_hyperparameter(name, parameter, default_value(name, parameter)))
-    return space
-
-
-def stage_space(stage: Stage, seed: int) -> ConfigurationSpace:
-    """The ConfigurationSpace SMAC searches for one stage: the declared one, with a copy of
-    each ``PER_CHOICE`` parameter per choice of its categorical parameter."""
-    declared = declared_space(stage, seed)
-    split = {
-        name: (parameter, choices)
-        for name, parent in PER_CHOICE.items()
-        if isinstance(parameter := stage.search_space.get(name), FloatParameter)
-        and isinstance(choices := stage.search_space.get(parent), CategoricalParameter)
-    }
-    if not split:
-        return declared
-    space = ConfigurationSpace(seed=seed)
-    space.add([hyperparameter for name, hyperparameter in declared.items() if name not in split])
-    for name, (parameter, choices) in split.items():
         default = default_value(name, parameter)
-        for choice in choices.choices:
-            copy = _hyperparameter(f"{name}{_COPY}{choice}", parameter, default)
-            space.add(copy, EqualsCondition(copy, space[PER_CHOICE[name]], choice))
+        if isinstance(parameter, CategoricalParameter):
+            hyperparameter: Any = CategoricalHyperparameter(
+                name, list(parameter.choices), default_value=default
+            )
+        elif isinstance(parameter, IntParameter):
+            hyperparameter = UniformIntegerHyperparameter(
+                name, parameter.low, parameter.high, log=parameter.log, default_value=int(default)
+            )
+        else:
+            hyperparameter = UniformFloatHyperparameter(
+                name, parameter.low, parameter.high, log=parameter.log, default_value=float(default)
+            )
+        space.add(hyperparameter)
     return space
-
-
-def configuration(space: ConfigurationSpace, params: dict[str, Value]) -> Configuration:
-    """The Configuration of ``space`` for a trial's parameters (declared names)."""
-    values = dict(params)
-    for name, parent in PER_CHOICE.items():
-        copy = f"{name}{_COPY}{params.get(parent)}"
-        if name in values and copy in space:
-            values[copy] = values.pop(name)
-    return Configuration(space, values=values)
-
-
-def _hyperparameter(
-    name: str, parameter: FloatParameter | IntParameter | CategoricalParameter, default: Value
-) -> Any:
-    if isinstance(parameter, CategoricalParameter):
-        return CategoricalHyperparameter(name, list(parameter.choices), default_value=default)
-    if isinstance(parameter, IntParameter):
-        return UniformIntegerHyperparameter(
-            name, parameter.low, parameter.high, log=parameter.log, default_value=int(default)
-        )
-    assert isinstance(default, int | float), name
-    return UniformFloatHyperparameter(
-        name, parameter.low, parameter.high, log=parameter.log, default_value=float(default)
-    )
 
 
 def check_spaces(spec: Spec, prefix: str) -> None:
@@ -126,7 +77,7 @@ def check_spaces(spec: Spec, prefix: str) -> None:
         for name, parameter in sorted(stage.search_space.items()):
             one = stage.model_copy(update={"search_space": {name: parameter}})
             try:
-                declared_space(one, spec.optimizer.seed)
+                stage_space(one, spec.optimizer.seed)
             except ValueError as error:
                 given = parameter.model_dump(exclude={"type"})
                 problems.append(
@@ -153,10 +104,8 @@ def all_configurations(space: ConfigurationSpace) -> Iterator[dict[str, Value]]:
 
 
 def plain(config: Configuration | dict[str, Any]) -> dict[str, Value]:
-    """Configuration values by declared name, as plain JSON types (no numpy scalars),
-    sorted by name."""
-    values = {name.split(_COPY)[0]: config[name] for name in dict(config)}
-    return json.loads(json.dumps(dict(sorted(values.items())), default=_scalar))
+    """Configuration values as plain JSON types (no numpy scalars), sorted by name."""
+    return json.loads(json.dumps({k: config[k] for k in sorted(dict(config))}, default=_scalar))
 
 
 def _scalar(value: Any) -> Any:

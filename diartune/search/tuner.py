@@ -42,7 +42,7 @@ from smac.model.random_forest import RandomForest
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
 from smac.runhistory.enumerations import StatusType
 
-from diartune.search.space import all_configurations, configuration, plain, stage_space
+from diartune.search.space import all_configurations, plain, stage_space
 from diartune.spec.model import Budget, Optimizer, Stage
 from diartune.spec.params import Value, canonical
 
@@ -296,7 +296,7 @@ class StageTuner:
         self._seen.add(key)
         info = self._asked.pop(key, None)
         if info is None:  # a trial of an earlier tuner, restored
-            config = configuration(self.space, observation.params)
+            config = Configuration(self.space, values=observation.params)
             info = TrialInfo(config, seed=0, budget=observation.budget)
         if observation.cost is None:
             value = TrialValue(cost=self._worst, status=StatusType.CRASHED)

@@ -20,8 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ConfigSpace import Configuration
+
 from diartune.records import TrialRecord
-from diartune.search.space import configuration, stage_space
+from diartune.search.space import stage_space
 from diartune.spec.model import Spec, SpecError
 
 
@@ -71,7 +73,7 @@ def warm_start(spec: Spec, sources: Sequence[tuple[str, Iterable[TrialRecord]]])
                     "a tuning whose stage searches the same parameters"
                 )
             try:
-                configuration(spaces[stage.name], record.params)
+                Configuration(spaces[stage.name], values=record.params)
             except (ValueError, KeyError):  # outside the bounds or choices of this space
                 skipped += 1
                 continue
