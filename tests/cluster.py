@@ -302,13 +302,16 @@ class Cluster:
         stages: Path = STAGES,
         keep: bool | None = None,
         apiserver_args: Sequence[str] = (),
+        controller_args: Sequence[str] = (),
     ) -> None:
         """``keep`` (default: env DIARTUNE_KEEP_CLUSTER set) keeps the temp dir and logs;
-        ``apiserver_args`` are extra kube-apiserver flags. Every ServiceAccount's requests
+        ``apiserver_args`` and ``controller_args`` are extra kube-apiserver and
+        kube-controller-manager flags. Every ServiceAccount's requests
         are logged to ``audit_log`` (the control plane's own components are not)."""
         self.binaries = binaries
         self.stages = stages
         self.apiserver_args = list(apiserver_args)
+        self.controller_args = list(controller_args)
         self.keep = bool(os.environ.get("DIARTUNE_KEEP_CLUSTER")) if keep is None else keep
         self.workdir = Path()
         self.server = ""
@@ -433,6 +436,9 @@ class Cluster:
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
+                # One file: at its default of 100 MB the log is rotated, and the readers of
+                # audit_log (request counts, Job creations) would miss the older requests.
+                "--audit-log-maxsize=1000000",
                 *self.apiserver_args,
             ],
         )
@@ -486,6 +492,7 @@ class Cluster:
                 "--controllers=*,-nodeipam",
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
+                *self.controller_args,
             ],
         )
         self._spawn(

@@ -217,21 +217,22 @@ class Run:
         final = [
             t for t in trials if (t.get("status") or {}).get("state") in ("Succeeded", "Failed")
         ]
-        search = [t for t in final if t["spec"]["number"] >= 0]
+        search = recorded(trials)
         user = f"system:serviceaccount:{self.namespace}:{SERVICE_ACCOUNT}"
         creations = job_creations(self.cluster.audit_log, user, self.namespace)
         prefix = f"{name}/"
-        runs = {k: v for k, v in self.workload.runs.items() if k[0].startswith(prefix)}
+        runs = sum(v for (k, _), v in self.workload.runs.items() if k.startswith(prefix))
+        duplicates = self.workload.duplicates(prefix)
         status = self.tuning(name).get("status") or {}
         return {
             "phase": status.get("phase"),
             "trials": len(search),
             "evaluations": len(final) - len(search),
             "job_creations": sum(v for k, v in creations.items() if k.startswith(f"{name}-")),
-            "runs": sum(runs.values()),
+            "runs": runs,
             "lost": max(0, search_trials - len(search)),
-            "duplicated": sum(count - 1 for count in runs.values() if count > 1),
-            "run_twice": sorted(k[len(prefix) :] for (k, _), count in runs.items() if count > 1),
+            "duplicated": sum(duplicates.values()),
+            "run_twice": sorted(key[len(prefix) :] for key in duplicates),
             "failed": status.get("trialsFailed"),
             "restarts": self.restarts,
             "operator_peak_rss_mib": round(self.peak_rss_mib),
@@ -245,6 +246,16 @@ class Run:
             operator.stop()
         if self.proxy is not None:
             self.proxy.stop()
+
+
+def recorded(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The search trials (not the final evaluations) with a record, Succeeded or Failed: a
+    trial that the tuning should have finished and that has none is lost."""
+    return [
+        t
+        for t in trials
+        if (t.get("status") or {}).get("state") in FINAL and t["spec"]["number"] >= 0
+    ]
 
 
 def _peak_rss_mib(pid: int) -> float:

@@ -136,6 +136,17 @@ class SyntheticWorkload:
             self.results[result["requestDigest"]] = result  # its result.json, written last
             self.runs[key, result["requestDigest"]] += 1
 
+    def duplicates(self, prefix: str = "") -> dict[str, int]:
+        """Trials (``tuning/trial``, starting with ``prefix``) whose work was done more than
+        once for the same request (the same parameters, models and data): the runs beyond
+        the first. A trial that only reports its earlier result.json is not a run."""
+        extra: collections.Counter[str] = collections.Counter()
+        with self.lock:
+            for (key, _), count in self.runs.items():
+                if key.startswith(prefix) and count > 1:
+                    extra[key] += count - 1
+        return dict(extra)
+
     def _ending(self, pod: dict[str, Any], tuning: str, trial: str) -> dict[str, str]:
         command = pod["spec"]["containers"][0]["command"]
         requests = [
@@ -278,16 +289,19 @@ def count_requests(audit_log: Path, user: str) -> collections.Counter[str]:
     return counts
 
 
+def job_creation_events(audit_log: Path, user: str, namespace: str) -> list[dict[str, Any]]:
+    """The audit events of ``user``'s successful creations of Jobs in ``namespace``."""
+    return [
+        event
+        for event in audit_events(audit_log, user)
+        if event["verb"] == "create"
+        and event.get("objectRef", {}).get("resource") == "jobs"
+        and event.get("objectRef", {}).get("namespace") == namespace
+        and event.get("responseStatus", {}).get("code") == 201
+    ]
+
+
 def job_creations(audit_log: Path, user: str, namespace: str) -> collections.Counter[str]:
     """How many times ``user`` created each Job of ``namespace`` (successfully)."""
-    created: collections.Counter[str] = collections.Counter()
-    for event in audit_events(audit_log, user):
-        reference = event.get("objectRef", {})
-        if (
-            event["verb"] == "create"
-            and reference.get("resource") == "jobs"
-            and reference.get("namespace") == namespace
-            and event.get("responseStatus", {}).get("code") == 201
-        ):
-            created[reference.get("name", "")] += 1
-    return created
+    events = job_creation_events(audit_log, user, namespace)
+    return collections.Counter(event["objectRef"].get("name", "") for event in events)
