@@ -139,6 +139,11 @@ class Run:
         return f"scale-{self.name}"
 
     @property
+    def user(self) -> str:
+        """The operators' ServiceAccount, as the audit log names it."""
+        return f"system:serviceaccount:{self.namespace}:{SERVICE_ACCOUNT}"
+
+    @property
     def total(self) -> int:
         """Its trials, all tunings together."""
         return self.tunings * self.trials
@@ -400,8 +405,7 @@ def trial_counts(
     listing: Any = custom.list_namespaced_custom_object(GROUP, VERSION, run.namespace, TRIAL_PLURAL)
     searched = recorded(listing["items"])
     found = collections.Counter(t["metadata"]["labels"][LABEL_TUNING] for t in searched)
-    user = f"system:serviceaccount:{run.namespace}:{SERVICE_ACCOUNT}"
-    creations = job_creations(cluster.audit_log, user, run.namespace)
+    creations = job_creations(cluster.audit_log, run.user, run.namespace)
     return {
         "lost": sum(max(0, run.trials - found[name]) for name in names),
         "failed": sum(t["status"]["state"] == "Failed" for t in searched),
@@ -465,12 +469,11 @@ def run_scenario(
         stop.set()
     for thread in threads:
         thread.join(30)
-    user = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
-    requests = count_requests(cluster.audit_log, user)
+    requests = count_requests(cluster.audit_log, run.user)
     (output / f"requests-{run.name}.json").write_text(json.dumps(requests.most_common(), indent=1))
     from_job = successions(observed, run, observed.job_done)
     from_pod = [b - a for a, b in successions(observed, run, observed.pod_done)]
-    takeover = takeover_s(cluster.audit_log, user, namespace, kill) if kill else float("nan")
+    takeover = takeover_s(cluster.audit_log, run.user, namespace, kill) if kill else float("nan")
     resumed = kill.at + takeover if kill else float("nan")
     # Pairs that span the takeover: completed before the new leader's first Job, and
     # their successor created after the kill.
