@@ -38,10 +38,13 @@ Decisions:
   product would cost hours per fold); and pyannote's ``OracleClustering`` (the reference
   speakers cluster the segments: the floor set by segmentation) for the source, B0 and
   C models.
-- **VBx arms are left out**: they would double the tuned arms (A1, B1, C and R with VBx)
-  and need a PLDA per fold from the embeddings of its train speakers, while the
-  agglomerative arms alone take hours per fold on 2 CPU cores; and ``bench/vbx.py``
-  found tuned VBx level with agglomerative clustering's defaults on held-out speakers.
+- **VBx arms**: A0, A1 (diartune), B0, B1 (TPE) and C again with pyannote's
+  ``VBxClustering`` and a PLDA per fold from the embeddings of its train speakers
+  (``build_plda``: single-speaker regions of the train subset, no test speaker). Their
+  pipeline space is ``bench/vbx.py``'s (threshold, Fa, Fb and, outside C, the gap; C's
+  gap stays in its first stage). R, the grid and the oracle clustering are not repeated
+  with VBx: R measures the search, which the agglomerative arms already do, and the
+  oracle clustering does not depend on the clustering.
 - **Seeds.** A1, B1, C and R run ``seeds`` optimizer seeds; an arm's row averages each
   file's missed speech, false alarm and confusion over its seeds (the expected error of
   the procedure), and says the spread of the seeds' DERs.
@@ -69,6 +72,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -80,6 +84,7 @@ from common import AMI, POOL, machine, write_table
 from hpo import SPACE, Objective, run_random, run_smac
 from pydantic import BaseModel
 from rich.console import Console
+from vbx import VBX_SPACE
 
 from diartune.adaptation import (
     TARGET_PROTOCOL,
@@ -101,6 +106,8 @@ from diartune.search.statistics import (
     estimate_by_speakers,
 )
 from diartune.simulate.presets import merge_options
+from diartune.spec.model import Data
+from diartune.trial.plda import PLDA_DIMENSION
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,7 @@ class Sizes:
     trials: int  # pipeline trials of each searcher of A1 and of B1's TPE
     thresholds: int  # grid oracle: thresholds per linkage
     seconds: float  # of each target conversation
+    plda: int  # dimension of the VBx arms' PLDA (at most the train embeddings there are)
     demo: Budget  # source model, tutorial epochs, C's fine-tuning trials, initial design
 
 
@@ -127,6 +135,7 @@ FULL = Sizes(
     trials=30,
     thresholds=21,
     seconds=30.0,
+    plda=PLDA_DIMENSION,
     demo=DEMO_FULL,
 )
 QUICK = Sizes(
@@ -138,6 +147,7 @@ QUICK = Sizes(
     trials=2,
     thresholds=2,
     seconds=10.0,
+    plda=4,
     demo=replace(DEMO_QUICK, source_train=4, tutorial_epochs=1, fine_tune_trials=1),
 )
 #: Each arm's label in the table, in the table's order.
@@ -150,6 +160,11 @@ ARMS = {
     "B1": "B1 B0 + TPE",
     "C": "C diartune two-stage",
     "R": "R random over C's space",
+    "A0-VBx": "A0 with VBx, defaults",
+    "A1-VBx": "A1 with VBx, diartune",
+    "B0-VBx": "B0 with VBx, defaults",
+    "B1-VBx": "B1 with VBx, B0 + TPE",
+    "C-VBx": "C with VBx",
     "grid-source": "oracle grid on test, source model",
     "grid-C": "oracle grid on test, C's model",
     "oracle-source": "oracle clustering, source model",
@@ -160,6 +175,11 @@ A1_SEARCHERS: dict[str, Callable[[Objective, int], Any]] = {
     "A1-diartune": run_smac,
     "A1-tpe": search.run_tpe,
     "A1-random": run_random,
+}
+VBX = "VBxClustering"
+#: C-VBx's pipeline stage: the VBx benchmark's space less the gap (the first stage's).
+VBX_STAGE = {
+    name: VBX_SPACE[name] for name in ("clustering.threshold", "clustering.Fa", "clustering.Fb")
 }
 SHRINKS = (1, 2, 4, 8, 12, 20)  # grid oracle: minimum cluster sizes
 GAPS = (0.0, 0.25, 0.5, 1.0)  # grid oracle: minimum durations off
@@ -292,9 +312,16 @@ def fold_corpus(folder: Path, manifest: Path, held: list[str], fold: int, sizes:
 
 
 def tuning_document(
-    database: Path, models: Path, sizes: Sizes, arm: str, fold: int, seed: int
+    database: Path,
+    models: Path,
+    sizes: Sizes,
+    arm: str,
+    fold: int,
+    seed: int,
+    plda: Path | None = None,
 ) -> dict[str, Any]:
-    """C's DiarizationTuning (the demo's, at B1's budget); R's with the surrogate off."""
+    """C's DiarizationTuning (the demo's, at B1's budget); R's with the surrogate off;
+    C-VBx's with VBx clustering and ``plda``, its pipeline stage over ``VBX_STAGE``."""
     document = demo_spec(database, models, sizes.demo)
     spec = document["spec"]
     fine, pipeline = spec["stages"]
@@ -303,6 +330,9 @@ def tuning_document(
     spec["optimizer"]["seed"] = seed
     if arm == "R":  # every trial from the initial design: defaults, then Sobol points
         spec["optimizer"]["initialDesignSize"] = pipeline["maxTrialCount"]
+    if plda is not None:
+        spec["pipeline"] |= {"clustering": VBX, "plda": str(plda)}
+        pipeline["searchSpace"] = VBX_STAGE
     document["metadata"]["name"] = f"{arm.lower()}-fold-{fold}-seed-{seed}"
     return document
 
@@ -333,8 +363,11 @@ def share_cache(tuning: Path, shared: Path) -> None:
 class Fold:
     """One fold's corpus, its lazily built scorers and its stored results."""
 
-    def __init__(self, folder: Path, models: tuple[Path, Path], fold: int, verbose: bool):
+    def __init__(
+        self, folder: Path, models: tuple[Path, Path], fold: int, sizes: Sizes, verbose: bool
+    ):
         self.folder = folder
+        self.sizes = sizes
         self.models = models
         self.fold = fold
         self.verbose = verbose
@@ -348,7 +381,10 @@ class Fold:
         of one model and subset are shared, so their cached features are too)."""
         key = (str(segmentation), subset, clustering)
         if key not in self.scorers:
+            from pyannote.audio.core.plda import PLDA
+
             twin = self.scorers.get((str(segmentation), subset, "AgglomerativeClustering"))
+            plda = PLDA.from_pretrained(str(self.plda())) if clustering == VBX else None
             with routed(self.log, self.verbose):
                 self.scorers[key] = Scorer(
                     str(self.folder / "database.yml"),
@@ -356,9 +392,26 @@ class Fold:
                     (segmentation, self.models[1]),
                     subset,
                     clustering,
+                    plda,
                     files=twin.files if twin else None,
                 )
         return self.scorers[key]
+
+    def data(self) -> Data:
+        """The fold's corpus as a spec's ``Data``."""
+        return Data(
+            database=str((self.folder / "database.yml").resolve()), protocol=TARGET_PROTOCOL
+        )
+
+    def plda(self) -> Path:
+        """The fold's PLDA folder, from its train speakers' embeddings (made once)."""
+        from diartune.trial.offline_plda import build_plda
+
+        with routed(self.log, self.verbose):
+            folder = build_plda(
+                self.folder / "plda", self.models[1], None, self.data(), self.sizes.plda
+            )
+        return folder.resolve()
 
     def keep(
         self, arm: str, seed: int | None, measure: Callable[..., ArmResult], *args: Any
@@ -395,24 +448,32 @@ class Fold:
         return arm_result(arm, self.fold, seed, parts, scorer.speakers(), params)
 
     def tuned(
-        self, arm: str, seed: int, segmentation: Path, searcher: Callable[[Objective, int], Any]
+        self,
+        arm: str,
+        seed: int,
+        segmentation: Path,
+        searcher: Callable[[Objective, int], Any],
+        clustering: str = "AgglomerativeClustering",
     ) -> ArmResult:
         """``searcher`` on development with ``segmentation``; its best scored on test."""
-        development = self.scorer(segmentation, "development")
+        development = self.scorer(segmentation, "development", clustering)
         start = len(development.history)
         with routed(self.log, self.verbose):
             searcher(development, seed)
         best, _ = min(development.history[start:], key=lambda pair: pair[1])
-        return self.on_test(arm, seed, segmentation, best)
+        return self.on_test(arm, seed, segmentation, best, clustering)
 
-    def tuning(self, arm: str, seed: int, sizes: Sizes) -> ArmResult:
+    def tuning(self, arm: str, seed: int) -> ArmResult:
         """C or R: ``diartune tune``'s loop on the fold; its best's test evaluation."""
         from diartune.local.tuning import LocalTuning
         from diartune.search.study import evaluation_name
         from diartune.spec.file import parse_tuning
 
         database = (self.folder / "database.yml").resolve()
-        document = tuning_document(database, self.models[0].parent, sizes, arm, self.fold, seed)
+        plda = self.plda() if arm == "C-VBx" else None
+        document = tuning_document(
+            database, self.models[0].parent, self.sizes, arm, self.fold, seed, plda
+        )
         folder = self.folder / f"{arm}-seed-{seed}"
         share_cache(folder, self.folder / "cache")
         with (self.folder / "tunings.log").open("a") as stream:
@@ -462,25 +523,28 @@ class Fold:
         return result
 
 
-def run_fold(fold: Fold, sizes: Sizes, manifest: Path, held: list[str], seeds: range) -> None:
+def run_fold(fold: Fold, manifest: Path, held: list[str], seeds: range) -> None:
     """Every arm of one fold with ``seeds``, each (arm, seed) measured once."""
+    sizes = fold.sizes
     fold_corpus(fold.folder, manifest, held, fold.fold, sizes)
     source = fold.models[0]
     fold.keep("A0", None, fold.on_test, source, {})
+    fold.keep("A0-VBx", None, fold.on_test, source, {}, VBX)
     for seed in seeds:
         for arm, searcher in A1_SEARCHERS.items():
             fold.keep(arm, seed, fold.tuned, source, searcher)
+        fold.keep("A1-VBx", seed, fold.tuned, source, partial(run_smac, space=VBX_SPACE), VBX)
     tutorial = (fold.folder / "tutorial.ckpt").resolve()
-    from diartune.spec.model import Data
-
-    data = Data(database=str((fold.folder / "database.yml").resolve()), protocol=TARGET_PROTOCOL)
     with routed(fold.log, fold.verbose):
-        tutorial_fine_tune(source, data, sizes.demo.tutorial_epochs, tutorial)
+        tutorial_fine_tune(source, fold.data(), sizes.demo.tutorial_epochs, tutorial)
     fold.keep("B0", None, fold.on_test, tutorial, {})
+    fold.keep("B0-VBx", None, fold.on_test, tutorial, {}, VBX)
+    vbx_tpe = partial(search.run_tpe, space=VBX_SPACE)
     for seed in seeds:
         fold.keep("B1", seed, fold.tuned, tutorial, search.run_tpe)
-        for arm in ("C", "R"):
-            fold.keep(arm, seed, fold.tuning, sizes)
+        fold.keep("B1-VBx", seed, fold.tuned, tutorial, vbx_tpe, VBX)
+        for arm in ("C", "R", "C-VBx"):
+            fold.keep(arm, seed, fold.tuning)
     c = ArmResult.model_validate_json((fold.folder / "results" / "C-seed-0.json").read_text())
     tuned = Path(c.model or "")
     fold.keep("grid-source", None, fold.grid, source, sizes.thresholds, {})
@@ -647,6 +711,8 @@ def report(output: Path, sizes: Sizes) -> None:
         ("C vs A0", "C", "A0"),
         ("C vs B1", "C", "B1"),
         ("C vs R", "C", "R"),
+        ("C-VBx vs C", "C-VBx", "C"),
+        ("A0-VBx vs A0", "A0-VBx", "A0"),
         ("A1 diartune vs A1 TPE", "A1-diartune", "A1-tpe"),
         ("A1 diartune vs A1 random", "A1-diartune", "A1-random"),
     )
@@ -697,8 +763,8 @@ def main() -> None:
     for seeds in (range(1), range(1, sizes.seeds)):
         for number, held in enumerate(fold_speakers(target_manifest, sizes.folds)):
             start = time.monotonic()
-            fold = Fold(output / f"fold-{number}", models, number, args.verbose)
-            run_fold(fold, sizes, target_manifest, held, seeds)
+            fold = Fold(output / f"fold-{number}", models, number, sizes, args.verbose)
+            run_fold(fold, target_manifest, held, seeds)
             print(
                 f"fold {number} seeds {list(seeds)}: {len(held)} test speakers, "
                 f"{time.monotonic() - start:.0f} s",

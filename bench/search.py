@@ -151,8 +151,8 @@ def run_vanilla_smac(objective: Objective, seed: int) -> list[float]:
     return ders
 
 
-def run_tpe(objective: Objective, seed: int) -> list[float]:
-    """Optuna's TPE sampler (pyannote.pipeline's default), seeded, over ``SPACE``."""
+def run_tpe(objective: Objective, seed: int, space: dict[str, Any] = SPACE) -> list[float]:
+    """Optuna's TPE sampler (pyannote.pipeline's default), seeded, over ``space``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -160,7 +160,7 @@ def run_tpe(objective: Objective, seed: int) -> list[float]:
 
     def trial_der(trial: optuna.Trial) -> float:
         params: dict[str, Any] = {}
-        for name, entry in SPACE.items():
+        for name, entry in space.items():
             if entry["type"] == "float":
                 params[name] = trial.suggest_float(name, entry["low"], entry["high"])
             elif entry["type"] == "int":
