@@ -383,6 +383,10 @@ class Fold:
         if key not in self.scorers:
             from pyannote.audio.core.plda import PLDA
 
+            if clustering == "OracleClustering":  # pyannote 4's oracle pipeline has no audio
+                # reader, yet computes embeddings: the twin's files must hold them already
+                with routed(self.log, self.verbose):
+                    self.scorer(segmentation, subset).per_file({})
             twin = self.scorers.get((str(segmentation), subset, "AgglomerativeClustering"))
             plda = PLDA.from_pretrained(str(self.plda())) if clustering == VBX else None
             with routed(self.log, self.verbose):
