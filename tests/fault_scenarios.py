@@ -392,6 +392,15 @@ def trial_edits(cluster: Cluster, folder: Path) -> Row:
         run.apply(tuning_manifest("trials"))
         _running_pod(run, "clustering-000")
         _running_pod(run, "clustering-001")
+        # The operator writes Running once the Job counts a ready pod, which may come after
+        # the pod runs: a status forged before that write would be overwritten by it.
+        run.wait(
+            "clustering-001's status to say Running",
+            lambda: (
+                (_trial(run, "trials", "clustering-001").get("status") or {}).get("state")
+                == "Running"
+            ),
+        )
         deleted = _trial(run, "trials", "clustering-000")["metadata"]["uid"]
         run.inject("trials", "clustering-000", "clustering-001")
         run.custom.delete_namespaced_custom_object(
