@@ -58,7 +58,7 @@ Decisions:
   ``<output>/fold-N/results``; a rerun skips those there. Corpora, models, the tutorial
   checkpoint and the tunings resume too. ``--report`` writes the report from what is
   stored, measuring nothing; while folds are missing, every target reads missed and says
-  how many folds it counted.
+  how many folds it counted. ``--seeds N`` measures and reports seeds 0..N-1 only.
 """
 
 from __future__ import annotations
@@ -592,11 +592,13 @@ def seed_pools(folds: list[list[ArmResult]]) -> list[ArmResult]:
     return [pooled(results) for results in by_seed.values() if len(results) == len(folds)]
 
 
-def read_results(output: Path) -> dict[str, dict[str, list[ArmResult]]]:
-    """The stored results: fold label -> arm -> its seeds' results."""
+def read_results(output: Path, seeds: int) -> dict[str, dict[str, list[ArmResult]]]:
+    """The stored results of seeds below ``seeds``: fold label -> arm -> its seeds' results."""
     found: dict[str, dict[str, list[ArmResult]]] = {}
     for path in sorted(output.glob("fold-*/results/*.json")):
         result = ArmResult.model_validate_json(path.read_text())
+        if result.seed is not None and result.seed >= seeds:
+            continue
         found.setdefault(f"fold {result.fold}", {}).setdefault(result.arm, []).append(result)
     return found
 
@@ -698,7 +700,7 @@ def plot(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 def report(output: Path, sizes: Sizes) -> None:
     """The tables (per fold and pooled), the comparisons, the targets and the plot."""
-    found = read_results(output)
+    found = read_results(output, sizes.seeds)
     folds = sorted(found, key=lambda label: int(label.split()[1]))
     rows, comparisons, arms = [], [], {}
     for fold in folds:
@@ -746,12 +748,17 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--report", action="store_true", help="only report what is stored, measuring nothing"
     )
+    parser.add_argument(
+        "--seeds", type=int, help="measure and report optimizer seeds 0..N-1 only (default 3)"
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = arguments()
     sizes = QUICK if args.quick else FULL
+    if args.seeds is not None:
+        sizes = replace(sizes, seeds=args.seeds)
     hpo.BUDGET = search.BUDGET = sizes.trials  # the searchers read them when they run
     output = Path(args.output) / "adaptation"
     if args.report:
