@@ -176,6 +176,7 @@ A1_SEARCHERS: dict[str, Callable[[Objective, int], Any]] = {
     "A1-tpe": search.run_tpe,
     "A1-random": run_random,
 }
+AGGLOMERATIVE = "AgglomerativeClustering"
 VBX = "VBxClustering"
 #: C-VBx's pipeline stage: the VBx benchmark's space less the gap (the first stage's).
 VBX_STAGE = {
@@ -374,9 +375,7 @@ class Fold:
         self.log = folder / "fold.log"
         self.scorers: dict[tuple[str, str, str], Scorer] = {}
 
-    def scorer(
-        self, segmentation: Path, subset: str, clustering: str = "AgglomerativeClustering"
-    ) -> Scorer:
+    def scorer(self, segmentation: Path, subset: str, clustering: str = AGGLOMERATIVE) -> Scorer:
         """The scorer of ``subset`` with this segmentation model (made once; the files
         of one model and subset are shared, so their cached features are too)."""
         key = (str(segmentation), subset, clustering)
@@ -387,11 +386,11 @@ class Fold:
                 # reader, yet computes embeddings: the twin's files must hold them already
                 with routed(self.log, self.verbose):
                     self.scorer(segmentation, subset).per_file({})
-            twin = self.scorers.get((str(segmentation), subset, "AgglomerativeClustering"))
+            twin = self.scorers.get((str(segmentation), subset, AGGLOMERATIVE))
             plda = PLDA.from_pretrained(str(self.plda())) if clustering == VBX else None
             with routed(self.log, self.verbose):
                 self.scorers[key] = Scorer(
-                    str(self.folder / "database.yml"),
+                    self.data().database,
                     TARGET_PROTOCOL,
                     (segmentation, self.models[1]),
                     subset,
@@ -443,7 +442,7 @@ class Fold:
         seed: int | None,
         segmentation: Path,
         params: dict[str, Any],
-        clustering: str = "AgglomerativeClustering",
+        clustering: str = AGGLOMERATIVE,
     ) -> ArmResult:
         """``params`` with ``segmentation`` scored on the test files."""
         scorer = self.scorer(segmentation, "test", clustering)
@@ -457,7 +456,7 @@ class Fold:
         seed: int,
         segmentation: Path,
         searcher: Callable[[Objective, int], Any],
-        clustering: str = "AgglomerativeClustering",
+        clustering: str = AGGLOMERATIVE,
     ) -> ArmResult:
         """``searcher`` on development with ``segmentation``; its best scored on test."""
         development = self.scorer(segmentation, "development", clustering)
@@ -473,10 +472,15 @@ class Fold:
         from diartune.search.study import evaluation_name
         from diartune.spec.file import parse_tuning
 
-        database = (self.folder / "database.yml").resolve()
         plda = self.plda() if arm == "C-VBx" else None
         document = tuning_document(
-            database, self.models[0].parent, self.sizes, arm, self.fold, seed, plda
+            Path(self.data().database),
+            self.models[0].parent,
+            self.sizes,
+            arm,
+            self.fold,
+            seed,
+            plda,
         )
         folder = self.folder / f"{arm}-seed-{seed}"
         share_cache(folder, self.folder / "cache")
