@@ -24,7 +24,9 @@ Decisions:
   parameters; C, diartune's two-stage tuning (the demo's spec, run by ``LocalTuning``)
   at B1's budget; R, the same two stages with SMAC's surrogate off (every trial from
   the initial design: pyannote's defaults then Sobol points), a space-filling random
-  search over C's space at the same budget.
+  search over C's space at the same budget; C0, C's fine-tuned model (seed 0's) with
+  pyannote's defaults, which splits C's gain between its stages (C0 vs B0: the first
+  stage against the tutorial's fine-tuning; C vs C0: the pipeline stage).
 - **Budget of C and R against B1.** B1 spends at most ``tutorial_epochs`` epochs (early
   stopping may end sooner) and 1 + ``trials`` runs (the fine-tuning and its TPE trials).
   C and R spend ``fine_tune_trials`` fine-tuning trials of ``tutorial_epochs /
@@ -158,6 +160,7 @@ ARMS = {
     "A1-random": "A1 pipeline tuning, random",
     "B0": "B0 tutorial fine-tuning, defaults",
     "B1": "B1 B0 + TPE",
+    "C0": "C0 C's first stage alone, defaults",
     "C": "C diartune two-stage",
     "R": "R random over C's space",
     "A0-VBx": "A0 with VBx, defaults",
@@ -555,6 +558,7 @@ def run_fold(fold: Fold, manifest: Path, held: list[str], seeds: range) -> None:
             fold.keep(arm, seed, fold.tuning)
     c = ArmResult.model_validate_json((fold.folder / "results" / "C-seed-0.json").read_text())
     tuned = Path(c.model or "")
+    fold.keep("C0", None, fold.on_test, tuned, {})
     fold.keep("grid-source", None, fold.grid, source, sizes.thresholds, {})
     fold.keep("grid-C", None, fold.grid, tuned, sizes.thresholds, {}, c.params)
     for arm, model in (("oracle-source", source), ("oracle-B0", tutorial), ("oracle-C", tuned)):
@@ -721,6 +725,8 @@ def report(output: Path, sizes: Sizes) -> None:
         ("C vs A0", "C", "A0"),
         ("C vs B1", "C", "B1"),
         ("C vs R", "C", "R"),
+        ("C0 vs B0", "C0", "B0"),
+        ("C vs C0", "C", "C0"),
         ("C-VBx vs C", "C-VBx", "C"),
         ("A0-VBx vs A0", "A0-VBx", "A0"),
         ("A1 diartune vs A1 TPE", "A1-diartune", "A1-tpe"),
