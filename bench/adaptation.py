@@ -393,7 +393,7 @@ class Fold:
             plda = PLDA.from_pretrained(str(self.plda())) if clustering == VBX else None
             with routed(self.log, self.verbose):
                 self.scorers[key] = Scorer(
-                    self.data().database,
+                    str(self.database),
                     TARGET_PROTOCOL,
                     (segmentation, self.models[1]),
                     subset,
@@ -403,11 +403,14 @@ class Fold:
                 )
         return self.scorers[key]
 
+    @property
+    def database(self) -> Path:
+        """The fold's ``database.yml``, absolute (tunings run from their own folders)."""
+        return (self.folder / "database.yml").resolve()
+
     def data(self) -> Data:
         """The fold's corpus as a spec's ``Data``."""
-        return Data(
-            database=str((self.folder / "database.yml").resolve()), protocol=TARGET_PROTOCOL
-        )
+        return Data(database=str(self.database), protocol=TARGET_PROTOCOL)
 
     def plda(self) -> Path:
         """The fold's PLDA folder, from its train speakers' embeddings (made once)."""
@@ -477,13 +480,7 @@ class Fold:
 
         plda = self.plda() if arm == "C-VBx" else None
         document = tuning_document(
-            Path(self.data().database),
-            self.models[0].parent,
-            self.sizes,
-            arm,
-            self.fold,
-            seed,
-            plda,
+            self.database, self.models[0].parent, self.sizes, arm, self.fold, seed, plda
         )
         folder = self.folder / f"{arm}-seed-{seed}"
         share_cache(folder, self.folder / "cache")
